@@ -1,0 +1,12 @@
+//! The actors, and the only module that uses actix directly (besides actix-web in `http`):
+//! - [`order::OrderActor`]: one per live order; serializes its commands and appends conditionally.
+//! - [`registry::OrderRegistry`]: finds or starts an order's actor; sheds load when an order's queue is full.
+//! - [`projector::Projector`]: keeps one view up to date from the event feed.
+
+pub mod order;
+pub mod projector;
+pub mod registry;
+
+pub use order::{CommandError, Execute, Executed, IdempotencyDraft, Precondition};
+pub use projector::{ProjectionInfo, ProjectionStatus, Projector};
+pub use registry::OrderRegistry;

@@ -1,0 +1,277 @@
+//! `OrderActor`: one per live order. It holds the order's state in memory and handles one command at a time
+//! (`AtomicResponse`: no other message runs while a command awaits the store), so every rule is checked
+//! against the latest state. The append is still conditional on the version: if another writer (a stale
+//! actor, another instance) got there first, the actor reloads and decides once more. An actor that has been
+//! idle for `idle_timeout` stops itself; its state is reloaded from the store when next needed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::registry::OrderRegistry;
+use crate::domain::{Command, CustomerId, Order, OrderError, OrderId, decide};
+use crate::store::{AppendError, AppendRequest, EventStore, IdempotencyRecord, StoredEvent, StoredResponse};
+
+/// A precondition from `If-Match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-Match: *`: the order must exist.
+    Exists,
+    /// `If-Match: "N"`: the order must be at version N.
+    Version(u64),
+    /// A weak or malformed tag: never matches (If-Match uses strong comparison).
+    Never,
+}
+
+/// What to keep under the request's idempotency key, filled in with the response once it is known.
+#[derive(Debug, Clone)]
+pub struct IdempotencyDraft {
+    pub scope: String,
+    pub request_hash: String,
+}
+
+impl IdempotencyDraft {
+    pub fn record(&self, response: StoredResponse) -> IdempotencyRecord {
+        IdempotencyRecord { scope: self.scope.clone(), request_hash: self.request_hash.clone(), response }
+    }
+}
+
+/// Run one command on the order.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Executed, CommandError>")]
+pub struct Execute {
+    pub command: Command,
+    pub precondition: Option<Precondition>,
+    /// For a customer: only their own orders exist for them.
+    pub visible_to: Option<CustomerId>,
+    pub idempotency: Option<IdempotencyDraft>,
+}
+
+/// A command that succeeded: the order after it, its response (as stored under the idempotency key),
+/// and the events it appended (none for a repeated payment).
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub order: Order,
+    pub response: StoredResponse,
+    pub appended: Vec<StoredEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Rule(#[from] OrderError),
+    #[error("the order is at version {current}")]
+    PreconditionFailed { current: u64 },
+    /// Lost the write race twice in a row.
+    #[error("the order changed concurrently")]
+    WriteConflict,
+    #[error("the idempotency key is in use by a concurrent request")]
+    IdempotencyKeyTaken,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The success response of a command: the order document, its version as a strong ETag.
+pub fn order_response(status: u16, order: &Order, location: Option<String>) -> StoredResponse {
+    StoredResponse {
+        status,
+        // Serializing our own plain struct cannot fail; an empty object would only hide a bug, not data.
+        body: serde_json::to_string(order).unwrap_or_else(|_| "{}".into()),
+        etag: Some(format!("\"{}\"", order.version)),
+        location,
+    }
+}
+
+pub struct OrderActor {
+    id: OrderId,
+    store: Arc<dyn EventStore>,
+    registry: OrderRegistry,
+    /// `None` until loaded from the store (and again after an ambiguous store failure).
+    state: Option<Option<Order>>,
+    snapshot_every: u64,
+    idle_timeout: Duration,
+    last_active: Instant,
+}
+
+impl OrderActor {
+    pub fn new(
+        id: OrderId,
+        store: Arc<dyn EventStore>,
+        registry: OrderRegistry,
+        snapshot_every: u64,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self { id, store, registry, state: None, snapshot_every, idle_timeout, last_active: Instant::now() }
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        crate::telemetry::live_aggregate_started();
+        let check = (self.idle_timeout / 2).max(Duration::from_millis(10));
+        ctx.run_interval(check, |act, ctx| {
+            if act.last_active.elapsed() >= act.idle_timeout {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        crate::telemetry::live_aggregate_stopped();
+        self.registry.forget(&self.id, &ctx.address());
+    }
+}
+
+impl Handler<Execute> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Executed, CommandError>>;
+
+    fn handle(&mut self, msg: Execute, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let store = Arc::clone(&self.store);
+        let id = self.id.clone();
+        let known = self.state.clone();
+        let snapshot_every = self.snapshot_every;
+        let work = async move {
+            let state = match known {
+                Some(state) => state,
+                None => match load(&*store, &id).await {
+                    Ok(state) => state,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            match attempt(&*store, &id, state.clone(), &msg, snapshot_every).await {
+                Err(Attempt::Conflict) => {
+                    // Someone else appended: reload and decide once more against the fresh state.
+                    let fresh = match load(&*store, &id).await {
+                        Ok(state) => state,
+                        Err(e) => return (None, Err(e)),
+                    };
+                    match attempt(&*store, &id, fresh.clone(), &msg, snapshot_every).await {
+                        Err(Attempt::Conflict) => (None, Err(CommandError::WriteConflict)),
+                        other => settle(fresh, other),
+                    }
+                }
+                other => settle(state, other),
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(state, result), act, _ctx| {
+            act.state = state;
+            act.last_active = Instant::now();
+            result
+        })))
+    }
+}
+
+/// The state to keep after an attempt: the new state on success, the old one on a rule error, and
+/// "unknown, reload next time" when the store failed (the write may or may not have happened).
+fn settle(
+    before: Option<Order>,
+    result: Result<(Option<Order>, Executed), Attempt>,
+) -> (Option<Option<Order>>, Result<Executed, CommandError>) {
+    match result {
+        Ok((after, executed)) => (Some(after), Ok(executed)),
+        Err(Attempt::Failed(e @ CommandError::Unavailable(_))) => (None, Err(e)),
+        Err(Attempt::Failed(e)) => (Some(before), Err(e)),
+        Err(Attempt::Conflict) => (None, Err(CommandError::WriteConflict)),
+    }
+}
+
+enum Attempt {
+    Conflict,
+    Failed(CommandError),
+}
+
+impl From<CommandError> for Attempt {
+    fn from(e: CommandError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<OrderError> for Attempt {
+    fn from(e: OrderError) -> Self {
+        Attempt::Failed(CommandError::Rule(e))
+    }
+}
+
+async fn load(store: &dyn EventStore, id: &OrderId) -> Result<Option<Order>, CommandError> {
+    let stream = store.load(id).await.map_err(|e| CommandError::Unavailable(e.0))?;
+    Ok(stream.fold(id))
+}
+
+/// Checks visibility, the precondition and the rules, then appends. Pure decisions, one store call.
+async fn attempt(
+    store: &dyn EventStore,
+    id: &OrderId,
+    state: Option<Order>,
+    msg: &Execute,
+    snapshot_every: u64,
+) -> Result<(Option<Order>, Executed), Attempt> {
+    let is_place = matches!(msg.command, Command::Place { .. });
+    // Someone else's order does not exist for a customer (but an id in use still cannot be placed again).
+    let state = match (&msg.visible_to, state) {
+        (Some(customer), Some(order)) if &order.customer_id != customer && !is_place => None,
+        (_, state) => state,
+    };
+    if let (Some(precondition), Some(order)) = (msg.precondition, &state) {
+        let holds = match precondition {
+            Precondition::Exists => true,
+            Precondition::Version(v) => v == order.version,
+            Precondition::Never => false,
+        };
+        if !holds {
+            return Err(CommandError::PreconditionFailed { current: order.version }.into());
+        }
+    }
+    let events = decide(state.as_ref(), &msg.command)?;
+    let after = Order::fold(state.clone(), id, &events).ok_or(OrderError::NotFound)?;
+    let status = if is_place { 201 } else { 200 };
+    let location = is_place.then(|| format!("/orders/{id}"));
+    let response = order_response(status, &after, location);
+    if events.is_empty() && msg.idempotency.is_none() {
+        return Ok((Some(after.clone()), Executed { order: after, response, appended: vec![] }));
+    }
+    let before = state.as_ref().map_or(0, |o| o.version);
+    let snapshot = crosses_snapshot(before, after.version, snapshot_every).then(|| after.clone());
+    let request = AppendRequest {
+        order_id: id.clone(),
+        expected_version: before,
+        events,
+        snapshot,
+        idempotency: msg.idempotency.as_ref().map(|d| d.record(response.clone())),
+    };
+    match store.append(request).await {
+        Ok(appended) => Ok((Some(after.clone()), Executed { order: after, response, appended })),
+        Err(AppendError::Conflict) => Err(Attempt::Conflict),
+        Err(AppendError::IdempotencyKeyTaken) => Err(CommandError::IdempotencyKeyTaken.into()),
+        Err(AppendError::Unavailable(e)) => Err(CommandError::Unavailable(e).into()),
+    }
+}
+
+/// True when going from version `before` to `after` passes a multiple of `every`.
+fn crosses_snapshot(before: u64, after: u64, every: u64) -> bool {
+    every > 0 && after / every > before / every
+}
+
+/// The current time, truncated to milliseconds: what events store and the API shows.
+pub fn now() -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crosses_snapshot;
+
+    #[test]
+    fn snapshots_every_n_events() {
+        assert!(!crosses_snapshot(0, 1, 0));
+        assert!(!crosses_snapshot(0, 1, 3));
+        assert!(crosses_snapshot(2, 3, 3));
+        assert!(crosses_snapshot(2, 4, 3));
+        assert!(!crosses_snapshot(3, 4, 3));
+    }
+}

@@ -1,0 +1,481 @@
+//! `/orders`: the four commands (write model, through the order's actor) and the queries (read model, with
+//! `consistency=strong` and `minVersion` for read-your-writes).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::AppState;
+use super::body::{JsonObject, parse_json, read_limited, request_hash, require_json};
+use super::error::{ApiError, render};
+use crate::actors::order::now;
+use crate::actors::{CommandError, Execute, IdempotencyDraft, Precondition};
+use crate::auth::Principal;
+use crate::domain::values::{limits, order_total};
+use crate::domain::{
+    Command, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity,
+    Text, ValidationErrors,
+};
+use crate::store::{AppendRequest, StoredEvent};
+use crate::telemetry::{self, CommandOutcome};
+use crate::views::{Cursor, SearchQuery, SortOrder};
+
+type Data = web::Data<AppState>;
+
+// ---------------------------------------------------------------------------------------------- commands
+
+pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
+    command(req, payload, state, "place", |json, principal, _| parse_place(json, principal)).await
+}
+
+pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
+    command(req, payload, state, "confirm-payment", |json, _, id| {
+        let body = JsonObject::new(json)?;
+        let mut errors = ValidationErrors::default();
+        let payment_id = required_text(&body, &mut errors, "paymentId", limits::PAYMENT_ID)?;
+        let amount = match body.opt_int("amount")? {
+            Some(n) => errors.collect(Money::parse("amount", n, MAX_AMOUNT)),
+            None => missing(&mut errors, "amount"),
+        };
+        let (Some(payment_id), Some(amount), true) = (payment_id, amount, errors.is_empty()) else {
+            return Err(ApiError::Validation(errors.0));
+        };
+        Ok((id, Command::ConfirmPayment { payment_id, amount, now: now() }))
+    })
+    .await
+}
+
+pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
+    command(req, payload, state, "ship", |json, _, id| {
+        let body = JsonObject::new(json)?;
+        let mut errors = ValidationErrors::default();
+        let carrier = required_text(&body, &mut errors, "carrier", limits::CARRIER)?;
+        let tracking_number = required_text(&body, &mut errors, "trackingNumber", limits::TRACKING_NUMBER)?;
+        let (Some(carrier), Some(tracking_number), true) = (carrier, tracking_number, errors.is_empty()) else {
+            return Err(ApiError::Validation(errors.0));
+        };
+        Ok((id, Command::Ship { carrier, tracking_number, now: now() }))
+    })
+    .await
+}
+
+pub async fn cancel(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
+    command(req, payload, state, "cancel", |json, _, id| {
+        let body = JsonObject::new(json)?;
+        let mut errors = ValidationErrors::default();
+        let reason = required_text(&body, &mut errors, "reason", limits::CANCEL_REASON)?;
+        let (Some(reason), true) = (reason, errors.is_empty()) else {
+            return Err(ApiError::Validation(errors.0));
+        };
+        Ok((id, Command::Cancel { reason, now: now() }))
+    })
+    .await
+}
+
+/// Largest amount a payment can carry: the largest possible order total (100 lines × 10⁴ × 10¹⁰).
+const MAX_AMOUNT: i128 = 10_000_000_000_000_000;
+
+/// The pipeline every command goes through, timed and counted as one command.
+async fn command(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: Data,
+    name: &'static str,
+    parse: impl FnOnce(&Value, &Principal, OrderId) -> Result<(OrderId, Command), ApiError>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let result = run_command(&req, payload, &state, parse).await;
+    let (response, outcome) = match result {
+        Ok(response) => {
+            let outcome = match response.status().as_u16() {
+                200..=299 => CommandOutcome::Ok,
+                412 => CommandOutcome::Conflict,
+                500.. => CommandOutcome::Error,
+                _ => CommandOutcome::Rejected,
+            };
+            (response, outcome)
+        }
+        Err(e) => {
+            let outcome = match e {
+                ApiError::VersionConflict { .. } | ApiError::WriteConflict => CommandOutcome::Conflict,
+                ApiError::Unavailable => CommandOutcome::Error,
+                _ => CommandOutcome::Rejected,
+            };
+            (e.error_response(), outcome)
+        }
+    };
+    telemetry::command_done(name, outcome, started.elapsed());
+    response
+}
+
+async fn run_command(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    parse: impl FnOnce(&Value, &Principal, OrderId) -> Result<(OrderId, Command), ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = state.principal(req)?;
+    // Commands on an order name it in the path; an id that cannot exist is simply not found.
+    let path_id = match req.match_info().get("id") {
+        Some(raw) => OrderId::parse("orderId", raw).map_err(|_| ApiError::OrderNotFound)?,
+        None => OrderId::generate(),
+    };
+    require_json(req)?;
+    let bytes = read_limited(req, payload).await?;
+    let json = parse_json(&bytes)?;
+    let (order_id, command) = parse(&json, &principal, path_id)?;
+    let precondition = if_match(req);
+    let idempotency = idempotency_key(req, &principal)?
+        .map(|scope| IdempotencyDraft { scope, request_hash: request_hash(&json) });
+    if let Some(draft) = &idempotency
+        && let Some(response) = replay(state, draft).await?
+    {
+        return Ok(response);
+    }
+    let visible_to = match principal.is_admin() {
+        true => None,
+        false => match CustomerId::parse("sub", &principal.subject) {
+            Ok(customer) => Some(customer),
+            // A subject that is not a valid customer id owns no order.
+            Err(_) if !matches!(command, Command::Place { .. }) => return Err(ApiError::OrderNotFound),
+            Err(e) => return Err(ApiError::Validation(vec![e])),
+        },
+    };
+    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone() };
+    match state.registry.execute(&order_id, msg).await {
+        Ok(executed) => Ok(render(&executed.response, false)),
+        Err(CommandError::IdempotencyKeyTaken) => {
+            // A concurrent request with the same key won the race: answer as a retry of it.
+            match idempotency.as_ref() {
+                Some(draft) => replay(state, draft).await?.ok_or(ApiError::WriteConflict),
+                None => Err(ApiError::WriteConflict),
+            }
+        }
+        Err(e @ CommandError::Unavailable(_)) => Err(e.into()),
+        Err(e) => {
+            let error = ApiError::from(e);
+            if let Some(draft) = idempotency {
+                remember_error(state, order_id, &draft, &error).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The stored answer to an earlier request with the same key: replayed if the body is the same,
+/// 422 `idempotency_key_reused` if not, `None` if the key is new.
+async fn replay(state: &AppState, draft: &IdempotencyDraft) -> Result<Option<HttpResponse>, ApiError> {
+    match state.store.idempotency_get(&draft.scope).await? {
+        Some(record) if record.request_hash == draft.request_hash => Ok(Some(render(&record.response, true))),
+        Some(_) => Err(ApiError::IdempotencyKeyReused),
+        None => Ok(None),
+    }
+}
+
+/// Keeps a refused command's answer under its key, so a retry gets the same answer. Best effort: if it
+/// cannot be kept, a retry simply runs the (deterministic) checks again.
+async fn remember_error(state: &AppState, order_id: OrderId, draft: &IdempotencyDraft, error: &ApiError) {
+    let request = AppendRequest {
+        order_id,
+        expected_version: 0,
+        events: vec![],
+        snapshot: None,
+        idempotency: Some(draft.record(error.to_stored())),
+    };
+    if let Err(e) = state.store.append(request).await {
+        tracing::debug!(error = %e, "could not keep a refused command's idempotent response");
+    }
+}
+
+/// `If-Match`: `*`, or one strong ETag `"N"`. A weak or malformed tag never matches (RFC 9110 §13.1.1).
+fn if_match(req: &HttpRequest) -> Option<Precondition> {
+    let value = req.headers().get(header::IF_MATCH)?;
+    let value = value.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return Some(Precondition::Exists);
+    }
+    let version = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).and_then(|v| v.parse::<u64>().ok());
+    Some(version.map_or(Precondition::Never, Precondition::Version))
+}
+
+/// `Idempotency-Key`: 1–128 printable ASCII characters, scoped per (token subject, method, path).
+fn idempotency_key(req: &HttpRequest, principal: &Principal) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(ApiError::field("Idempotency-Key", "must be 1-128 printable ASCII characters"));
+    }
+    Ok(Some(format!("{}\u{1f}{}\u{1f}{}\u{1f}{key}", principal.subject, req.method(), req.path())))
+}
+
+fn missing<T>(errors: &mut ValidationErrors, field: &str) -> Option<T> {
+    errors.push(FieldError::new(field, "is required"));
+    None
+}
+
+fn required_text(
+    body: &JsonObject<'_>,
+    errors: &mut ValidationErrors,
+    field: &str,
+    max: usize,
+) -> Result<Option<Text>, ApiError> {
+    Ok(match body.opt_str(field)? {
+        Some(s) => errors.collect(Text::parse(&body.path(field), s, max)),
+        None => missing(errors, &body.path(field)),
+    })
+}
+
+fn parse_place(json: &Value, principal: &Principal) -> Result<(OrderId, Command), ApiError> {
+    // Authorization before validation: a customer may place orders only for itself.
+    let customer_field = json.get("customerId").filter(|v| !v.is_null());
+    if !principal.is_admin() && customer_field.is_some_and(|v| v.as_str() != Some(principal.subject.as_str())) {
+        return Err(ApiError::Forbidden);
+    }
+    let body = JsonObject::new(json)?;
+    let mut errors = ValidationErrors::default();
+    let order_id = match body.opt_str("orderId")? {
+        Some(s) => errors.collect(OrderId::parse("orderId", s)),
+        None => Some(OrderId::generate()),
+    };
+    let customer_id = match body.opt_str("customerId")? {
+        Some(s) => errors.collect(CustomerId::parse("customerId", s)),
+        // A customer's orders are its own: the field may be left out.
+        None if !principal.is_admin() => errors.collect(CustomerId::parse("customerId", &principal.subject)),
+        None => missing(&mut errors, "customerId"),
+    };
+    let currency = match body.opt_str("currency")? {
+        Some(s) => errors.collect(Currency::parse("currency", s)),
+        None => missing(&mut errors, "currency"),
+    };
+    let items = match body.opt_objects("items")? {
+        None => missing(&mut errors, "items"),
+        Some(lines) if lines.is_empty() || lines.len() > limits::MAX_ITEMS => {
+            errors.push(FieldError::new("items", format!("must have 1-{} lines", limits::MAX_ITEMS)));
+            None
+        }
+        Some(lines) => {
+            let mut items = Vec::with_capacity(lines.len());
+            for line in &lines {
+                let sku = required_text(line, &mut errors, "sku", limits::SKU)?;
+                let name = required_text(line, &mut errors, "name", limits::ITEM_NAME)?;
+                let quantity = match line.opt_int("quantity")? {
+                    Some(n) => errors.collect(Quantity::parse(&line.path("quantity"), n)),
+                    None => missing(&mut errors, &line.path("quantity")),
+                };
+                let unit_price = match line.opt_int("unitPrice")? {
+                    Some(n) => errors.collect(Money::parse(&line.path("unitPrice"), n, limits::MAX_UNIT_PRICE)),
+                    None => missing(&mut errors, &line.path("unitPrice")),
+                };
+                if let (Some(sku), Some(name), Some(quantity), Some(unit_price)) = (sku, name, quantity, unit_price) {
+                    items.push(LineItem { sku, name, quantity, unit_price });
+                }
+            }
+            Some(items)
+        }
+    };
+    let total = items.as_deref().and_then(|items| {
+        let total = order_total(items);
+        if total.is_none() {
+            errors.push(FieldError::new("items", "the order total is too large"));
+        }
+        total
+    });
+    match (order_id, customer_id, currency, items, total) {
+        (Some(order_id), Some(customer_id), Some(currency), Some(items), Some(total)) if errors.is_empty() => {
+            Ok((order_id, Command::Place { customer_id, currency, items, total, now: now() }))
+        }
+        _ => Err(ApiError::Validation(errors.0)),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------- queries
+
+fn query_params(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
+    web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|_| ApiError::field("query", "the query string is malformed"))
+}
+
+/// Path id, or 404: an id that breaks the id rules names no order.
+fn path_order_id(req: &HttpRequest) -> Result<OrderId, ApiError> {
+    OrderId::parse("orderId", req.match_info().get("id").unwrap_or("")).map_err(|_| ApiError::OrderNotFound)
+}
+
+fn visible(principal: &Principal, order: &Order) -> bool {
+    principal.is_admin() || order.customer_id.as_str() == principal.subject
+}
+
+fn document(order: &Order, consistency: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, format!("\"{}\"", order.version)))
+        .insert_header(("X-Consistency", HeaderValue::from_static(consistency)))
+        .json(order)
+}
+
+/// `GET /orders/{id}`: the projected document; `consistency=strong` folds the write model instead, and
+/// `minVersion=N` waits (up to `projections.min_version_wait_ms`) for the view to reach N, then falls back.
+pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
+    let principal = state.principal(&req)?;
+    let id = path_order_id(&req)?;
+    let params = query_params(&req)?;
+    let strong = match params.get("consistency").map(String::as_str) {
+        None | Some("eventual") => false,
+        Some("strong") => true,
+        Some(_) => return Err(ApiError::field("consistency", "must be `strong` or `eventual`")),
+    };
+    let min_version = match params.get("minVersion") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| ApiError::field("minVersion", "must be a non-negative integer"))?),
+    };
+    if !strong {
+        let deadline = tokio::time::Instant::now() + state.min_version_wait;
+        let mut progress = state.projections.status("search").map(|s| s.subscribe());
+        loop {
+            let doc = state.search.get(&id).await?;
+            match (doc, min_version) {
+                (Some(order), Some(n)) if order.version >= n => return found(&principal, order, "eventual"),
+                (doc, None) => return doc.filter(|o| visible(&principal, o)).map(|o| document(&o, "eventual")).ok_or(ApiError::OrderNotFound),
+                _ => {}
+            }
+            let Some(progress) = progress.as_mut().filter(|_| tokio::time::Instant::now() < deadline) else {
+                break;
+            };
+            let _ = tokio::time::timeout_at(deadline, progress.changed()).await;
+        }
+    }
+    let order = state.store.load(&id).await?.fold(&id).ok_or(ApiError::OrderNotFound)?;
+    found(&principal, order, "strong")
+}
+
+fn found(principal: &Principal, order: Order, consistency: &'static str) -> Result<HttpResponse, ApiError> {
+    if visible(principal, &order) { Ok(document(&order, consistency)) } else { Err(ApiError::OrderNotFound) }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryEvent<'a> {
+    event_id: Uuid,
+    version: u64,
+    occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    event: &'a OrderEvent,
+}
+
+#[derive(Serialize)]
+struct History<'a> {
+    events: Vec<HistoryEvent<'a>>,
+}
+
+/// `GET /orders/{id}/history`: every event of the order, from the write model.
+pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
+    let principal = state.principal(&req)?;
+    let id = path_order_id(&req)?;
+    let events: Vec<StoredEvent> = state.store.history(&id).await?;
+    let owner = events.iter().find_map(|e| match &e.event {
+        OrderEvent::OrderPlaced { customer_id, .. } => Some(customer_id),
+        _ => None,
+    });
+    match owner {
+        Some(owner) if principal.is_admin() || owner.as_str() == principal.subject => {}
+        _ => return Err(ApiError::OrderNotFound),
+    }
+    let body = History {
+        events: events
+            .iter()
+            .map(|e| HistoryEvent { event_id: e.event_id, version: e.version, occurred_at: e.occurred_at(), event: &e.event })
+            .collect(),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /orders?customerId=&status=&q=&placedFrom=&placedTo=&sort=&limit=&cursor=`.
+pub async fn search(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
+    let principal = state.principal(&req)?;
+    let params = query_params(&req)?;
+    let query = parse_search(&params)?;
+    let query = if principal.is_admin() {
+        query
+    } else {
+        // A customer searches only its own orders; asking for someone else's finds nothing.
+        match (&query.customer_id, CustomerId::parse("sub", &principal.subject)) {
+            (Some(asked), Ok(own)) if asked != &own => return Ok(HttpResponse::Ok().json(empty_page())),
+            (_, Ok(own)) => SearchQuery { customer_id: Some(own), ..query },
+            (_, Err(_)) => return Ok(HttpResponse::Ok().json(empty_page())),
+        }
+    };
+    let page = state.search.search(&query).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+fn empty_page() -> crate::views::SearchPage {
+    crate::views::SearchPage { orders: vec![], next_cursor: None, estimated_total: 0 }
+}
+
+fn parse_search(params: &HashMap<String, String>) -> Result<SearchQuery, ApiError> {
+    let mut errors = ValidationErrors::default();
+    let get = |k: &str| params.get(k).map(String::as_str);
+    let customer_id = get("customerId").and_then(|v| errors.collect(CustomerId::parse("customerId", v)));
+    let status = get("status").and_then(|v| {
+        let status = OrderStatus::parse(v);
+        if status.is_none() {
+            errors.push(FieldError::new("status", "must be placed, paid, shipped or cancelled"));
+        }
+        status
+    });
+    let text = get("q").filter(|q| !q.trim().is_empty()).and_then(|q| {
+        let ok = q.chars().count() <= 200;
+        if !ok {
+            errors.push(FieldError::new("q", "must be at most 200 characters"));
+        }
+        ok.then(|| q.to_owned())
+    });
+    let placed_from = get("placedFrom").and_then(|v| errors.collect(parse_instant("placedFrom", v, false)));
+    let placed_to = get("placedTo").and_then(|v| errors.collect(parse_instant("placedTo", v, true)));
+    let sort = match get("sort") {
+        None => SortOrder::default(),
+        Some(v) => SortOrder::parse(v).unwrap_or_else(|| {
+            errors.push(FieldError::new("sort", "must be placedAt:desc, placedAt:asc, total:desc or total:asc"));
+            SortOrder::default()
+        }),
+    };
+    let limit = match get("limit") {
+        None => 20,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new("limit", "must be an integer from 1 to 100"));
+                20
+            }
+        },
+    };
+    let cursor = get("cursor").and_then(|v| {
+        let cursor = Cursor::decode(v);
+        if cursor.is_none() {
+            errors.push(FieldError::new("cursor", "is not a cursor this API returned"));
+        }
+        cursor
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors.0));
+    }
+    Ok(SearchQuery { customer_id, status, text, placed_from, placed_to, sort, limit, cursor })
+}
+
+/// An RFC 3339 instant, or a date (`YYYY-MM-DD`: its start, or its end when `end_of_day`).
+fn parse_instant(field: &str, value: &str, end_of_day: bool) -> Result<DateTime<Utc>, FieldError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|_| FieldError::new(field, "must be an RFC 3339 timestamp or a YYYY-MM-DD date"))?;
+    let time = if end_of_day { date.and_hms_milli_opt(23, 59, 59, 999) } else { date.and_hms_opt(0, 0, 0) };
+    time.map(|t| t.and_utc()).ok_or_else(|| FieldError::new(field, "is out of range"))
+}

@@ -1,0 +1,26 @@
+//! orderflow: CQRS with event sourcing for orders, on actors.
+//!
+//! ```text
+//! HTTP (http/) ─► OrderRegistry ─► OrderActor(orderId) ─► EventStore (store/)  write model, conditional appends
+//!                                                             │ change feed (feed/)
+//!                                                             ▼
+//!                                        Projector(search) · Projector(revenue)   (actors/)
+//!                                                             ▼
+//! HTTP queries ◄──────────────────────────────────────── views (views/)           read models
+//! ```
+//!
+//! `domain` is pure (rules, events, values); `actors` hold the concurrency; `store`, `feed` and `views` are
+//! ports with their adapters; `app` wires them by config; `http` is the REST surface of API.md.
+#![forbid(unsafe_code)]
+
+pub mod actors;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod feed;
+pub mod http;
+pub mod sql;
+pub mod store;
+pub mod telemetry;
+pub mod views;

@@ -1,0 +1,90 @@
+//! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use orderflow::app::Application;
+use orderflow::auth::{Authenticator, Role, resolve_secret};
+use orderflow::config::Settings;
+
+#[derive(Parser)]
+#[command(name = "orderflow", version, about = "CQRS + event sourcing for orders, on actors")]
+struct Cli {
+    /// A TOML config file layered over the built-in defaults (env ORDERFLOW__SECTION__KEY wins over both).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Commands>,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the service (the default).
+    Serve,
+    /// Print a JWT signed with the configured secret (or the data folder's generated one).
+    Token {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The subject: for a customer, its customerId.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Customer,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("orderflow: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Commands::Serve) {
+        Commands::Serve => serve(settings),
+        Commands::Token { role, sub, ttl } => token(&settings, role, &sub, ttl),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orderflow: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(settings: &Settings, role: RoleArg, sub: &str, ttl: u64) -> anyhow::Result<()> {
+    let (secret, _) = resolve_secret(&settings.auth, &settings.data_dir)?;
+    let role = match role {
+        RoleArg::Admin => Role::Admin,
+        RoleArg::Customer => Role::Customer,
+    };
+    println!("{}", Authenticator::new(&settings.auth, &secret).mint(sub, role, ttl)?);
+    Ok(())
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    orderflow::telemetry::init_logging(&settings.log);
+    actix_web::rt::System::new().block_on(async move {
+        let host = settings.server.host.clone();
+        let app = Application::build(settings).await?;
+        println!("orderflow listening on http://{host}:{}", app.port());
+        if let Some(token) = app.startup_admin_token() {
+            println!("admin token (24 h): {token}");
+        }
+        tracing::info!(port = app.port(), "serving");
+        app.run_until_stopped().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

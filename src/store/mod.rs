@@ -1,0 +1,124 @@
+//! The write model: the `EventStore` port and its adapters. Events are append-only; an append names the
+//! version it expects the stream to be at, and the store refuses it (`AppendError::Conflict`) when another
+//! writer got there first. An `Ok` from `append` means the events are durable.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderEvent, OrderId};
+
+/// Events are written with this schema version, kept with each event so that old shapes can be upcast later.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// One event as stored, with its place in the order's stream and (embedded profile) in the global log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    pub order_id: OrderId,
+    pub version: u64,
+    /// Position in the global log (embedded profile); 0 where the store has none.
+    pub position: u64,
+    pub schema_version: u32,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: OrderEvent,
+}
+
+impl StoredEvent {
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        self.event.occurred_at()
+    }
+}
+
+/// A stream as loaded: the latest snapshot (if any) and the events after it.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedStream {
+    pub snapshot: Option<Order>,
+    pub events: Vec<StoredEvent>,
+}
+
+impl LoadedStream {
+    pub fn fold(&self, order_id: &OrderId) -> Option<Order> {
+        Order::fold(self.snapshot.clone(), order_id, self.events.iter().map(|e| &e.event))
+    }
+}
+
+/// The response a command produced, kept under its idempotency key so a retry gets it back verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+    pub etag: Option<String>,
+    pub location: Option<String>,
+}
+
+/// An idempotency key's record: who used it for what request (scope), a hash of the body, and the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub scope: String,
+    pub request_hash: String,
+    pub response: StoredResponse,
+}
+
+/// What one command wants written, all or nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub order_id: OrderId,
+    /// The version the stream must be at (0 for a new order).
+    pub expected_version: u64,
+    /// May be empty when only an idempotency record is written.
+    pub events: Vec<OrderEvent>,
+    /// State after the events, when it is time for a snapshot.
+    pub snapshot: Option<Order>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended to this stream since `expected_version`.
+    #[error("the stream has moved past the expected version")]
+    Conflict,
+    /// The idempotency key was taken by a concurrent request.
+    #[error("the idempotency key is already in use")]
+    IdempotencyKeyTaken,
+    /// Nothing was written; try again later.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Reading failed; nothing is known. Maps to 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event store unavailable: {0}")]
+pub struct StoreUnavailable(pub String);
+
+impl From<StoreUnavailable> for AppendError {
+    fn from(e: StoreUnavailable) -> Self {
+        AppendError::Unavailable(e.0)
+    }
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends atomically and durably, or not at all.
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, AppendError>;
+
+    /// The latest snapshot and the events after it: enough to rebuild the current state.
+    async fn load(&self, order_id: &OrderId) -> Result<LoadedStream, StoreUnavailable>;
+
+    /// Every event of one order, in version order.
+    async fn history(&self, order_id: &OrderId) -> Result<Vec<StoredEvent>, StoreUnavailable>;
+
+    /// The live (unexpired) record of an idempotency key.
+    async fn idempotency_get(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreUnavailable>;
+
+    /// Events of all orders after a global position, in log order (the embedded feed and view rebuilds).
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable>;
+
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreUnavailable>;
+}

@@ -1,0 +1,390 @@
+//! The embedded event store: one SQLite file in WAL mode.
+//!
+//! Appends go through a single writer thread that does **group commit**: it takes every append waiting in
+//! its queue (up to `max_batch`), writes each inside its own savepoint (so one conflicting append does not
+//! spoil the others), commits once, and only then answers each caller. One fsync covers the whole batch.
+//! A unique key on (order_id, version) makes the append conditional; the `position` column (rowid) is the
+//! global log the embedded feed tails. Since one thread commits, positions become visible in order.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use super::{
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, StoreUnavailable,
+    StoredEvent, StoredResponse,
+};
+use crate::config::StoreSettings;
+use crate::domain::{Order, OrderEvent, OrderId};
+use crate::sql::{self, DbError, ReadPool};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id       TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL,
+    type           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    recorded_at    INTEGER NOT NULL,
+    payload        TEXT    NOT NULL,
+    UNIQUE (order_id, version)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    order_id TEXT PRIMARY KEY,
+    version  INTEGER NOT NULL,
+    state    TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope        TEXT PRIMARY KEY,
+    request_hash TEXT    NOT NULL,
+    status       INTEGER NOT NULL,
+    body         TEXT    NOT NULL,
+    etag         TEXT,
+    location     TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at);
+";
+
+const EVENT_COLUMNS: &str = "event_id, order_id, version, position, schema_version, recorded_at, payload";
+
+type Reply = oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>;
+
+pub struct SqliteEventStore {
+    queue: SyncSender<(AppendRequest, Reply)>,
+    readers: Arc<ReadPool>,
+    head: watch::Receiver<u64>,
+    idempotency_ttl: chrono::Duration,
+}
+
+impl SqliteEventStore {
+    /// Opens `<dir>/events.db`, creating the schema, and starts the writer thread.
+    pub fn open(dir: &Path, settings: &StoreSettings, read_connections: usize) -> Result<Arc<Self>, DbError> {
+        let path = dir.join("events.db");
+        let conn = sql::open(&path, settings.synchronous)?;
+        conn.execute_batch(SCHEMA)?;
+        let head_position: u64 = conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))?;
+        let readers = ReadPool::open(&path, read_connections)?;
+        let (head_tx, head) = watch::channel(head_position);
+        let (queue, rx) = mpsc::sync_channel(settings.queue_capacity);
+        let ttl = chrono::Duration::hours(settings.idempotency_ttl_hours as i64);
+        let writer = Writer { conn, head: head_tx, max_batch: settings.max_batch, snapshot_every: settings.snapshot_every, ttl };
+        std::thread::Builder::new()
+            .name("event-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| DbError::Worker(e.to_string()))?;
+        Ok(Arc::new(Self { queue, readers, head, idempotency_ttl: ttl }))
+    }
+
+    /// The position of the newest committed event; changes after every commit.
+    pub fn head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        match self.queue.try_send((request, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AppendError::Unavailable("write queue is full".into())),
+            Err(TrySendError::Disconnected(_)) => return Err(AppendError::Unavailable("writer stopped".into())),
+        }
+        answer.await.map_err(|_| AppendError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn load(&self, order_id: &OrderId) -> Result<LoadedStream, StoreUnavailable> {
+        let id = order_id.clone();
+        self.readers
+            .read(move |conn| {
+                let snapshot: Option<(u64, String)> = conn
+                    .prepare_cached("SELECT version, state FROM snapshots WHERE order_id = ?1")?
+                    .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let (after, snapshot) = match snapshot {
+                    Some((version, state)) => {
+                        let order: Order = serde_json::from_str(&state).map_err(|e| DbError::Corrupt(e.to_string()))?;
+                        (version, Some(order))
+                    }
+                    None => (0, None),
+                };
+                let events = query_events(
+                    conn,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ?1 AND version > ?2 ORDER BY version"),
+                    params![id.as_str(), after],
+                )?;
+                Ok(LoadedStream { snapshot, events })
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn history(&self, order_id: &OrderId) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        let id = order_id.clone();
+        self.readers
+            .read(move |conn| {
+                query_events(
+                    conn,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ?1 ORDER BY version"),
+                    params![id.as_str()],
+                )
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn idempotency_get(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreUnavailable> {
+        let scope = scope.to_owned();
+        let live_after = (Utc::now() - self.idempotency_ttl).timestamp_millis();
+        self.readers
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT request_hash, status, body, etag, location FROM idempotency
+                         WHERE scope = ?1 AND created_at >= ?2",
+                    )?
+                    .query_row(params![scope, live_after], |r| {
+                        Ok(IdempotencyRecord {
+                            scope: scope.clone(),
+                            request_hash: r.get(0)?,
+                            response: StoredResponse {
+                                status: r.get(1)?,
+                                body: r.get(2)?,
+                                etag: r.get(3)?,
+                                location: r.get(4)?,
+                            },
+                        })
+                    })
+                    .optional()?)
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        self.readers
+            .read(move |conn| {
+                query_events(
+                    conn,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                    params![after, limit as i64],
+                )
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> Result<(), StoreUnavailable> {
+        self.readers.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await.map_err(unavailable)
+    }
+}
+
+fn unavailable(e: DbError) -> StoreUnavailable {
+    StoreUnavailable(e.to_string())
+}
+
+fn query_events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEvent>, DbError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, read_event_row)?;
+    rows.map(|row| row.map_err(DbError::from)?.map_err(DbError::Corrupt)).collect()
+}
+
+fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>> {
+    let event_id: String = row.get(0)?;
+    let order_id: String = row.get(1)?;
+    let recorded_at: i64 = row.get(5)?;
+    let payload: String = row.get(6)?;
+    let version: u64 = row.get(2)?;
+    let position: u64 = row.get(3)?;
+    let schema_version: u32 = row.get(4)?;
+    Ok((|| {
+        Ok(StoredEvent {
+            event_id: Uuid::parse_str(&event_id).map_err(|e| e.to_string())?,
+            order_id: OrderId::parse("orderId", &order_id).map_err(|e| e.message)?,
+            version,
+            position,
+            schema_version,
+            recorded_at: DateTime::from_timestamp_millis(recorded_at).ok_or("bad recorded_at")?,
+            event: serde_json::from_str::<OrderEvent>(&payload).map_err(|e| e.to_string())?,
+        })
+    })())
+}
+
+/// The single writer: owns the write connection, batches appends into one transaction each.
+struct Writer {
+    conn: Connection,
+    head: watch::Sender<u64>,
+    max_batch: usize,
+    snapshot_every: u64,
+    ttl: chrono::Duration,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<(AppendRequest, Reply)>) {
+        const PURGE_EVERY: Duration = Duration::from_secs(600);
+        let mut last_purge = std::time::Instant::now();
+        loop {
+            let first = match rx.recv_timeout(PURGE_EVERY) {
+                Ok(op) => op,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.purge_expired_keys();
+                    last_purge = std::time::Instant::now();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+            if last_purge.elapsed() >= PURGE_EVERY {
+                self.purge_expired_keys();
+                last_purge = std::time::Instant::now();
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(AppendRequest, Reply)>) {
+        let now = Utc::now();
+        let snapshot_every = self.snapshot_every;
+        let expired_before = (now - self.ttl).timestamp_millis();
+        let mut results = Vec::with_capacity(batch.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (request, reply) in batch {
+                let savepoint = tx.savepoint()?;
+                let result = write_append(&savepoint, &request, now, snapshot_every, expired_before);
+                if result.is_ok() {
+                    savepoint.commit()?;
+                }
+                // Dropping an uncommitted savepoint rolls it back: this append leaves no trace.
+                results.push((reply, result));
+            }
+            tx.commit()
+        })();
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "event store commit failed; answering 503 to the whole batch");
+            for (reply, _) in results {
+                let _ = reply.send(Err(AppendError::Unavailable("commit failed".into())));
+            }
+            return;
+        }
+        let mut head = *self.head.borrow();
+        for (reply, result) in results {
+            if let Ok(events) = &result {
+                for event in events {
+                    head = head.max(event.position);
+                    crate::telemetry::event_appended(event.event.type_name());
+                }
+            }
+            let _ = reply.send(result);
+        }
+        self.head.send_if_modified(|h| std::mem::replace(h, head) != head);
+    }
+
+    fn purge_expired_keys(&mut self) {
+        let cutoff = (Utc::now() - self.ttl).timestamp_millis();
+        if let Err(e) = self.conn.execute("DELETE FROM idempotency WHERE created_at < ?1", [cutoff]) {
+            tracing::warn!(error = %e, "could not purge expired idempotency keys");
+        }
+    }
+}
+
+/// Writes one append inside its savepoint. A unique-key failure on events is a conflict; on the
+/// idempotency key it means a concurrent request with the same key won.
+fn write_append(
+    tx: &Connection,
+    request: &AppendRequest,
+    now: DateTime<Utc>,
+    snapshot_every: u64,
+    expired_before: i64,
+) -> Result<Vec<StoredEvent>, AppendError> {
+    let db_err = |e: rusqlite::Error| AppendError::Unavailable(e.to_string());
+    if let Some(record) = &request.idempotency {
+        let changed = tx
+            .prepare_cached(
+                "INSERT INTO idempotency (scope, request_hash, status, body, etag, location, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (scope) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
+                     body = excluded.body, etag = excluded.etag, location = excluded.location,
+                     created_at = excluded.created_at
+                 WHERE idempotency.created_at < ?8",
+            )
+            .and_then(|mut stmt| {
+                let r = &record.response;
+                stmt.execute(params![
+                    record.scope,
+                    record.request_hash,
+                    r.status,
+                    r.body,
+                    r.etag,
+                    r.location,
+                    now.timestamp_millis(),
+                    expired_before
+                ])
+            })
+            .map_err(db_err)?;
+        if changed == 0 {
+            return Err(AppendError::IdempotencyKeyTaken);
+        }
+    }
+    let mut stored = Vec::with_capacity(request.events.len());
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO events (order_id, version, event_id, type, schema_version, recorded_at, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(db_err)?;
+    for (i, event) in request.events.iter().enumerate() {
+        let version = request.expected_version + 1 + i as u64;
+        let event_id = Uuid::now_v7();
+        let payload = serde_json::to_string(event).map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let result = insert.execute(params![
+            request.order_id.as_str(),
+            version,
+            event_id.to_string(),
+            event.type_name(),
+            EVENT_SCHEMA_VERSION,
+            now.timestamp_millis(),
+            payload
+        ]);
+        match result {
+            Ok(_) => {}
+            Err(e) if sql::is_constraint_violation(&e) => return Err(AppendError::Conflict),
+            Err(e) => return Err(db_err(e)),
+        }
+        stored.push(StoredEvent {
+            event_id,
+            order_id: request.order_id.clone(),
+            version,
+            position: tx.last_insert_rowid() as u64,
+            schema_version: EVENT_SCHEMA_VERSION,
+            recorded_at: now,
+            event: event.clone(),
+        });
+    }
+    drop(insert);
+    if let Some(snapshot) = request.snapshot.as_ref().filter(|_| snapshot_every > 0) {
+        let state = serde_json::to_string(snapshot).map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        tx.prepare_cached(
+            "INSERT INTO snapshots (order_id, version, state) VALUES (?1, ?2, ?3)
+             ON CONFLICT (order_id) DO UPDATE SET version = excluded.version, state = excluded.state",
+        )
+        .and_then(|mut stmt| stmt.execute(params![request.order_id.as_str(), snapshot.version, state]))
+        .map_err(db_err)?;
+    }
+    Ok(stored)
+}

@@ -1,0 +1,149 @@
+//! Logs and metrics in one place. Business code calls the named functions below; the metric names and
+//! labels are those of API.md §4 and appear nowhere else. Label values come from small fixed sets
+//! (command names, event types, projection names), never from an order id.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+pub const COMMANDS_TOTAL: &str = "orderflow_commands_total";
+pub const COMMAND_DURATION: &str = "orderflow_command_duration_seconds";
+pub const EVENTS_APPENDED: &str = "orderflow_events_appended_total";
+pub const PROJECTION_EVENTS: &str = "orderflow_projection_events_total";
+pub const PROJECTION_LAG: &str = "orderflow_projection_lag_seconds";
+pub const PROJECTION_PARKED: &str = "orderflow_projection_parked_events";
+pub const PROJECTOR_RESTARTS: &str = "orderflow_projector_restarts_total";
+pub const BRIDGE_RECORDS: &str = "orderflow_bridge_records_total";
+pub const BRIDGE_LAG: &str = "orderflow_bridge_lag_seconds";
+pub const LIVE_AGGREGATES: &str = "orderflow_live_aggregates";
+
+/// How a command ended, as the `outcome` label of `orderflow_commands_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// 2xx.
+    Ok,
+    /// A 4xx business rule or validation failure.
+    Rejected,
+    /// 412, or a write race lost even after one reload.
+    Conflict,
+    /// 5xx / 503.
+    Error,
+}
+
+impl CommandOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::Conflict => "conflict",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// How a projector dealt with one event, as the `outcome` label of `orderflow_projection_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionOutcome {
+    Applied,
+    Skipped,
+    Failed,
+    Parked,
+}
+
+impl ProjectionOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+            Self::Parked => "parked",
+        }
+    }
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle (for `/metrics`).
+pub fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(COMMAND_DURATION.to_owned()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows only this one's");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(COMMANDS_TOTAL, "Commands handled, by command and outcome.");
+    describe_histogram!(COMMAND_DURATION, metrics::Unit::Seconds, "Command handling time, request to durable ack.");
+    describe_counter!(EVENTS_APPENDED, "Events durably appended to the write model, by type.");
+    describe_counter!(PROJECTION_EVENTS, "Events seen by projectors, by projection and outcome.");
+    describe_gauge!(PROJECTION_LAG, metrics::Unit::Seconds, "Age of the newest event a projection has applied.");
+    describe_gauge!(PROJECTION_PARKED, "Events parked (poison) per projection.");
+    describe_counter!(PROJECTOR_RESTARTS, "Projector restarts by their supervisor.");
+    describe_counter!(BRIDGE_RECORDS, "Records moved from the change feed to the event feed.");
+    describe_gauge!(BRIDGE_LAG, metrics::Unit::Seconds, "Age of the newest record the bridge has published.");
+    describe_gauge!(LIVE_AGGREGATES, "Order actors currently in memory.");
+}
+
+pub fn command_done(command: &'static str, outcome: CommandOutcome, elapsed: Duration) {
+    counter!(COMMANDS_TOTAL, "command" => command, "outcome" => outcome.label()).increment(1);
+    histogram!(COMMAND_DURATION, "command" => command).record(elapsed.as_secs_f64());
+}
+
+pub fn event_appended(event_type: &'static str) {
+    counter!(EVENTS_APPENDED, "type" => event_type).increment(1);
+}
+
+pub fn projection_events(projection: &'static str, outcome: ProjectionOutcome, count: u64) {
+    if count > 0 {
+        counter!(PROJECTION_EVENTS, "projection" => projection, "outcome" => outcome.label()).increment(count);
+    }
+}
+
+pub fn projection_lag(projection: &'static str, lag: Duration) {
+    gauge!(PROJECTION_LAG, "projection" => projection).set(lag.as_secs_f64());
+}
+
+pub fn projection_parked(projection: &'static str, parked: u64) {
+    gauge!(PROJECTION_PARKED, "projection" => projection).set(parked as f64);
+}
+
+pub fn projector_restarted(projection: &'static str) {
+    counter!(PROJECTOR_RESTARTS, "projection" => projection).increment(1);
+}
+
+pub fn live_aggregate_started() {
+    gauge!(LIVE_AGGREGATES).increment(1.0);
+}
+
+pub fn live_aggregate_stopped() {
+    gauge!(LIVE_AGGREGATES).decrement(1.0);
+}
+
+/// Sets up `tracing` (text or JSON lines on stderr). `RUST_LOG` wins over `log.level`. Safe to call twice.
+pub fn init_logging(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,200 @@
+//! Read models. Each view is fed by a projector (see `actors::projector`) through the [`Projection`] port and
+//! queried by the HTTP layer through its own query port ([`SearchView`], [`RevenueView`]).
+//!
+//! Projections are idempotent: each view records, in the same transaction as its update, the version it
+//! has applied per order (and, on the embedded feed, its checkpoint), so a redelivered or replayed event
+//! changes nothing.
+
+pub mod revenue_sqlite;
+pub mod search_sqlite;
+mod sqlite;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::domain::{Currency, CustomerId, Order, OrderId, OrderStatus};
+use crate::store::StoredEvent;
+
+/// The view's backend failed; the query or the batch can be retried. Maps to 503 on queries.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("view unavailable: {0}")]
+    Unavailable(String),
+    /// An event arrived that cannot follow what the view holds (a gap in an order's versions).
+    #[error("event {order_id} v{version} does not follow the view's v{have}")]
+    OutOfOrder { order_id: String, version: u64, have: u64 },
+}
+
+impl From<crate::sql::DbError> for ViewError {
+    fn from(e: crate::sql::DbError) -> Self {
+        ViewError::Unavailable(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for ViewError {
+    fn from(e: rusqlite::Error) -> Self {
+        ViewError::Unavailable(e.to_string())
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub applied: u64,
+    pub skipped: u64,
+}
+
+/// The write side of a view, driven by a projector.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The projection's name (`search`, `revenue`): a metric label and an admin route segment.
+    fn name(&self) -> &'static str;
+
+    /// Applies the events (in feed order) idempotently; stores `checkpoint` (a feed position) in the same
+    /// transaction when given.
+    async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError>;
+
+    /// The feed position this view has durably applied up to (embedded feed).
+    async fn checkpoint(&self) -> Result<u64, ViewError>;
+
+    /// Forgets the checkpoint so that the whole feed is delivered again (a replay; the view dedupes).
+    async fn reset_checkpoint(&self) -> Result<(), ViewError>;
+}
+
+/// Sorts of `GET /orders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    #[default]
+    PlacedAtDesc,
+    PlacedAtAsc,
+    TotalDesc,
+    TotalAsc,
+}
+
+impl SortOrder {
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "placedAt:desc" => Self::PlacedAtDesc,
+            "placedAt:asc" => Self::PlacedAtAsc,
+            "total:desc" => Self::TotalDesc,
+            "total:asc" => Self::TotalAsc,
+            _ => return None,
+        })
+    }
+
+    pub fn descending(self) -> bool {
+        matches!(self, Self::PlacedAtDesc | Self::TotalDesc)
+    }
+
+    /// The sort key of an order under this sort.
+    pub fn key(self, order: &Order) -> i64 {
+        match self {
+            Self::PlacedAtDesc | Self::PlacedAtAsc => order.placed_at.timestamp_millis(),
+            Self::TotalDesc | Self::TotalAsc => order.total.minor() as i64,
+        }
+    }
+}
+
+/// Where the next page starts: the last hit's sort key and id (keyset pagination, stable under inserts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub key: i64,
+    pub order_id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.key, self.order_id))
+    }
+
+    pub fn decode(value: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (key, id) = text.split_once(':')?;
+        let order_id = OrderId::parse("cursor", id).ok()?;
+        Some(Self { key: key.parse().ok()?, order_id: order_id.as_str().to_owned() })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub customer_id: Option<CustomerId>,
+    pub status: Option<OrderStatus>,
+    /// Words to match against item names and skus (all of them, as prefixes).
+    pub text: Option<String>,
+    pub placed_from: Option<DateTime<Utc>>,
+    pub placed_to: Option<DateTime<Utc>>,
+    pub sort: SortOrder,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPage {
+    pub orders: Vec<Order>,
+    pub next_cursor: Option<String>,
+    pub estimated_total: u64,
+}
+
+/// The query side of the search view.
+#[async_trait]
+pub trait SearchView: Send + Sync + 'static {
+    async fn get(&self, order_id: &OrderId) -> Result<Option<Order>, ViewError>;
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, ViewError>;
+}
+
+/// One (day, currency) row of `GET /revenue/daily`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevenueDay {
+    pub date: NaiveDate,
+    pub currency: String,
+    pub gross_revenue: u64,
+    pub refunds: u64,
+    pub net_revenue: i64,
+    pub paid_orders: u64,
+    pub cancelled_orders: u64,
+}
+
+/// The query side of the revenue view.
+#[async_trait]
+pub trait RevenueView: Send + Sync + 'static {
+    /// Days in `[from, to]` with activity, by date then currency.
+    async fn daily(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        currency: Option<Currency>,
+    ) -> Result<Vec<RevenueDay>, ViewError>;
+}
+
+/// Splits free text into the words FTS matches on (letters and digits), lowercased.
+pub fn search_terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor { key: -5, order_id: "o_1-x".into() };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("!!!"), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:bad id")), None);
+    }
+
+    #[test]
+    fn terms_split_on_punctuation() {
+        assert_eq!(search_terms("Blue-Mug SKU_12 \"x\""), vec!["blue", "mug", "sku", "12", "x"]);
+        assert!(search_terms("  -- ").is_empty());
+    }
+}

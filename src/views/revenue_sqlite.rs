@@ -1,0 +1,174 @@
+//! The embedded daily revenue view: totals per (UTC day, currency), and per order the currency and the last
+//! version applied. The per-order version is the dedupe record: it is updated in the same transaction as the
+//! totals, so a redelivered or replayed event is skipped and never counts twice.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::sqlite::{CHECKPOINTS_SCHEMA, apply_batch, read_checkpoint, save_checkpoint};
+use super::{ApplyReport, Projection, RevenueDay, RevenueView, ViewError};
+use crate::config::Synchronous;
+use crate::domain::{Currency, OrderEvent};
+use crate::sql::{self, DbError, ReadPool, WriteConn};
+use crate::store::StoredEvent;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS revenue_daily (
+    day              TEXT    NOT NULL,
+    currency         TEXT    NOT NULL,
+    gross            INTEGER NOT NULL DEFAULT 0,
+    refunds          INTEGER NOT NULL DEFAULT 0,
+    paid_orders      INTEGER NOT NULL DEFAULT 0,
+    cancelled_orders INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, currency)
+);
+CREATE TABLE IF NOT EXISTS revenue_orders (
+    order_id TEXT PRIMARY KEY,
+    currency TEXT    NOT NULL,
+    version  INTEGER NOT NULL
+);
+
+";
+
+const NAME: &str = "revenue";
+
+pub struct SqliteRevenueView {
+    writer: WriteConn,
+    readers: Arc<ReadPool>,
+}
+
+impl SqliteRevenueView {
+    pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
+        let path = dir.join("revenue.db");
+        let conn = sql::open(&path, Synchronous::Normal)?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(CHECKPOINTS_SCHEMA)?;
+        let readers = ReadPool::open(&path, read_connections)?;
+        Ok(Arc::new(Self { writer: WriteConn::new(conn), readers }))
+    }
+}
+
+fn day(at: DateTime<Utc>) -> String {
+    at.date_naive().to_string()
+}
+
+fn apply_one(conn: &Connection, event: &StoredEvent) -> Result<bool, ViewError> {
+    let id = event.order_id.as_str();
+    let known: Option<(String, u64)> = conn
+        .prepare_cached("SELECT currency, version FROM revenue_orders WHERE order_id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let have = known.as_ref().map_or(0, |(_, v)| *v);
+    if event.version <= have {
+        return Ok(false);
+    }
+    if event.version != have + 1 {
+        return Err(ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have });
+    }
+    let bump = |row: DayDelta| -> Result<(), ViewError> {
+        let currency = known.as_ref().map(|(c, _)| c.as_str()).ok_or_else(|| ViewError::OutOfOrder {
+            order_id: id.to_owned(),
+            version: event.version,
+            have,
+        })?;
+        conn.prepare_cached(
+            "INSERT INTO revenue_daily (day, currency, gross, refunds, paid_orders, cancelled_orders)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (day, currency) DO UPDATE SET
+                 gross = gross + excluded.gross, refunds = refunds + excluded.refunds,
+                 paid_orders = paid_orders + excluded.paid_orders,
+                 cancelled_orders = cancelled_orders + excluded.cancelled_orders",
+        )?
+        .execute(params![day(row.at), currency, row.gross as i64, row.refunds as i64, row.paid, row.cancelled])?;
+        Ok(())
+    };
+    match &event.event {
+        OrderEvent::OrderPlaced { currency, .. } => {
+            conn.prepare_cached("INSERT INTO revenue_orders (order_id, currency, version) VALUES (?1, ?2, 1)")?
+                .execute(params![id, currency.as_str()])?;
+            return Ok(true);
+        }
+        OrderEvent::PaymentConfirmed { amount, paid_at, .. } => {
+            bump(DayDelta { at: *paid_at, gross: amount.minor(), refunds: 0, paid: 1, cancelled: 0 })?
+        }
+        OrderEvent::OrderCancelled { refund, cancelled_at, .. } => {
+            bump(DayDelta { at: *cancelled_at, gross: 0, refunds: refund.minor(), paid: 0, cancelled: 1 })?
+        }
+        OrderEvent::OrderShipped { .. } => {}
+    }
+    conn.prepare_cached("UPDATE revenue_orders SET version = ?2 WHERE order_id = ?1")?
+        .execute(params![id, event.version])?;
+    Ok(true)
+}
+
+/// What one event adds to one day's row.
+struct DayDelta {
+    at: DateTime<Utc>,
+    gross: u64,
+    refunds: u64,
+    paid: u64,
+    cancelled: u64,
+}
+
+#[async_trait]
+impl Projection for SqliteRevenueView {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
+        apply_batch(&self.writer, NAME, events, checkpoint, apply_one).await
+    }
+
+    async fn checkpoint(&self) -> Result<u64, ViewError> {
+        Ok(self.readers.read(|conn| read_checkpoint(conn, NAME)).await?)
+    }
+
+    async fn reset_checkpoint(&self) -> Result<(), ViewError> {
+        Ok(self.writer.write(|conn| save_checkpoint(conn, NAME, 0)).await?)
+    }
+}
+
+#[async_trait]
+impl RevenueView for SqliteRevenueView {
+    async fn daily(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        currency: Option<Currency>,
+    ) -> Result<Vec<RevenueDay>, ViewError> {
+        let (from, to) = (from.to_string(), to.to_string());
+        let currency = currency.map(|c| c.as_str().to_owned());
+        Ok(self
+            .readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT day, currency, gross, refunds, paid_orders, cancelled_orders FROM revenue_daily
+                     WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR currency = ?3)
+                     ORDER BY day, currency",
+                )?;
+                let rows = stmt.query_map(params![from, to, currency], |r| {
+                    let (gross, refunds): (i64, i64) = (r.get(2)?, r.get(3)?);
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, gross, refunds, r.get(4)?, r.get(5)?))
+                })?;
+                rows.map(|row| {
+                    let (date, currency, gross, refunds, paid_orders, cancelled_orders) = row?;
+                    Ok(RevenueDay {
+                        date: date.parse().map_err(|e: chrono::ParseError| DbError::Corrupt(e.to_string()))?,
+                        currency,
+                        gross_revenue: gross as u64,
+                        refunds: refunds as u64,
+                        net_revenue: gross - refunds,
+                        paid_orders,
+                        cancelled_orders,
+                    })
+                })
+                .collect()
+            })
+            .await?)
+    }
+}
