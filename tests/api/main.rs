@@ -1,1 +1,5 @@
-fn main(){}
+//! Black-box tests of the HTTP API (API.md §2), one binary for the whole area. Each test starts its own
+//! orderflow on port 0 with its own data folder.
+
+mod helpers;
+mod smoke;
