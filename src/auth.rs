@@ -121,8 +121,14 @@ pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Resu
     std::fs::create_dir_all(data_dir)?;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &secret)?;
-    Ok((secret, true))
+    match write_private(&path, &secret) {
+        Ok(()) => Ok((secret, true)),
+        // Another process (the server, or `orderflow token`) created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok((std::fs::read_to_string(&path)?.trim().to_owned(), false))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(unix)]
