@@ -83,11 +83,11 @@ impl Authenticator {
             return Ok(Principal { subject: "anonymous".into(), role: Role::Admin });
         }
         let header = header.ok_or_else(|| AuthError("missing Authorization header".into()))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| AuthError("not a Bearer token".into()))?
-            .trim();
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let token = match header.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => return Err(AuthError("not a Bearer token".into())),
+        };
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError(e.to_string()))?;
         let claims = data.claims;

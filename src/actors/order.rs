@@ -216,14 +216,18 @@ async fn attempt(
         (Some(customer), Some(order)) if &order.customer_id != customer && !is_place => None,
         (_, state) => state,
     };
-    if let (Some(precondition), Some(order)) = (msg.precondition, &state) {
-        let holds = match precondition {
-            Precondition::Exists => true,
-            Precondition::Version(v) => v == order.version,
-            Precondition::Never => false,
+    // If-Match on an order that does not exist fails too (RFC 9110 §13.1.1); for commands other than
+    // place, "not found" is the better answer and `decide` gives it.
+    if let Some(precondition) = msg.precondition {
+        let current = state.as_ref().map_or(0, |o| o.version);
+        let holds = match (precondition, &state) {
+            (_, None) => !is_place,
+            (Precondition::Exists, Some(_)) => true,
+            (Precondition::Version(v), Some(_)) => v == current,
+            (Precondition::Never, Some(_)) => false,
         };
         if !holds {
-            return Err(CommandError::PreconditionFailed { current: order.version }.into());
+            return Err(CommandError::PreconditionFailed { current }.into());
         }
     }
     let events = decide(state.as_ref(), &msg.command)?;

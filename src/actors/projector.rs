@@ -109,7 +109,10 @@ impl ProjectionStatus {
 
 pub struct Projector {
     projection: Arc<dyn Projection>,
+    /// Lent to the batch in progress (`None` while one runs).
     feed: Option<Box<dyn FeedSubscription>>,
+    /// A position the feed must move to before its next batch (set by [`Replay`]).
+    pending_seek: Option<u64>,
     status: Arc<ProjectionStatus>,
     batch_size: usize,
 }
@@ -121,7 +124,7 @@ impl Projector {
         status: Arc<ProjectionStatus>,
         batch_size: usize,
     ) -> Self {
-        Self { projection, feed: Some(feed), status, batch_size }
+        Self { projection, feed: Some(feed), pending_seek: None, status, batch_size }
     }
 }
 
@@ -154,14 +157,22 @@ enum BatchOutcome {
 impl Handler<NextBatch> for Projector {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, _: NextBatch, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: NextBatch, ctx: &mut Self::Context) -> Self::Result {
         let Some(mut feed) = self.feed.take() else {
+            // A batch is still out with the feed: look again shortly, never let the loop end.
+            ctx.notify_later(NextBatch, Duration::from_millis(10));
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         };
+        let seek = self.pending_seek.take();
         let projection = Arc::clone(&self.projection);
         let status = Arc::clone(&self.status);
         let max = self.batch_size;
         let work = async move {
+            if let Some(position) = seek
+                && let Err(e) = feed.seek(position).await
+            {
+                return (feed, BatchOutcome::Failed(e.to_string()));
+            }
             let outcome = run_batch(&mut *feed, &*projection, &status, max).await;
             (feed, outcome)
         };
@@ -242,21 +253,12 @@ impl Handler<Replay> for Projector {
 
     fn handle(&mut self, _: Replay, _ctx: &mut Self::Context) -> Self::Result {
         let projection = Arc::clone(&self.projection);
-        let feed = self.feed.take();
-        let work = async move {
-            let mut feed = feed;
-            let result = async {
-                projection.reset_checkpoint().await.map_err(|e| e.to_string())?;
-                if let Some(feed) = feed.as_mut() {
-                    feed.seek(0).await.map_err(|e| e.to_string())?;
-                }
-                Ok(())
+        let work = async move { projection.reset_checkpoint().await.map_err(|e| e.to_string()) };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _ctx| {
+            if result.is_ok() {
+                // The feed moves back with the next batch (the feed may be out with a batch right now).
+                act.pending_seek = Some(0);
             }
-            .await;
-            (feed, result)
-        };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(feed, result), act, _ctx| {
-            act.feed = feed;
             result
         })))
     }

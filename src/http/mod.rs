@@ -12,6 +12,7 @@ pub mod revenue;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -53,32 +54,50 @@ impl AppState {
 
 /// All routes. Unknown routes are 404 `not_found`, known routes with another method 405, both problem+json.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let not_allowed = || web::to(|| async { ApiError::MethodNotAllowed.error_response_owned() });
     cfg.service(
         web::resource("/orders")
             .route(web::post().to(orders::place))
             .route(web::get().to(orders::search))
-            .default_service(not_allowed()),
+            .default_service(not_allowed("GET, POST")),
     )
-    .service(web::resource("/orders/{id}").route(web::get().to(orders::get)).default_service(not_allowed()))
-    .service(
-        web::resource("/orders/{id}/history").route(web::get().to(orders::history)).default_service(not_allowed()),
-    )
-    .service(
-        web::resource("/orders/{id}/confirm-payment")
-            .route(web::post().to(orders::confirm_payment))
-            .default_service(not_allowed()),
-    )
-    .service(web::resource("/orders/{id}/ship").route(web::post().to(orders::ship)).default_service(not_allowed()))
-    .service(web::resource("/orders/{id}/cancel").route(web::post().to(orders::cancel)).default_service(not_allowed()))
-    .service(web::resource("/revenue/daily").route(web::get().to(revenue::daily)).default_service(not_allowed()))
-    .service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(not_allowed()))
-    .service(web::resource("/health/live").route(web::get().to(ops::live)).default_service(not_allowed()))
-    .service(web::resource("/health/ready").route(web::get().to(ops::ready)).default_service(not_allowed()))
-    .service(
-        web::resource("/admin/projections").route(web::get().to(admin::projections)).default_service(not_allowed()),
-    )
+    .service(get("/orders/{id}", orders::get))
+    .service(get("/orders/{id}/history", orders::history))
+    .service(post("/orders/{id}/confirm-payment", orders::confirm_payment))
+    .service(post("/orders/{id}/ship", orders::ship))
+    .service(post("/orders/{id}/cancel", orders::cancel))
+    .service(get("/revenue/daily", revenue::daily))
+    .service(get("/metrics", ops::metrics))
+    .service(get("/health/live", ops::live))
+    .service(get("/health/ready", ops::ready))
+    .service(get("/admin/projections", admin::projections))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
+}
+
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler)).default_service(not_allowed("GET"))
+}
+
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(web::post().to(handler)).default_service(not_allowed("POST"))
+}
+
+/// 405 with the `Allow` header RFC 9110 §15.5.6 asks for.
+fn not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = ApiError::MethodNotAllowed.error_response_owned();
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        response
+    })
 }
 
 impl ApiError {

@@ -22,7 +22,7 @@ use crate::domain::{
     Command, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity,
     Text, ValidationErrors,
 };
-use crate::store::{AppendRequest, StoredEvent};
+use crate::store::{AppendError, AppendRequest, StoredEvent};
 use crate::telemetry::{self, CommandOutcome};
 use crate::views::{Cursor, SearchQuery, SortOrder};
 
@@ -160,10 +160,10 @@ async fn run_command(
         Err(e @ CommandError::Unavailable(_)) => Err(e.into()),
         Err(e) => {
             let error = ApiError::from(e);
-            if let Some(draft) = idempotency {
-                remember_error(state, order_id, &draft, &error).await;
+            match idempotency {
+                Some(draft) => remember_error(state, order_id, &draft, error).await,
+                None => Err(error),
             }
-            Err(error)
         }
     }
 }
@@ -178,9 +178,15 @@ async fn replay(state: &AppState, draft: &IdempotencyDraft) -> Result<Option<Htt
     }
 }
 
-/// Keeps a refused command's answer under its key, so a retry gets the same answer. Best effort: if it
-/// cannot be kept, a retry simply runs the (deterministic) checks again.
-async fn remember_error(state: &AppState, order_id: OrderId, draft: &IdempotencyDraft, error: &ApiError) {
+/// Keeps a refused command's answer under its key, so a retry gets the same answer. If a concurrent request
+/// with the same key got there first (this copy was refused *because* that one succeeded), its answer is the
+/// one to give. Best effort otherwise: a retry simply runs the (deterministic) checks again.
+async fn remember_error(
+    state: &AppState,
+    order_id: OrderId,
+    draft: &IdempotencyDraft,
+    error: ApiError,
+) -> Result<HttpResponse, ApiError> {
     let request = AppendRequest {
         order_id,
         expected_version: 0,
@@ -188,8 +194,13 @@ async fn remember_error(state: &AppState, order_id: OrderId, draft: &Idempotency
         snapshot: None,
         idempotency: Some(draft.record(error.to_stored())),
     };
-    if let Err(e) = state.store.append(request).await {
-        tracing::debug!(error = %e, "could not keep a refused command's idempotent response");
+    match state.store.append(request).await {
+        Ok(_) => Err(error),
+        Err(AppendError::IdempotencyKeyTaken) => replay(state, draft).await?.ok_or(error),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not keep a refused command's idempotent response");
+            Err(error)
+        }
     }
 }
 

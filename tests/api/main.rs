@@ -3,3 +3,8 @@
 
 mod helpers;
 mod smoke;
+mod queries;
+mod consistency;
+mod commands;
+mod errors;
+mod auth;
