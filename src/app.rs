@@ -11,20 +11,87 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
+use crate::actors::bridge::Bridge;
 use crate::actors::projector::{ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
-use crate::config::Settings;
+use crate::aws::Tables;
+use crate::config::{Profile, Settings};
+use crate::feed::FeedSubscription;
+use crate::feed::kafka::{self, KafkaSubscription};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::EventStore;
+use crate::store::dynamo::DynamoEventStore;
 use crate::store::sqlite::SqliteEventStore;
-use crate::views::Projection;
+use crate::views::revenue_dynamo::DynamoRevenueView;
 use crate::views::revenue_sqlite::SqliteRevenueView;
+use crate::views::search_meili::MeiliSearchView;
 use crate::views::search_sqlite::SqliteSearchView;
+use crate::views::{Projection, RevenueView, SearchView};
 
 /// Read connections per SQLite database.
 const READ_CONNECTIONS: usize = 4;
+
+/// The adapters of one profile, and its running projectors.
+struct Wiring {
+    store: Arc<dyn EventStore>,
+    search: Arc<dyn SearchView>,
+    revenue: Arc<dyn RevenueView>,
+    handles: Vec<ProjectionHandle>,
+}
+
+fn start_projector(
+    projection: Arc<dyn Projection>,
+    feed: Box<dyn FeedSubscription>,
+    position: u64,
+    settings: &Settings,
+) -> ProjectionHandle {
+    let status = ProjectionStatus::new(projection.name());
+    status.set_position(position);
+    let addr = Projector::new(projection, feed, Arc::clone(&status), settings.projections.batch_size).start();
+    ProjectionHandle { status, addr }
+}
+
+/// SQLite files in `data_dir`; projectors tail the event log.
+async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
+    let dir = &settings.data_dir;
+    let store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
+    let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
+    let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS).context("revenue view")?;
+    let mut handles = Vec::new();
+    for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
+        let checkpoint = projection.checkpoint().await.context("reading a projection checkpoint")?;
+        let feed = LogTail::new(Arc::clone(&store), checkpoint);
+        handles.push(start_projector(projection, Box::new(feed), checkpoint, settings));
+    }
+    Ok(Wiring { store, search, revenue, handles })
+}
+
+/// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
+async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
+    let sdk = crate::aws::sdk_config(&settings.aws).await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let tables = Tables::new(&settings.dynamodb.table_prefix);
+    let create = settings.dynamodb.create_tables;
+    let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &settings.store, create)
+        .await
+        .context("DynamoDB event store")?;
+    let revenue = DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
+    let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
+    if settings.kafka.create_topic {
+        kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+    }
+    let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+    Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone()).start();
+    let mut handles = Vec::new();
+    for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
+        let feed = KafkaSubscription::new(&settings.kafka, projection.name()).context("Kafka consumer")?;
+        handles.push(start_projector(projection, Box::new(feed), 0, settings));
+    }
+    Ok(Wiring { store, search, revenue, handles })
+}
 
 pub struct Application {
     port: u16,
@@ -35,29 +102,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the stores, starts the projectors and binds the server. Must run inside an actix system.
+    /// Opens the stores of the configured profile, starts the projectors (and, distributed, the bridge) and
+    /// binds the server. Must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
         let (secret, _generated) = resolve_secret(&settings.auth, &settings.data_dir)
             .with_context(|| format!("cannot read or create {}/jwt_secret", settings.data_dir.display()))?;
-        let dir = &settings.data_dir;
-
-        let sqlite_store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
-        let store: Arc<dyn EventStore> = sqlite_store.clone();
-        let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
-        let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS).context("revenue view")?;
-
-        let mut handles = Vec::new();
-        for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
-            let checkpoint = projection.checkpoint().await.context("reading a projection checkpoint")?;
-            let status = ProjectionStatus::new(projection.name());
-            status.set_position(checkpoint);
-            let feed = LogTail::new(Arc::clone(&store), sqlite_store.head(), checkpoint);
-            let addr =
-                Projector::new(projection, Box::new(feed), Arc::clone(&status), settings.projections.batch_size).start();
-            handles.push(ProjectionHandle { status, addr });
-        }
+        let wiring = match settings.profile {
+            Profile::Embedded => embedded(&settings).await?,
+            Profile::Distributed => distributed(&settings).await?,
+        };
+        let Wiring { store, search, revenue, handles } = wiring;
 
         let registry = OrderRegistry::new(
             Arc::clone(&store),

@@ -29,6 +29,11 @@ pub struct Settings {
     pub store: StoreSettings,
     pub projections: ProjectionSettings,
     pub log: LogSettings,
+    pub aws: AwsSettings,
+    pub dynamodb: DynamoSettings,
+    pub kafka: KafkaSettings,
+    pub meilisearch: MeiliSettings,
+    pub bridge: BridgeSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +109,69 @@ pub struct LogSettings {
     pub level: String,
 }
 
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    pub region: String,
+    pub endpoint_url: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoSettings {
+    pub table_prefix: String,
+    pub create_tables: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub group_prefix: String,
+    pub create_topic: bool,
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeiliSettings {
+    pub url: String,
+    pub api_key: String,
+    pub index: String,
+}
+
+impl fmt::Debug for MeiliSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeiliSettings")
+            .field("url", &self.url)
+            .field("api_key", &"<redacted>")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSettings {
+    pub poll_interval_ms: u64,
+    pub batch_size: i32,
+}
+
 impl Settings {
     /// Loads the layers: defaults, then `file` (if any), then the process environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -136,9 +204,10 @@ impl Settings {
         anyhow::ensure!(self.projections.batch_size > 0, "projections.batch_size must be at least 1");
         anyhow::ensure!(self.auth.leeway_secs <= 60, "auth.leeway_secs must be at most 60");
         anyhow::ensure!(
-            self.profile == Profile::Embedded,
-            "profile `distributed` is not available yet in this build; use `embedded`"
+            (1..=1000).contains(&self.bridge.batch_size),
+            "bridge.batch_size must be from 1 to 1000"
         );
+        anyhow::ensure!(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
         Ok(())
     }
 }
@@ -180,6 +249,14 @@ mod tests {
     fn unknown_keys_are_an_error() {
         assert!(Settings::load_with(None, env(&[("ORDERFLOW__SERVER__PROT", "1")])).is_err());
         assert!(Settings::load_with(None, env(&[("ORDERFLOW__NOPE", "1")])).is_err());
+    }
+
+    #[test]
+    fn the_distributed_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/distributed.toml");
+        let s = Settings::load_with(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.profile, Profile::Distributed);
+        assert_eq!(s.aws.endpoint_url, "http://127.0.0.1:8000");
     }
 
     #[test]

@@ -66,6 +66,20 @@ impl ProjectionOutcome {
     }
 }
 
+/// Where the bridge reads change records from, as the `source` label of the bridge metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeSource {
+    DynamoDbStreams,
+}
+
+impl BridgeSource {
+    fn label(self) -> &'static str {
+        match self {
+            Self::DynamoDbStreams => "dynamodb-streams",
+        }
+    }
+}
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its handle (for `/metrics`).
@@ -128,6 +142,18 @@ pub fn projection_parked(projection: &'static str, parked: u64) {
 
 pub fn projector_restarted(projection: &'static str) {
     counter!(PROJECTOR_RESTARTS, "projection" => projection).increment(1);
+}
+
+/// `count` records published to the event feed (delivery confirmed) by the bridge.
+pub fn bridge_records(source: BridgeSource, count: u64) {
+    if count > 0 {
+        counter!(BRIDGE_RECORDS, "source" => source.label()).increment(count);
+    }
+}
+
+/// Age of the newest record the bridge published; zero when it is caught up and idle.
+pub fn bridge_lag(source: BridgeSource, lag: Duration) {
+    gauge!(BRIDGE_LAG, "source" => source.label()).set(lag.as_secs_f64());
 }
 
 pub fn live_aggregate_started() {

@@ -3,6 +3,7 @@
 //! - [`registry::OrderRegistry`]: finds or starts an order's actor; sheds load when an order's queue is full.
 //! - [`projector::Projector`]: keeps one view up to date from the event feed.
 
+pub mod bridge;
 pub mod order;
 pub mod projector;
 pub mod registry;

@@ -229,7 +229,7 @@ async fn run_batch(
     let lag = (Utc::now() - last.recorded_at).to_std().unwrap_or_default();
     status.lag_millis.store(lag.as_millis() as u64, Ordering::Relaxed);
     telemetry::projection_lag(name, lag);
-    if let Some(position) = checkpoint {
+    if let Some(position) = feed.position().or(checkpoint) {
         status.position.store(position, Ordering::Relaxed);
     }
     status.progress.send_modify(|n| *n = n.wrapping_add(1));

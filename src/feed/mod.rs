@@ -2,6 +2,8 @@
 //! [`FeedSubscription`] port: the embedded profile tails the SQLite log by global position; the distributed
 //! profile will consume Kafka (or Kinesis) with the same port.
 
+pub mod cloudevents;
+pub mod kafka;
 pub mod tail;
 
 use std::time::Duration;
@@ -35,4 +37,10 @@ pub trait FeedSubscription: Send + 'static {
 
     /// Starts again from `position` (0 = the beginning of the feed).
     async fn seek(&mut self, position: u64) -> Result<(), FeedError>;
+
+    /// How far into the feed the acked events reach, for `/admin/projections` (the log position; on Kafka,
+    /// the sum of the committed offsets). `None` when this feed cannot tell.
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }

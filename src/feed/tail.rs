@@ -8,17 +8,19 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{FeedError, FeedSubscription};
-use crate::store::{EventStore, StoredEvent};
+use crate::store::StoredEvent;
+use crate::store::sqlite::SqliteEventStore;
 
 pub struct LogTail {
-    store: Arc<dyn EventStore>,
+    store: Arc<SqliteEventStore>,
     head: watch::Receiver<u64>,
     position: u64,
 }
 
 impl LogTail {
     /// A tail that delivers the events after `position` (the view's stored checkpoint).
-    pub fn new(store: Arc<dyn EventStore>, head: watch::Receiver<u64>, position: u64) -> Self {
+    pub fn new(store: Arc<SqliteEventStore>, position: u64) -> Self {
+        let head = store.head();
         Self { store, head, position }
     }
 }
@@ -47,5 +49,9 @@ impl FeedSubscription for LogTail {
     async fn seek(&mut self, position: u64) -> Result<(), FeedError> {
         self.position = position;
         Ok(())
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.position)
     }
 }

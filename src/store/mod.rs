@@ -2,6 +2,7 @@
 //! version it expects the stream to be at, and the store refuses it (`AppendError::Conflict`) when another
 //! writer got there first. An `Ok` from `append` means the events are durable.
 
+pub mod dynamo;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -115,9 +116,6 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The live (unexpired) record of an idempotency key.
     async fn idempotency_get(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreUnavailable>;
-
-    /// Events of all orders after a global position, in log order (the embedded feed and view rebuilds).
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable>;
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreUnavailable>;

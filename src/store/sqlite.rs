@@ -84,6 +84,20 @@ impl SqliteEventStore {
         Ok(Arc::new(Self { queue, readers, head, idempotency_ttl: ttl }))
     }
 
+    /// Events of all orders after a global position, in log order: the embedded feed.
+    pub async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        self.readers
+            .read(move |conn| {
+                query_events(
+                    conn,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                    params![after, limit as i64],
+                )
+            })
+            .await
+            .map_err(unavailable)
+    }
+
     /// The position of the newest committed event; changes after every commit.
     pub fn head(&self) -> watch::Receiver<u64> {
         self.head.clone()
@@ -165,19 +179,6 @@ impl EventStore for SqliteEventStore {
                         })
                     })
                     .optional()?)
-            })
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable> {
-        self.readers
-            .read(move |conn| {
-                query_events(
-                    conn,
-                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
-                    params![after, limit as i64],
-                )
             })
             .await
             .map_err(unavailable)

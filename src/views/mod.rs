@@ -5,7 +5,9 @@
 //! has applied per order (and, on the embedded feed, its checkpoint), so a redelivered or replayed event
 //! changes nothing.
 
+pub mod revenue_dynamo;
 pub mod revenue_sqlite;
+pub mod search_meili;
 pub mod search_sqlite;
 mod sqlite;
 
@@ -98,24 +100,36 @@ impl SortOrder {
     }
 }
 
-/// Where the next page starts: the last hit's sort key and id (keyset pagination, stable under inserts).
+/// Where the next page starts. Opaque to clients; each search adapter uses the kind that suits its backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub key: i64,
-    pub order_id: String,
+pub enum Cursor {
+    /// After the hit with this sort key and id (keyset pagination, stable under inserts): SQLite.
+    After { key: i64, order_id: String },
+    /// Skip this many hits: Meilisearch, which pages by offset.
+    Offset(u64),
 }
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.key, self.order_id))
+        let text = match self {
+            Self::After { key, order_id } => format!("k:{key}:{order_id}"),
+            Self::Offset(n) => format!("o:{n}"),
+        };
+        URL_SAFE_NO_PAD.encode(text)
     }
 
     pub fn decode(value: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
         let text = String::from_utf8(bytes).ok()?;
-        let (key, id) = text.split_once(':')?;
-        let order_id = OrderId::parse("cursor", id).ok()?;
-        Some(Self { key: key.parse().ok()?, order_id: order_id.as_str().to_owned() })
+        match text.split_once(':')? {
+            ("o", n) => Some(Self::Offset(n.parse().ok()?)),
+            ("k", rest) => {
+                let (key, id) = rest.split_once(':')?;
+                let order_id = OrderId::parse("cursor", id).ok()?;
+                Some(Self::After { key: key.parse().ok()?, order_id: order_id.as_str().to_owned() })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -186,10 +200,12 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor { key: -5, order_id: "o_1-x".into() };
+        let c = Cursor::After { key: -5, order_id: "o_1-x".into() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode(&Cursor::Offset(40).encode()), Some(Cursor::Offset(40)));
         assert_eq!(Cursor::decode("!!!"), None);
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:bad id")), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("k:12:bad id")), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("o:-1")), None);
     }
 
     #[test]

@@ -175,11 +175,15 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
         super::SortOrder::TotalDesc => ("total", "DESC", "<"),
         super::SortOrder::TotalAsc => ("total", "ASC", ">"),
     };
-    if let Some(cursor) = &q.cursor {
-        args.push(Box::new(cursor.key));
-        let k = args.len();
-        args.push(Box::new(cursor.order_id.clone()));
-        filters.push(format!("({column}, order_id) {cmp} (?{k}, ?{})", args.len()));
+    match &q.cursor {
+        Some(Cursor::After { key, order_id }) => {
+            args.push(Box::new(*key));
+            let k = args.len();
+            args.push(Box::new(order_id.clone()));
+            filters.push(format!("({column}, order_id) {cmp} (?{k}, ?{})", args.len()));
+        }
+        // Not a cursor this adapter hands out (e.g. from a Meilisearch deployment): start over.
+        Some(Cursor::Offset(_)) | None => {}
     }
     let page_where = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
     args.push(Box::new(q.limit as i64 + 1));
@@ -195,7 +199,7 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
         .collect::<Result<Vec<_>, _>>()?;
     let next_cursor = if orders.len() > q.limit {
         orders.truncate(q.limit);
-        orders.last().map(|o| Cursor { key: q.sort.key(o), order_id: o.order_id.to_string() }.encode())
+        orders.last().map(|o| Cursor::After { key: q.sort.key(o), order_id: o.order_id.to_string() }.encode())
     } else {
         None
     };

@@ -14,11 +14,14 @@ use orderflow::config::Settings;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, TestApp, eventually, new_id, spawn_app, spawn_app_with, spawn_process, test_env};
+use crate::helpers::{SECRET, TestApp, eventually, eventually_within, new_id, spawn_app, spawn_app_with, spawn_process, test_env};
 use crate::queries::{
     RevenueRows, add_cancellation, add_payment, assert_utc_timestamp, get_json, metric_sum, metrics_text,
     parse_metrics, revenue_rows,
 };
+
+/// How long a restarted process may take to catch up (Kafka groups wait out the killed member's session).
+const RESTART_WAIT: Duration = Duration::from_secs(45);
 
 /// Polls `check` until it returns `Some`, for at most 10 s; panics saying what was awaited.
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
@@ -593,13 +596,13 @@ async fn acknowledged_commands_survive_sigkill() {
     let days: Vec<NaiveDate> = expected.keys().map(|(d, _)| d.parse().unwrap()).collect();
     if let (Some(from), Some(to)) = (days.iter().min(), days.iter().max()) {
         let path = format!("/revenue/daily?from={from}&to={to}");
-        eventually(|| async {
+        eventually_within(RESTART_WAIT, || async {
             let (status, answer) = get_process(&client, &address, &token, &path).await;
             (status == StatusCode::OK && revenue_rows(&answer) == expected).then_some(())
         })
         .await;
     }
-    eventually(|| async {
+    eventually_within(RESTART_WAIT, || async {
         let (_, page) = get_process(&client, &address, &token, "/orders?customerId=c-durable&limit=1").await;
         (page["estimatedTotal"] == stored_orders).then_some(())
     })

@@ -29,7 +29,20 @@ pub struct TestApp {
     auth: Authenticator,
 }
 
-/// The settings every test app starts from: its own folder, port 0, a known secret.
+/// True when the suite runs against the distributed profile (`ORDERFLOW_TEST_PROFILE=distributed`):
+/// DynamoDB Local and the Kafka broker of `scripts/services.sh`, and Meilisearch at `MEILI_URL` (with
+/// `MEILI_MASTER_KEY`) or, without it, the in-process contract mock.
+pub fn distributed() -> bool {
+    std::env::var("ORDERFLOW_TEST_PROFILE").is_ok_and(|p| p == "distributed")
+}
+
+fn var_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The settings every test app starts from: its own folder, port 0, a known secret. In the distributed
+/// profile, its own tables, topic, consumer groups and index, named after the data folder (so a restart on
+/// the same folder finds the same ones).
 pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         ("ORDERFLOW__DATA_DIR".to_owned(), dir.display().to_string()),
@@ -38,6 +51,27 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)>
         ("ORDERFLOW__AUTH__JWT_SECRET".to_owned(), SECRET.to_owned()),
         ("ORDERFLOW__LOG__LEVEL".to_owned(), "warn".to_owned()),
     ];
+    if distributed() {
+        let unique: String = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().filter(char::is_ascii_alphanumeric).collect())
+            .unwrap_or_default();
+        let meili = std::env::var("MEILI_URL").unwrap_or_else(|_| crate::meili_mock::url());
+        let pairs = [
+            ("ORDERFLOW__PROFILE", "distributed".to_owned()),
+            ("ORDERFLOW__AWS__ENDPOINT_URL", var_or("ORDERFLOW_TEST_DYNAMODB", "http://127.0.0.1:8000")),
+            ("ORDERFLOW__AWS__ACCESS_KEY_ID", "local".to_owned()),
+            ("ORDERFLOW__AWS__SECRET_ACCESS_KEY", "local".to_owned()),
+            ("ORDERFLOW__DYNAMODB__TABLE_PREFIX", format!("t{unique}")),
+            ("ORDERFLOW__KAFKA__BROKERS", var_or("ORDERFLOW_TEST_KAFKA", "127.0.0.1:9092")),
+            ("ORDERFLOW__KAFKA__TOPIC", format!("orders.events.{unique}")),
+            ("ORDERFLOW__KAFKA__GROUP_PREFIX", format!("g{unique}")),
+            ("ORDERFLOW__MEILISEARCH__URL", meili),
+            ("ORDERFLOW__MEILISEARCH__API_KEY", var_or("MEILI_MASTER_KEY", "")),
+            ("ORDERFLOW__MEILISEARCH__INDEX", format!("orders_{unique}")),
+        ];
+        env.extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    }
     env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env
 }
@@ -168,17 +202,27 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// Polls `check` until it returns `Some`, for at most 10 s.
-pub async fn eventually<T, F, Fut>(mut check: F) -> T
+pub async fn eventually<T, F, Fut>(check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    eventually_within(Duration::from_secs(10), check).await
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit` (a restarted process rejoins its Kafka consumer
+/// groups only after the killed one's session times out, so restart tests wait longer).
+pub async fn eventually_within<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "condition not reached within 10 s");
+        assert!(Instant::now() < deadline, "condition not reached within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -2,6 +2,8 @@
 //! orderflow on port 0 with its own data folder.
 
 mod helpers;
+mod meili_mock;
+mod restart;
 mod smoke;
 mod queries;
 mod consistency;

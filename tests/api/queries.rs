@@ -1004,6 +1004,15 @@ async fn metrics_expose_the_documented_names_and_labels() {
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(app.ship(&id).await.status(), StatusCode::OK);
     app.projected(&id, 3).await;
+    // Both projectors have applied the three events (they run independently of each other).
+    eventually(|| async {
+        let samples = parse_metrics(&metrics_text(&app).await);
+        let applied = |p| {
+            metric_sum(&samples, "orderflow_projection_events_total", &[("projection", p), ("outcome", "applied")])
+        };
+        (applied("search") >= 3.0 && applied("revenue") >= 3.0).then_some(())
+    })
+    .await;
 
     let response = app.request(Method::GET, "/metrics", None, None, &[]).await;
     assert_eq!(response.status(), StatusCode::OK);

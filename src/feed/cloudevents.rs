@@ -1,0 +1,135 @@
+//! The public event format (API.md §3): a CloudEvents 1.0 structured-mode JSON object per event, the same on
+//! Kafka and Kinesis. `id` is the eventId, `subject` the orderId, `sequence` the version (a string), `type`
+//! `orders.<EventName>`, `data` the event's fields. Consumers dedupe on `id` or on (`subject`, `sequence`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::{OrderEvent, OrderId};
+use crate::store::StoredEvent;
+
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+pub const SOURCE: &str = "orderflow";
+const TYPE_PREFIX: &str = "orders.";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub subject: String,
+    pub time: DateTime<Utc>,
+    pub datacontenttype: String,
+    pub sequence: String,
+    /// Extension attribute: the stored event's schema version, for upcasting.
+    #[serde(default = "default_schema_version")]
+    pub schemaversion: u32,
+    pub data: Value,
+}
+
+fn default_schema_version() -> u32 {
+    1
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not an orderflow CloudEvent: {0}")]
+pub struct DecodeError(pub String);
+
+impl CloudEvent {
+    pub fn from_stored(event: &StoredEvent) -> Self {
+        let (kind, data) = match serde_json::to_value(&event.event) {
+            Ok(Value::Object(mut tagged)) => (
+                tagged.remove("type").and_then(|t| t.as_str().map(str::to_owned)).unwrap_or_default(),
+                tagged.remove("data").unwrap_or(Value::Null),
+            ),
+            _ => (event.event.type_name().to_owned(), Value::Null),
+        };
+        Self {
+            specversion: "1.0".into(),
+            id: event.event_id.to_string(),
+            source: SOURCE.into(),
+            kind: format!("{TYPE_PREFIX}{kind}"),
+            subject: event.order_id.to_string(),
+            time: event.occurred_at(),
+            datacontenttype: "application/json".into(),
+            sequence: event.version.to_string(),
+            schemaversion: event.schema_version,
+            data,
+        }
+    }
+
+    /// The JSON bytes of the record value.
+    pub fn encode(event: &StoredEvent) -> Vec<u8> {
+        serde_json::to_vec(&Self::from_stored(event)).unwrap_or_default()
+    }
+
+    /// Reads a record value back into the stored event it came from (feed position 0).
+    pub fn decode(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
+        let ce: CloudEvent = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
+        ce.into_stored()
+    }
+
+    pub fn into_stored(self) -> Result<StoredEvent, DecodeError> {
+        if self.specversion != "1.0" || self.source != SOURCE {
+            return Err(DecodeError(format!("specversion {} source {}", self.specversion, self.source)));
+        }
+        let name = self.kind.strip_prefix(TYPE_PREFIX).ok_or_else(|| DecodeError(format!("type {}", self.kind)))?;
+        let event: OrderEvent = serde_json::from_value(serde_json::json!({"type": name, "data": self.data}))
+            .map_err(|e| DecodeError(e.to_string()))?;
+        Ok(StoredEvent {
+            event_id: Uuid::parse_str(&self.id).map_err(|e| DecodeError(e.to_string()))?,
+            order_id: OrderId::parse("subject", &self.subject).map_err(|e| DecodeError(e.message))?,
+            version: self.sequence.parse().map_err(|_| DecodeError(format!("sequence {}", self.sequence)))?,
+            position: 0,
+            schema_version: self.schemaversion,
+            recorded_at: self.time,
+            event,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Money, Text};
+
+    #[test]
+    fn round_trips_and_has_the_documented_fields() {
+        let stored = StoredEvent {
+            event_id: Uuid::now_v7(),
+            order_id: OrderId::parse("o", "o-1").unwrap(),
+            version: 2,
+            position: 0,
+            schema_version: 1,
+            recorded_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            event: OrderEvent::PaymentConfirmed {
+                payment_id: Text::parse("p", "pay-1", 10).unwrap(),
+                amount: Money::from_minor(2500),
+                paid_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            },
+        };
+        let json: Value = serde_json::from_slice(&CloudEvent::encode(&stored)).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["type"], "orders.PaymentConfirmed");
+        assert_eq!(json["subject"], "o-1");
+        assert_eq!(json["sequence"], "2");
+        assert_eq!(json["source"], "orderflow");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["data"]["paymentId"], "pay-1");
+        assert_eq!(json["data"]["amount"], 2500);
+        assert_eq!(json["id"], stored.event_id.to_string());
+        let back = CloudEvent::decode(json.to_string().as_bytes()).unwrap();
+        assert_eq!(back.event, stored.event);
+        assert_eq!((back.version, back.event_id), (2, stored.event_id));
+    }
+
+    #[test]
+    fn foreign_records_are_refused() {
+        assert!(CloudEvent::decode(b"{}").is_err());
+        assert!(CloudEvent::decode(b"not json").is_err());
+    }
+}

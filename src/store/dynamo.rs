@@ -1,0 +1,552 @@
+//! The distributed event store: DynamoDB, one item per event.
+//!
+//! An append is **one** conditional write: every event item is put with `attribute_not_exists(orderId)` on its
+//! (orderId, version) key, so two writers (two instances, a stale actor) can never both write version N; the
+//! idempotency record and the snapshot ride in the same `TransactWriteItems`, so they are durable exactly when
+//! the events are. A write of a single item (the common "one event, no key, no snapshot" command, or a key
+//! alone) is a plain conditional `PutItem`: the same guarantee at half the write cost of a transaction.
+//! Reads are strongly consistent and follow `LastEvaluatedKey`, so a stream longer than a 1 MB page loads
+//! whole. The table's stream (NEW_IMAGE) is the change feed the bridge forwards to Kafka.
+//!
+//! # Item formats
+//!
+//! The bridge decodes event items with [`event_from_item`]; these are the exact attributes.
+//!
+//! **events** `<prefix>_events`, key (orderId S HASH, version N RANGE), Streams NEW_IMAGE:
+//!
+//! | attribute | type | value |
+//! |---|---|---|
+//! | `orderId` | S | the order id |
+//! | `version` | N | 1, 2, … within the order |
+//! | `eventId` | S | a UUIDv7, hyphenated |
+//! | `type` | S | the bare event type: `OrderPlaced`, `PaymentConfirmed`, `OrderShipped`, `OrderCancelled` |
+//! | `schemaVersion` | N | [`EVENT_SCHEMA_VERSION`] when written |
+//! | `recordedAt` | N | when the store wrote it, epoch milliseconds |
+//! | `payload` | S | `serde_json` of [`OrderEvent`]: `{"type":"OrderPlaced","data":{…}}` |
+//!
+//! **snapshots** `<prefix>_snapshots`, key (orderId S): `orderId` S, `version` N, `state` S (JSON of [`Order`]).
+//!
+//! **idempotency** `<prefix>_idempotency`, key (scope S), TTL on `expiresAt`: `scope` S, `requestHash` S,
+//! `status` N, `body` S, `etag` S (absent when none), `location` S (absent when none), `createdAt` N (epoch ms),
+//! `expiresAt` N (epoch seconds). TTL deletes lazily (up to days late), so readers and the conditional put treat
+//! `expiresAt < now` as gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Put, TransactWriteItem};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, StoreUnavailable,
+    StoredEvent, StoredResponse,
+};
+use crate::aws::attr::{self, Item, num, string};
+use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
+use crate::config::StoreSettings;
+use crate::domain::{Order, OrderEvent, OrderId};
+
+/// A DynamoDB transaction holds at most 100 items: the events, the idempotency record and the snapshot of one
+/// append together. A command makes one event today, so this only guards against misuse.
+pub const MAX_ITEMS_PER_APPEND: usize = 100;
+
+/// Retries of a transaction cancelled only by a transient reason (a concurrent transaction on one of its
+/// items, throttling). Safe: a cancelled transaction wrote nothing, and the retry is conditional again.
+const TRANSIENT_RETRIES: u32 = 3;
+
+/// Decodes one event item (from the events table, or a stream record's NEW_IMAGE converted to DynamoDB
+/// attribute values). `position` is 0: DynamoDB has no global log.
+pub fn event_from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredEvent, String> {
+    let order_id = attr::s(item, "orderId")?;
+    let event: OrderEvent =
+        serde_json::from_str(attr::s(item, "payload")?).map_err(|e| format!("attribute payload: {e}"))?;
+    let type_name = attr::s(item, "type")?;
+    if type_name != event.type_name() {
+        return Err(format!("attribute type is {type_name} but the payload is a {}", event.type_name()));
+    }
+    let recorded_at: i64 = attr::n(item, "recordedAt")?;
+    Ok(StoredEvent {
+        event_id: Uuid::parse_str(attr::s(item, "eventId")?).map_err(|e| format!("attribute eventId: {e}"))?,
+        order_id: OrderId::parse("orderId", order_id).map_err(|e| format!("attribute orderId: {}", e.message))?,
+        version: attr::n(item, "version")?,
+        position: 0,
+        schema_version: attr::n(item, "schemaVersion")?,
+        recorded_at: DateTime::from_timestamp_millis(recorded_at)
+            .ok_or_else(|| format!("attribute recordedAt is out of range: {recorded_at}"))?,
+        event,
+    })
+}
+
+fn event_item(event: &StoredEvent) -> Result<Item, String> {
+    let payload = serde_json::to_string(&event.event).map_err(|e| e.to_string())?;
+    Ok(HashMap::from([
+        ("orderId".to_owned(), string(event.order_id.as_str())),
+        ("version".to_owned(), num(event.version)),
+        ("eventId".to_owned(), string(event.event_id.to_string())),
+        ("type".to_owned(), string(event.event.type_name())),
+        ("schemaVersion".to_owned(), num(event.schema_version)),
+        ("recordedAt".to_owned(), num(event.recorded_at.timestamp_millis())),
+        ("payload".to_owned(), string(payload)),
+    ]))
+}
+
+pub struct DynamoEventStore {
+    client: aws_sdk_dynamodb::Client,
+    tables: Tables,
+    /// As in the SQLite store: snapshots are only kept when the deployment takes them.
+    snapshot_every: u64,
+    /// How long an idempotency record stays live, in seconds (the TTL attribute is in epoch seconds).
+    idempotency_ttl_secs: i64,
+}
+
+impl DynamoEventStore {
+    /// Wraps the client (adding timeouts where its configuration has none) and, when `create_tables`, creates
+    /// the write model's tables (events, snapshots, idempotency, checkpoints) that are missing.
+    pub async fn open(
+        client: aws_sdk_dynamodb::Client,
+        tables: Tables,
+        settings: &StoreSettings,
+        create_tables: bool,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = dynamo_client_with_timeouts(&client);
+        if create_tables {
+            ensure_tables(&client, &tables.write_model_specs()).await?;
+        }
+        Ok(Arc::new(Self {
+            client,
+            tables,
+            snapshot_every: settings.snapshot_every,
+            idempotency_ttl_secs: i64::try_from(settings.idempotency_ttl_hours.saturating_mul(3600))
+                .unwrap_or(i64::MAX),
+        }))
+    }
+
+    /// Events of one order with a version above `after` (all of them for 0), in version order, every page.
+    async fn query_events(&self, order_id: &OrderId, after: u64) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.events)
+                .key_condition_expression("orderId = :id AND version > :after")
+                .expression_attribute_values(":id", string(order_id.as_str()))
+                .expression_attribute_values(":after", num(after))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreUnavailable(format!("query {}: {}", self.tables.events, error_text(&e))))?;
+            for item in page.items.unwrap_or_default() {
+                events.push(event_from_item(&item).map_err(|e| corrupt(order_id, &e))?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(events),
+            }
+        }
+    }
+
+    async fn load_snapshot(&self, order_id: &OrderId) -> Result<Option<Order>, StoreUnavailable> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.snapshots)
+            .key("orderId", string(order_id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreUnavailable(format!("get {}: {}", self.tables.snapshots, error_text(&e))))?;
+        let Some(item) = output.item else { return Ok(None) };
+        let decode = || -> Result<Order, String> {
+            let version: u64 = attr::n(&item, "version")?;
+            let order: Order = serde_json::from_str(attr::s(&item, "state")?).map_err(|e| format!("state: {e}"))?;
+            if order.version != version {
+                return Err(format!("version {version} but the state is at {}", order.version));
+            }
+            Ok(order)
+        };
+        decode().map(Some).map_err(|e| StoreUnavailable(format!("corrupt snapshot of {order_id}: {e}")))
+    }
+
+    /// The items of one append, each tagged with what it is, so a cancellation reason (by index) can be
+    /// told apart: a taken version, a taken idempotency key.
+    fn writes(
+        &self,
+        request: &AppendRequest,
+        events: &[StoredEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Write>, String> {
+        let mut writes = Vec::with_capacity(events.len() + 2);
+        for event in events {
+            writes.push(Write {
+                kind: Kind::Event,
+                table: self.tables.events.clone(),
+                item: event_item(event)?,
+                condition: Some(Condition {
+                    expression: "attribute_not_exists(orderId)",
+                    names: HashMap::new(),
+                    values: HashMap::new(),
+                }),
+            });
+        }
+        if let Some(record) = &request.idempotency {
+            let r = &record.response;
+            let mut item = HashMap::from([
+                ("scope".to_owned(), string(&record.scope)),
+                ("requestHash".to_owned(), string(&record.request_hash)),
+                ("status".to_owned(), num(r.status)),
+                ("body".to_owned(), string(&r.body)),
+                ("createdAt".to_owned(), num(now.timestamp_millis())),
+                ("expiresAt".to_owned(), num(now.timestamp().saturating_add(self.idempotency_ttl_secs))),
+            ]);
+            if let Some(etag) = &r.etag {
+                item.insert("etag".to_owned(), string(etag));
+            }
+            if let Some(location) = &r.location {
+                item.insert("location".to_owned(), string(location));
+            }
+            writes.push(Write {
+                kind: Kind::Idempotency,
+                table: self.tables.idempotency.clone(),
+                item,
+                // A live record with this key wins; an expired one that TTL has not deleted yet is replaced.
+                condition: Some(Condition {
+                    expression: "attribute_not_exists(#s) OR #e < :now",
+                    names: HashMap::from([
+                        ("#s".to_owned(), "scope".to_owned()),
+                        ("#e".to_owned(), "expiresAt".to_owned()),
+                    ]),
+                    values: HashMap::from([(":now".to_owned(), num(now.timestamp()))]),
+                }),
+            });
+        }
+        if let Some(snapshot) = request.snapshot.as_ref().filter(|_| self.snapshot_every > 0) {
+            // Unconditional: it commits only together with the (conditional) events that lead to it.
+            let state = serde_json::to_string(snapshot).map_err(|e| e.to_string())?;
+            writes.push(Write {
+                kind: Kind::Snapshot,
+                table: self.tables.snapshots.clone(),
+                item: HashMap::from([
+                    ("orderId".to_owned(), string(request.order_id.as_str())),
+                    ("version".to_owned(), num(snapshot.version)),
+                    ("state".to_owned(), string(state)),
+                ]),
+                condition: None,
+            });
+        }
+        Ok(writes)
+    }
+
+    /// One conditional `PutItem`.
+    async fn put_one(&self, write: &Write) -> Outcome {
+        let mut request = self.client.put_item().table_name(&write.table).set_item(Some(write.item.clone()));
+        if let Some(c) = &write.condition {
+            request = request
+                .condition_expression(c.expression)
+                .set_expression_attribute_names((!c.names.is_empty()).then(|| c.names.clone()))
+                .set_expression_attribute_values((!c.values.is_empty()).then(|| c.values.clone()));
+        }
+        match request.send().await {
+            Ok(_) => Outcome::Done,
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                PutItemError::ConditionalCheckFailedException(_) => Outcome::Failed(taken(write.kind)),
+                PutItemError::TransactionConflictException(_) => Outcome::Transient("transaction conflict".into()),
+                _ => Outcome::Failed(AppendError::Unavailable(format!("put {}: {}", write.table, error_text(e.err())))),
+            },
+            Err(e) => Outcome::Failed(AppendError::Unavailable(format!("put {}: {}", write.table, error_text(&e)))),
+        }
+    }
+
+    /// One `TransactWriteItems` of all the writes.
+    async fn transact(&self, writes: &[Write]) -> Outcome {
+        let items = match writes.iter().map(Write::transact_item).collect::<Result<Vec<_>, _>>() {
+            Ok(items) => items,
+            Err(e) => return Outcome::Failed(AppendError::Unavailable(format!("building the transaction: {e}"))),
+        };
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Outcome::Done,
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                    classify(writes, cancelled.cancellation_reasons())
+                }
+                other => Outcome::Failed(AppendError::Unavailable(format!("transaction: {}", error_text(other)))),
+            },
+            Err(e) => Outcome::Failed(AppendError::Unavailable(format!("transaction: {}", error_text(&e)))),
+        }
+    }
+}
+
+/// What an item of an append is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Event,
+    Idempotency,
+    Snapshot,
+}
+
+struct Condition {
+    expression: &'static str,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+struct Write {
+    kind: Kind,
+    table: String,
+    item: Item,
+    condition: Option<Condition>,
+}
+
+impl Write {
+    fn transact_item(&self) -> Result<TransactWriteItem, aws_sdk_dynamodb::error::BuildError> {
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(self.item.clone()));
+        if let Some(c) = &self.condition {
+            put = put
+                .condition_expression(c.expression)
+                .set_expression_attribute_names((!c.names.is_empty()).then(|| c.names.clone()))
+                .set_expression_attribute_values((!c.values.is_empty()).then(|| c.values.clone()));
+        }
+        Ok(TransactWriteItem::builder().put(put.build()?).build())
+    }
+}
+
+enum Outcome {
+    Done,
+    /// Cancelled for a passing reason; nothing was written.
+    Transient(String),
+    Failed(AppendError),
+}
+
+/// The error when the condition of an item of this kind fails.
+fn taken(kind: Kind) -> AppendError {
+    match kind {
+        Kind::Event => AppendError::Conflict,
+        Kind::Idempotency => AppendError::IdempotencyKeyTaken,
+        // Snapshots are written unconditionally; a failed condition there would be a bug, not a conflict.
+        Kind::Snapshot => AppendError::Unavailable("unexpected condition failure on the snapshot".into()),
+    }
+}
+
+/// Maps the cancellation reasons of a transaction (one per item, in request order) to an outcome. A taken
+/// idempotency key wins over a taken version, as in the SQLite store (which checks the key first).
+fn classify(writes: &[Write], reasons: &[CancellationReason]) -> Outcome {
+    let mut key_taken = false;
+    let mut version_taken = false;
+    let mut transient = None;
+    let mut other = None;
+    for (i, reason) in reasons.iter().enumerate() {
+        let code = reason.code().unwrap_or("None");
+        match code {
+            "None" => {}
+            "ConditionalCheckFailed" => match writes.get(i).map(|w| w.kind) {
+                Some(Kind::Idempotency) => key_taken = true,
+                Some(Kind::Event) => version_taken = true,
+                _ => other = Some(format!("item {i}: {code}")),
+            },
+            "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded" => {
+                transient = Some(code.to_owned())
+            }
+            _ => other = Some(format!("item {i}: {code} {}", reason.message().unwrap_or_default())),
+        }
+    }
+    if key_taken {
+        Outcome::Failed(AppendError::IdempotencyKeyTaken)
+    } else if version_taken {
+        Outcome::Failed(AppendError::Conflict)
+    } else if let Some(reason) = other {
+        Outcome::Failed(AppendError::Unavailable(format!("transaction cancelled: {reason}")))
+    } else {
+        Outcome::Transient(transient.unwrap_or_else(|| "transaction cancelled without a reason".into()))
+    }
+}
+
+fn corrupt(order_id: &OrderId, error: &str) -> StoreUnavailable {
+    StoreUnavailable(format!("corrupt event item of order {order_id}: {error}"))
+}
+
+/// Now, to the millisecond: what `recordedAt` keeps, so an appended event equals the same event loaded.
+fn now_ms() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
+        let now = now_ms();
+        let stored: Vec<StoredEvent> = request
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| StoredEvent {
+                event_id: Uuid::now_v7(),
+                order_id: request.order_id.clone(),
+                version: request.expected_version + 1 + i as u64,
+                position: 0,
+                schema_version: EVENT_SCHEMA_VERSION,
+                recorded_at: now,
+                event: event.clone(),
+            })
+            .collect();
+        let writes = self.writes(&request, &stored, now).map_err(AppendError::Unavailable)?;
+        if writes.len() > MAX_ITEMS_PER_APPEND {
+            return Err(AppendError::Unavailable(format!(
+                "an append is one DynamoDB transaction of at most {MAX_ITEMS_PER_APPEND} items (events, idempotency \
+                 record, snapshot); this one has {} events and {} items in all",
+                stored.len(),
+                writes.len()
+            )));
+        }
+        let mut attempt = 0;
+        loop {
+            let outcome = match writes.as_slice() {
+                [] => Outcome::Done,
+                [one] => self.put_one(one).await,
+                many => self.transact(many).await,
+            };
+            match outcome {
+                Outcome::Done => break,
+                Outcome::Failed(e) => return Err(e),
+                Outcome::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
+                    return Err(AppendError::Unavailable(format!("append cancelled {} times: {reason}", attempt + 1)));
+                }
+                Outcome::Transient(reason) => {
+                    attempt += 1;
+                    tracing::debug!(order_id = %request.order_id, %reason, attempt, "retrying a cancelled append");
+                    // Backoff with a little jitter so two contenders do not collide again in lockstep.
+                    let jitter = u64::from(Utc::now().timestamp_subsec_micros() % 20);
+                    tokio::time::sleep(Duration::from_millis(20 * (1 << attempt) + jitter)).await;
+                }
+            }
+        }
+        for event in &stored {
+            crate::telemetry::event_appended(event.event.type_name());
+        }
+        Ok(stored)
+    }
+
+    async fn load(&self, order_id: &OrderId) -> Result<LoadedStream, StoreUnavailable> {
+        // Snapshot first, then the events after it: a snapshot is only ever written together with the events
+        // up to its version, so whatever is appended in between is simply part of the tail.
+        let snapshot = self.load_snapshot(order_id).await?;
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let events = self.query_events(order_id, after).await?;
+        Ok(LoadedStream { snapshot, events })
+    }
+
+    async fn history(&self, order_id: &OrderId) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        self.query_events(order_id, 0).await
+    }
+
+    async fn idempotency_get(&self, scope: &str) -> Result<Option<IdempotencyRecord>, StoreUnavailable> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.tables.idempotency)
+            .key("scope", string(scope))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreUnavailable(format!("get {}: {}", self.tables.idempotency, error_text(&e))))?;
+        let Some(item) = output.item else { return Ok(None) };
+        let decode = || -> Result<Option<IdempotencyRecord>, String> {
+            let expires_at: i64 = attr::n(&item, "expiresAt")?;
+            if expires_at < Utc::now().timestamp() {
+                return Ok(None);
+            }
+            Ok(Some(IdempotencyRecord {
+                scope: scope.to_owned(),
+                request_hash: attr::s(&item, "requestHash")?.to_owned(),
+                response: StoredResponse {
+                    status: attr::n(&item, "status")?,
+                    body: attr::s(&item, "body")?.to_owned(),
+                    etag: attr::opt_s(&item, "etag")?,
+                    location: attr::opt_s(&item, "location")?,
+                },
+            }))
+        };
+        decode().map_err(|e| StoreUnavailable(format!("corrupt idempotency record: {e}")))
+    }
+
+    async fn ping(&self) -> Result<(), StoreUnavailable> {
+        self.client
+            .describe_table()
+            .table_name(&self.tables.events)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreUnavailable(format!("describe {}: {}", self.tables.events, error_text(&e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Money, Text};
+
+    fn stored() -> StoredEvent {
+        StoredEvent {
+            event_id: Uuid::now_v7(),
+            order_id: OrderId::parse("orderId", "o-1").unwrap(),
+            version: 3,
+            position: 0,
+            schema_version: EVENT_SCHEMA_VERSION,
+            recorded_at: now_ms(),
+            event: OrderEvent::PaymentConfirmed {
+                payment_id: Text::parse("paymentId", "p-1", 128).unwrap(),
+                amount: Money::from_minor(1250),
+                paid_at: now_ms(),
+            },
+        }
+    }
+
+    #[test]
+    fn event_items_round_trip() {
+        let event = stored();
+        let item = event_item(&event).unwrap();
+        assert_eq!(item.get("type"), Some(&string("PaymentConfirmed")));
+        assert_eq!(item.get("version"), Some(&num(3)));
+        assert_eq!(event_from_item(&item), Ok(event));
+    }
+
+    #[test]
+    fn corrupt_items_are_errors_not_panics() {
+        let mut item = event_item(&stored()).unwrap();
+        item.insert("type".into(), string("OrderShipped"));
+        assert!(event_from_item(&item).unwrap_err().contains("type"));
+        item.remove("eventId");
+        assert!(event_from_item(&item).is_err());
+        let mut item = event_item(&stored()).unwrap();
+        item.insert("version".into(), string("3"));
+        assert!(event_from_item(&item).unwrap_err().contains("version"));
+        item.insert("version".into(), num("-1"));
+        assert!(event_from_item(&item).is_err());
+    }
+
+    #[test]
+    fn cancellation_reasons_map_by_item() {
+        let write = |kind| Write { kind, table: "t".into(), item: HashMap::new(), condition: None };
+        let writes = [write(Kind::Event), write(Kind::Idempotency), write(Kind::Snapshot)];
+        let reason = |code: &str| CancellationReason::builder().code(code).build();
+        let none = reason("None");
+        let failed = reason("ConditionalCheckFailed");
+        let outcome = |reasons: &[CancellationReason]| match classify(&writes, reasons) {
+            Outcome::Done => "done".to_owned(),
+            Outcome::Transient(_) => "transient".to_owned(),
+            Outcome::Failed(e) => format!("{e:?}"),
+        };
+        assert_eq!(outcome(&[failed.clone(), none.clone(), none.clone()]), "Conflict");
+        assert_eq!(outcome(&[none.clone(), failed.clone(), none.clone()]), "IdempotencyKeyTaken");
+        assert_eq!(outcome(&[failed.clone(), failed.clone(), none.clone()]), "IdempotencyKeyTaken");
+        assert_eq!(outcome(&[reason("TransactionConflict"), none.clone(), none.clone()]), "transient");
+        assert!(outcome(&[reason("ValidationError"), none.clone(), none]).starts_with("Unavailable"));
+    }
+}

@@ -1,0 +1,635 @@
+//! Search view conformance: every case is one generic function over the view (`Projection + SearchView`),
+//! run against the SQLite view (a temp folder) and the Meilisearch view, each on a fresh index. The
+//! Meilisearch view talks to the real server at `MEILI_URL` (key `MEILI_MASTER_KEY`) when that is set, and
+//! otherwise to the in-process contract mock of `tests/support/meili_mock.rs`. A few Meilisearch-only cases
+//! pin what the mock alone can show (the stored document, authentication, backend errors).
+//!
+//! Query words are chosen to mean the same on both adapters: only the last word is typed as a prefix
+//! (Meilisearch prefix-matches the last query word only; the SQLite view prefix-matches every word).
+
+#[path = "../support/meili_mock.rs"]
+mod meili_mock;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use meilisearch_sdk::client::Client;
+use orderflow::config::MeiliSettings;
+use orderflow::domain::{CustomerId, Order, OrderEvent, OrderId, OrderStatus};
+use orderflow::store::{EVENT_SCHEMA_VERSION, StoredEvent};
+use orderflow::views::search_meili::MeiliSearchView;
+use orderflow::views::search_sqlite::SqliteSearchView;
+use orderflow::views::{ApplyReport, Cursor, Projection, SearchPage, SearchQuery, SearchView, SortOrder, ViewError};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Both halves of a search view, as one object.
+pub trait SearchAdapter: Projection + SearchView {}
+impl<T: Projection + SearchView> SearchAdapter for T {}
+
+// ---- runners ------------------------------------------------------------------------------------------
+
+/// Where the Meilisearch cases run: `MEILI_URL` / `MEILI_MASTER_KEY`, or the contract mock.
+fn meili_target() -> (String, String) {
+    match std::env::var("MEILI_URL") {
+        Ok(url) if !url.is_empty() => (url, std::env::var("MEILI_MASTER_KEY").unwrap_or_default()),
+        _ => (meili_mock::url(), String::new()),
+    }
+}
+
+/// Settings for a fresh index on the target.
+fn meili_settings() -> MeiliSettings {
+    let (url, api_key) = meili_target();
+    MeiliSettings { url, api_key, index: format!("orders_test_{}", Uuid::now_v7().simple()) }
+}
+
+/// An SDK client on the same server, to look behind the view and to clean up.
+fn raw_client(settings: &MeiliSettings) -> Client {
+    let key = (!settings.api_key.is_empty()).then(|| settings.api_key.clone());
+    Client::new(&settings.url, key).expect("a Meilisearch client")
+}
+
+/// Deletes a test index (a real server keeps them otherwise); best effort.
+async fn drop_index(settings: &MeiliSettings) {
+    let client = raw_client(settings);
+    if let Ok(task) = client.delete_index(&settings.index).await {
+        let _ = task.wait_for_completion(&client, Some(Duration::from_millis(20)), Some(Duration::from_secs(30))).await;
+    }
+}
+
+async fn run_sqlite<F: Future<Output = ()>>(case: impl FnOnce(Arc<dyn SearchAdapter>) -> F) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let view = SqliteSearchView::open(dir.path(), 2).expect("open the SQLite view");
+    case(view).await;
+}
+
+async fn run_meili<F: Future<Output = ()>>(case: impl FnOnce(Arc<dyn SearchAdapter>) -> F) {
+    let settings = meili_settings();
+    let view = MeiliSearchView::open(&settings).await.expect("open the Meilisearch view");
+    case(view).await;
+    drop_index(&settings).await;
+}
+
+/// One `#[tokio::test]` per adapter for each case: `sqlite::<case>` and `meili::<case>`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $case() { super::run_sqlite(super::$case).await; })*
+        }
+        mod meili {
+            $(#[tokio::test] async fn $case() { super::run_meili(super::$case).await; })*
+        }
+    };
+}
+
+conformance! {
+    apply_then_get_returns_the_folded_document,
+    redelivery_is_skipped_and_never_regresses_a_document,
+    events_out_of_order_are_refused_and_the_batch_writes_nothing,
+    filters_by_customer_status_and_placed_range,
+    customer_ids_are_case_sensitive,
+    each_sort_orders_the_hits,
+    text_matches_names_and_skus_by_whole_words_and_a_last_prefix,
+    text_without_letters_or_digits_matches_nothing,
+    estimated_total_counts_every_match_and_cursors_end,
+    cursor_walk_visits_every_order_exactly_once,
+}
+
+// ---- builders -----------------------------------------------------------------------------------------
+
+fn id(prefix: &str) -> OrderId {
+    OrderId::parse("orderId", &format!("{prefix}-{}", Uuid::now_v7().simple())).expect("valid id")
+}
+
+/// 2024-05-01 10:00:00 UTC plus `minutes`.
+fn at(minutes: i64) -> DateTime<Utc> {
+    let base = Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0).single().expect("valid time");
+    base + chrono::Duration::minutes(minutes)
+}
+
+fn event(order: &OrderId, version: u64, event: Value) -> StoredEvent {
+    StoredEvent {
+        event_id: Uuid::now_v7(),
+        order_id: order.clone(),
+        version,
+        position: 0,
+        schema_version: EVENT_SCHEMA_VERSION,
+        recorded_at: Utc::now(),
+        event: serde_json::from_value::<OrderEvent>(event).expect("a valid event"),
+    }
+}
+
+/// `OrderPlaced` with `(sku, name, quantity, unitPrice)` lines.
+fn placed(order: &OrderId, customer: &str, minutes: i64, items: &[(&str, &str, u64, u64)]) -> StoredEvent {
+    let total: u64 = items.iter().map(|(_, _, q, p)| q * p).sum();
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(sku, name, quantity, unit_price)| json!({"sku": sku, "name": name, "quantity": quantity, "unitPrice": unit_price}))
+        .collect();
+    event(
+        order,
+        1,
+        json!({"type": "OrderPlaced", "data": {
+            "customerId": customer, "currency": "EUR", "items": items, "total": total, "placedAt": at(minutes),
+        }}),
+    )
+}
+
+fn paid(order: &OrderId, version: u64, amount: u64) -> StoredEvent {
+    event(
+        order,
+        version,
+        json!({"type": "PaymentConfirmed", "data": {"paymentId": "pay-1", "amount": amount, "paidAt": at(90)}}),
+    )
+}
+
+fn shipped(order: &OrderId, version: u64) -> StoredEvent {
+    event(
+        order,
+        version,
+        json!({"type": "OrderShipped", "data": {"carrier": "DHL", "trackingNumber": "TN-1", "shippedAt": at(120)}}),
+    )
+}
+
+fn cancelled(order: &OrderId, version: u64, refund: u64) -> StoredEvent {
+    event(
+        order,
+        version,
+        json!({"type": "OrderCancelled", "data": {"reason": "changed my mind", "refund": refund, "cancelledAt": at(150)}}),
+    )
+}
+
+fn fold(events: &[StoredEvent]) -> Order {
+    let first = events.first().expect("at least one event");
+    Order::fold(None, &first.order_id, events.iter().map(|e| &e.event)).expect("a valid stream")
+}
+
+fn report(applied: u64, skipped: u64) -> ApplyReport {
+    ApplyReport { applied, skipped }
+}
+
+fn query() -> SearchQuery {
+    SearchQuery { limit: 20, ..SearchQuery::default() }
+}
+
+fn text(q: &str) -> SearchQuery {
+    SearchQuery { text: Some(q.to_owned()), ..query() }
+}
+
+fn customer(c: &str) -> Option<CustomerId> {
+    Some(CustomerId::parse("customerId", c).expect("valid customer id"))
+}
+
+async fn search(view: &dyn SearchAdapter, q: &SearchQuery) -> SearchPage {
+    view.search(q).await.unwrap_or_else(|e| panic!("search {q:?}: {e}"))
+}
+
+fn ids(page: &SearchPage) -> Vec<String> {
+    page.orders.iter().map(|o| o.order_id.as_str().to_owned()).collect()
+}
+
+fn id_set(page: &SearchPage) -> BTreeSet<String> {
+    ids(page).into_iter().collect()
+}
+
+/// Four orders placed in this order, plus one for an upper-case customer id:
+/// A (c-a, "Red ceramic mug" MUG-RED-1, 1000, placed), B (c-b, "Green tea leaves" TEA-42, 3000, paid),
+/// C (c-a, "Steel kettle" KETTLE-9 + "Blue mug" MUG-BLUE-2, 2000, shipped), D (c-c, "Wooden spoon" SPOON-7,
+/// 500, cancelled), E (C-A, "Tea cup" CUP-1, 700, placed).
+struct Catalog {
+    a: OrderId,
+    b: OrderId,
+    c: OrderId,
+    d: OrderId,
+    e: OrderId,
+}
+
+impl Catalog {
+    async fn apply(view: &dyn SearchAdapter) -> Self {
+        let (a, b, c, d, e) = (id("a"), id("b"), id("c"), id("d"), id("e"));
+        let events = vec![
+            placed(&a, "c-a", 0, &[("MUG-RED-1", "Red ceramic mug", 1, 1000)]),
+            placed(&b, "c-b", 10, &[("TEA-42", "Green tea leaves", 2, 1500)]),
+            placed(&c, "c-a", 20, &[("KETTLE-9", "Steel kettle", 1, 1500), ("MUG-BLUE-2", "Blue mug", 2, 250)]),
+            paid(&b, 2, 3000),
+            placed(&d, "c-c", 30, &[("SPOON-7", "Wooden spoon", 5, 100)]),
+            paid(&c, 2, 2000),
+            shipped(&c, 3),
+            cancelled(&d, 2, 0),
+            placed(&e, "C-A", 40, &[("CUP-1", "Tea cup", 1, 700)]),
+        ];
+        let applied = view.apply(&events, None).await.expect("the catalog applies");
+        assert_eq!(applied, report(9, 0));
+        Self { a, b, c, d, e }
+    }
+
+    /// The ids of `which` (letters A–E), in that order.
+    fn ids(&self, which: &str) -> Vec<String> {
+        which
+            .chars()
+            .map(|c| match c {
+                'A' => &self.a,
+                'B' => &self.b,
+                'C' => &self.c,
+                'D' => &self.d,
+                _ => &self.e,
+            })
+            .map(|id| id.as_str().to_owned())
+            .collect()
+    }
+
+    fn set(&self, which: &str) -> BTreeSet<String> {
+        self.ids(which).into_iter().collect()
+    }
+}
+
+// ---- cases --------------------------------------------------------------------------------------------
+
+async fn apply_then_get_returns_the_folded_document(view: Arc<dyn SearchAdapter>) {
+    let order = id("get");
+    assert_eq!(view.get(&order).await.expect("get"), None, "nothing before the first event");
+
+    let first =
+        vec![placed(&order, "c-get", 0, &[("MUG-1", "Blue ceramic mug", 2, 1250), ("TEA-9", "Green tea", 1, 499)])];
+    assert_eq!(view.apply(&first, None).await.expect("apply"), report(1, 0));
+    let doc = view.get(&order).await.expect("get").expect("the document exists");
+    assert_eq!(doc, fold(&first));
+    assert_eq!((doc.version, doc.status, doc.total.minor()), (1, OrderStatus::Placed, 2999));
+
+    let mut all = first.clone();
+    all.push(paid(&order, 2, 2999));
+    all.push(shipped(&order, 3));
+    assert_eq!(view.apply(&all[1..], None).await.expect("apply"), report(2, 0));
+    let doc = view.get(&order).await.expect("get").expect("the document exists");
+    assert_eq!(doc, fold(&all), "the document is the fold of the stream");
+    assert_eq!((doc.version, doc.status), (3, OrderStatus::Shipped));
+
+    // The search hit is the same document.
+    let page = search(view.as_ref(), &query()).await;
+    assert_eq!(page.orders, vec![doc]);
+    // Hits serialize as exactly the API document (no backend-only fields).
+    let hit = serde_json::to_value(&page.orders[0]).expect("json");
+    let keys: BTreeSet<&str> = hit.as_object().expect("an object").keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = [
+        "orderId",
+        "customerId",
+        "status",
+        "currency",
+        "items",
+        "total",
+        "version",
+        "placedAt",
+        "paidAt",
+        "paymentId",
+        "shippedAt",
+        "carrier",
+        "trackingNumber",
+    ]
+    .into();
+    assert_eq!(keys, expected);
+    assert_eq!(view.get(&id("nothing")).await.expect("get"), None);
+    assert_eq!(view.apply(&[], None).await.expect("an empty batch"), report(0, 0));
+}
+
+async fn redelivery_is_skipped_and_never_regresses_a_document(view: Arc<dyn SearchAdapter>) {
+    let order = id("dup");
+    let events =
+        vec![placed(&order, "c-dup", 0, &[("SKU-1", "Thing", 1, 100)]), paid(&order, 2, 100), shipped(&order, 3)];
+    assert_eq!(view.apply(&events, None).await.expect("apply"), report(3, 0));
+    let want = fold(&events);
+
+    // The whole stream again, a prefix again, each event alone: nothing applies, nothing regresses.
+    assert_eq!(view.apply(&events, None).await.expect("redelivery"), report(0, 3));
+    assert_eq!(view.apply(&events[..2], None).await.expect("redelivery"), report(0, 2));
+    for e in &events {
+        assert_eq!(view.apply(std::slice::from_ref(e), None).await.expect("redelivery"), report(0, 1));
+    }
+    assert_eq!(view.get(&order).await.expect("get"), Some(want.clone()));
+    assert_eq!(search(view.as_ref(), &query()).await.orders, vec![want]);
+
+    // A batch that overlaps what is applied: the old part is skipped, the new part applied.
+    let other = id("dup2");
+    let first = placed(&other, "c-dup", 5, &[("SKU-2", "Other thing", 1, 200)]);
+    assert_eq!(view.apply(std::slice::from_ref(&first), None).await.expect("apply"), report(1, 0));
+    let more = vec![first.clone(), cancelled(&other, 2, 0), first];
+    assert_eq!(view.apply(&more, None).await.expect("apply"), report(1, 2));
+    let doc = view.get(&other).await.expect("get").expect("exists");
+    assert_eq!((doc.version, doc.status), (2, OrderStatus::Cancelled));
+    assert_eq!(search(view.as_ref(), &query()).await.estimated_total, 2);
+}
+
+async fn events_out_of_order_are_refused_and_the_batch_writes_nothing(view: Arc<dyn SearchAdapter>) {
+    let known = id("gap");
+    let p1 = placed(&known, "c-gap", 0, &[("SKU-1", "Thing", 1, 100)]);
+    view.apply(std::slice::from_ref(&p1), None).await.expect("apply");
+
+    // v3 after v1: a gap. The other order in the same batch is not written either.
+    let fresh = id("gap-fresh");
+    let batch = vec![placed(&fresh, "c-gap", 1, &[("SKU-2", "Other", 1, 50)]), shipped(&known, 3)];
+    match view.apply(&batch, None).await {
+        Err(ViewError::OutOfOrder { order_id, version, have }) => {
+            assert_eq!((order_id.as_str(), version, have), (known.as_str(), 3, 1));
+        }
+        other => panic!("expected OutOfOrder, got {other:?}"),
+    }
+    assert_eq!(view.get(&fresh).await.expect("get"), None, "a refused batch writes nothing");
+    assert_eq!(view.get(&known).await.expect("get").map(|o| o.version), Some(1));
+
+    // A later event of an order the view has never seen.
+    let unseen = id("gap-unseen");
+    match view.apply(&[paid(&unseen, 2, 100)], None).await {
+        Err(ViewError::OutOfOrder { version: 2, have: 0, .. }) => {}
+        other => panic!("expected OutOfOrder, got {other:?}"),
+    }
+    assert_eq!(view.get(&unseen).await.expect("get"), None);
+
+    // Once the missing event arrives, the stream continues.
+    let fill = vec![paid(&known, 2, 100), shipped(&known, 3)];
+    assert_eq!(view.apply(&fill, None).await.expect("apply"), report(2, 0));
+    assert_eq!(search(view.as_ref(), &query()).await.estimated_total, 1);
+}
+
+async fn filters_by_customer_status_and_placed_range(view: Arc<dyn SearchAdapter>) {
+    let cat = Catalog::apply(view.as_ref()).await;
+    let v = view.as_ref();
+    let by_customer = |c: &str| SearchQuery { customer_id: customer(c), ..query() };
+    let by_status = |s: OrderStatus| SearchQuery { status: Some(s), ..query() };
+
+    assert_eq!(id_set(&search(v, &by_customer("c-a")).await), cat.set("AC"));
+    assert_eq!(ids(&search(v, &by_customer("c-b")).await), cat.ids("B"));
+    assert_eq!(ids(&search(v, &by_customer("nobody")).await), Vec::<String>::new());
+    assert_eq!(id_set(&search(v, &by_status(OrderStatus::Placed)).await), cat.set("AE"));
+    assert_eq!(ids(&search(v, &by_status(OrderStatus::Paid)).await), cat.ids("B"));
+    assert_eq!(ids(&search(v, &by_status(OrderStatus::Shipped)).await), cat.ids("C"));
+    let cancelled = search(v, &by_status(OrderStatus::Cancelled)).await;
+    assert_eq!((ids(&cancelled), cancelled.estimated_total), (cat.ids("D"), 1));
+    let both = SearchQuery { status: Some(OrderStatus::Placed), ..by_customer("c-a") };
+    assert_eq!(ids(&search(v, &both).await), cat.ids("A"));
+    let with_text = SearchQuery { text: Some("kettle".into()), ..by_customer("c-a") };
+    assert_eq!(ids(&search(v, &with_text).await), cat.ids("C"));
+    let no_match = SearchQuery { text: Some("mug".into()), ..by_customer("c-b") };
+    assert_eq!(ids(&search(v, &no_match).await), Vec::<String>::new());
+
+    // Bounds are inclusive, to the millisecond: B is placed at +10 min, C at +20 min.
+    let range = |from: Option<i64>, to: Option<i64>| SearchQuery {
+        placed_from: from.map(at),
+        placed_to: to.map(at),
+        ..query()
+    };
+    assert_eq!(id_set(&search(v, &range(Some(10), Some(20))).await), cat.set("BC"));
+    assert_eq!(id_set(&search(v, &range(Some(10), None)).await), cat.set("BCDE"));
+    assert_eq!(id_set(&search(v, &range(None, Some(20))).await), cat.set("ABC"));
+    let one_ms = chrono::Duration::milliseconds(1);
+    let narrow = SearchQuery { placed_from: Some(at(10) + one_ms), placed_to: Some(at(20) - one_ms), ..query() };
+    assert_eq!(ids(&search(v, &narrow).await), Vec::<String>::new());
+    let future = SearchQuery { placed_from: Some(at(41)), ..query() };
+    assert_eq!(search(v, &future).await.estimated_total, 0);
+    let mixed = SearchQuery { customer_id: customer("c-a"), ..range(Some(10), Some(20)) };
+    assert_eq!(ids(&search(v, &mixed).await), cat.ids("C"));
+}
+
+async fn customer_ids_are_case_sensitive(view: Arc<dyn SearchAdapter>) {
+    // `C-A` and `c-a` are two customers: neither may see the other's orders.
+    let cat = Catalog::apply(view.as_ref()).await;
+    let upper = SearchQuery { customer_id: customer("C-A"), ..query() };
+    assert_eq!(ids(&search(view.as_ref(), &upper).await), cat.ids("E"));
+    let lower = SearchQuery { customer_id: customer("c-a"), ..query() };
+    assert!(!ids(&search(view.as_ref(), &lower).await).contains(&cat.e.as_str().to_owned()));
+    let mixed = SearchQuery { customer_id: customer("C-a"), ..query() };
+    assert_eq!(search(view.as_ref(), &mixed).await.estimated_total, 0);
+}
+
+async fn each_sort_orders_the_hits(view: Arc<dyn SearchAdapter>) {
+    let cat = Catalog::apply(view.as_ref()).await;
+    let v = view.as_ref();
+    let sorted = |sort: SortOrder| SearchQuery { sort, ..query() };
+    assert_eq!(ids(&search(v, &query()).await), cat.ids("EDCBA"), "default placedAt:desc");
+    assert_eq!(ids(&search(v, &sorted(SortOrder::PlacedAtDesc)).await), cat.ids("EDCBA"));
+    assert_eq!(ids(&search(v, &sorted(SortOrder::PlacedAtAsc)).await), cat.ids("ABCDE"));
+    assert_eq!(ids(&search(v, &sorted(SortOrder::TotalDesc)).await), cat.ids("BCAED"));
+    assert_eq!(ids(&search(v, &sorted(SortOrder::TotalAsc)).await), cat.ids("DEACB"));
+    // With text, the sort still decides the order (not relevance).
+    let mug = |sort: SortOrder| SearchQuery { text: Some("mug".into()), sort, ..query() };
+    assert_eq!(ids(&search(v, &mug(SortOrder::TotalAsc)).await), cat.ids("AC"));
+    assert_eq!(ids(&search(v, &mug(SortOrder::TotalDesc)).await), cat.ids("CA"));
+    assert_eq!(ids(&search(v, &mug(SortOrder::PlacedAtAsc)).await), cat.ids("AC"));
+    assert_eq!(ids(&search(v, &mug(SortOrder::PlacedAtDesc)).await), cat.ids("CA"));
+    let tea = |sort: SortOrder| SearchQuery { text: Some("tea".into()), sort, ..query() };
+    assert_eq!(ids(&search(v, &tea(SortOrder::TotalDesc)).await), cat.ids("BE"));
+    assert_eq!(ids(&search(v, &tea(SortOrder::TotalAsc)).await), cat.ids("EB"));
+}
+
+async fn text_matches_names_and_skus_by_whole_words_and_a_last_prefix(view: Arc<dyn SearchAdapter>) {
+    let cat = Catalog::apply(view.as_ref()).await;
+    let v = view.as_ref();
+    let hits = |q: &'static str| async move { id_set(&search(v, &text(q)).await) };
+    assert_eq!(hits("mug").await, cat.set("AC"), "a word of item names");
+    assert_eq!(hits("MUG").await, cat.set("AC"), "case-insensitive");
+    assert_eq!(hits("ceramic").await, cat.set("A"));
+    assert_eq!(hits("kettle").await, cat.set("C"), "a word of the second line");
+    assert_eq!(hits("kett").await, cat.set("C"), "a prefix");
+    assert_eq!(hits("Ke").await, cat.set("C"), "a short prefix");
+    assert_eq!(hits("tea").await, cat.set("BE"));
+    assert_eq!(hits("TEA-42").await, cat.set("B"), "a sku");
+    assert_eq!(hits("SPOON-7").await, cat.set("D"), "a sku");
+    assert_eq!(hits("MUG-BLUE-2").await, cat.set("C"), "a sku sharing a word with another");
+    assert_eq!(hits("spoon-").await, cat.set("D"), "punctuation around words is ignored");
+    assert_eq!(hits("green tea").await, cat.set("B"), "several words");
+    assert_eq!(hits("red mug").await, cat.set("A"), "several words, all must match");
+    assert_eq!(hits("steel ket").await, cat.set("C"), "several words, the last as a prefix");
+    assert_eq!(hits("mug zebra").await, BTreeSet::new(), "every word must match");
+    assert_eq!(hits("tea mug").await, BTreeSet::new(), "words of different orders do not combine");
+
+    let none = search(v, &text("zebra")).await;
+    assert_eq!((ids(&none), none.estimated_total, none.next_cursor), (Vec::new(), 0, None));
+    // Search-engine syntax is plain text.
+    for q in ["mug*", "mug OR tea", "\"mug", "NEAR(mug)", "'; DROP", "-mug", "mug AND", "(", "^"] {
+        let page = view.search(&text(q)).await.unwrap_or_else(|e| panic!("q={q}: {e}"));
+        assert!(page.orders.len() <= 5, "q={q}");
+    }
+    assert_eq!(hits("-mug").await, cat.set("AC"), "a leading `-` is not a negation");
+    assert_eq!(hits("mug OR tea").await, BTreeSet::new(), "`OR` is a word like any other");
+}
+
+async fn text_without_letters_or_digits_matches_nothing(view: Arc<dyn SearchAdapter>) {
+    Catalog::apply(view.as_ref()).await;
+    for q in ["--!!", "\"", "*", "( )", "-"] {
+        let page = search(view.as_ref(), &text(q)).await;
+        assert_eq!((page.orders.len(), page.estimated_total, page.next_cursor), (0, 0, None), "q={q:?}");
+    }
+}
+
+async fn estimated_total_counts_every_match_and_cursors_end(view: Arc<dyn SearchAdapter>) {
+    let cat = Catalog::apply(view.as_ref()).await;
+    let v = view.as_ref();
+    let first = search(v, &SearchQuery { limit: 1, ..query() }).await;
+    assert_eq!(ids(&first), cat.ids("E"));
+    assert_eq!(first.estimated_total, 5, "the total counts every match, not the page");
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let second = search(v, &SearchQuery { limit: 1, cursor: Cursor::decode(&cursor), ..query() }).await;
+    assert_eq!(ids(&second), cat.ids("D"));
+    assert_eq!(second.estimated_total, 5);
+
+    let exact = search(v, &SearchQuery { limit: 5, ..query() }).await;
+    assert_eq!((exact.orders.len(), exact.next_cursor), (5, None), "no next page after the last");
+    let mug = search(v, &SearchQuery { limit: 1, ..text("mug") }).await;
+    assert_eq!((mug.orders.len(), mug.estimated_total), (1, 2));
+    let cursor = mug.next_cursor.expect("a next page");
+    let rest = search(v, &SearchQuery { limit: 1, cursor: Cursor::decode(&cursor), ..text("mug") }).await;
+    assert_eq!((rest.orders.len(), rest.estimated_total, rest.next_cursor), (1, 2, None));
+    assert_eq!(search(v, &SearchQuery { limit: 100, ..query() }).await.orders.len(), 5);
+}
+
+async fn cursor_walk_visits_every_order_exactly_once(view: Arc<dyn SearchAdapter>) {
+    // Ties on total and on placedAt, so the tie-break is exercised across page boundaries.
+    let totals = [500, 500, 500, 1000, 1000, 2000, 3000, 3000, 100];
+    let mut events = Vec::new();
+    for (i, total) in totals.iter().enumerate() {
+        let order = id(&format!("page{i}"));
+        let customer = if i % 2 == 0 { "c-even" } else { "c-odd" };
+        events.push(placed(&order, customer, (i / 3) as i64, &[("PAGE-1", "Paged widget", 1, *total)]));
+    }
+    assert_eq!(view.apply(&events, None).await.expect("apply"), report(9, 0));
+    let orders: Vec<Order> = events.iter().map(|e| fold(std::slice::from_ref(e))).collect();
+
+    for sort in [SortOrder::PlacedAtDesc, SortOrder::PlacedAtAsc, SortOrder::TotalDesc, SortOrder::TotalAsc] {
+        let base = SearchQuery { sort, ..query() };
+        let walked = walk(view.as_ref(), &base).await;
+        let mut expected: Vec<&Order> = orders.iter().collect();
+        expected.sort_by(|a, b| (sort.key(a), a.order_id.as_str()).cmp(&(sort.key(b), b.order_id.as_str())));
+        if sort.descending() {
+            expected.reverse();
+        }
+        let expected: Vec<String> = expected.iter().map(|o| o.order_id.as_str().to_owned()).collect();
+        assert_eq!(walked, expected, "pages follow the sort, ties by order id ({sort:?})");
+        let one_page = ids(&search(view.as_ref(), &SearchQuery { limit: 100, ..base }).await);
+        assert_eq!(walked, one_page, "{sort:?}");
+    }
+    // Filters and text apply to every page.
+    let evens =
+        walk(view.as_ref(), &SearchQuery { customer_id: customer("c-even"), sort: SortOrder::TotalAsc, ..query() })
+            .await;
+    assert_eq!((evens.len(), evens.iter().collect::<BTreeSet<_>>().len()), (5, 5));
+    let widgets = walk(view.as_ref(), &text("widget")).await;
+    assert_eq!(widgets.len(), 9);
+    assert_eq!(widgets.iter().collect::<BTreeSet<_>>().len(), 9);
+}
+
+/// Walks every page of `base` with `limit = 2`; returns the ids in order.
+async fn walk(view: &dyn SearchAdapter, base: &SearchQuery) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100 {
+        let page = search(view, &SearchQuery { limit: 2, cursor: cursor.clone(), ..base.clone() }).await;
+        assert!(page.orders.len() <= 2);
+        all.extend(ids(&page));
+        match page.next_cursor {
+            Some(next) => cursor = Some(Cursor::decode(&next).expect("the view's cursors decode")),
+            None => return all,
+        }
+    }
+    panic!("paging {base:?} did not end");
+}
+
+// ---- Meilisearch only ---------------------------------------------------------------------------------
+
+/// The stored document carries the filter and sort fields; what the view hands out does not.
+#[tokio::test]
+async fn meili_documents_hold_the_order_plus_filter_fields_and_the_index_is_set_up() {
+    let settings = meili_settings();
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    let order = id("raw");
+    let event = placed(&order, "Cust-1", 3, &[("SKU-1", "Thing", 1, 100)]);
+    view.apply(std::slice::from_ref(&event), None).await.expect("apply");
+
+    let index = raw_client(&settings).index(&settings.index);
+    let stored: Value = index.get_document(order.as_str()).await.expect("the stored document");
+    assert_eq!(stored["placedAtMs"], json!(at(3).timestamp_millis()));
+    assert_eq!(stored["customerKey"], json!(".cust-1"));
+    assert_eq!(stored["customerId"], json!("Cust-1"));
+    let mut without = stored.clone();
+    if let Some(map) = without.as_object_mut() {
+        map.remove("placedAtMs");
+        map.remove("customerKey");
+    }
+    assert_eq!(without, serde_json::to_value(fold(&[event])).expect("json"), "the rest is the API document");
+
+    let info = raw_client(&settings).get_raw_index(&settings.index).await.expect("the index");
+    assert_eq!(info["primaryKey"], "orderId");
+    let index_settings = index.get_settings().await.expect("settings");
+    assert_eq!(index_settings.ranking_rules.as_ref().and_then(|r| r.first()).map(String::as_str), Some("sort"));
+    assert_eq!(index_settings.typo_tolerance.and_then(|t| t.enabled), Some(false));
+    let sortable: BTreeSet<String> = index_settings.sortable_attributes.unwrap_or_default().into_iter().collect();
+    assert_eq!(sortable, ["placedAtMs", "total", "orderId"].map(String::from).into());
+
+    // Opening again (a restart, a second instance) keeps the index and its documents.
+    let again = MeiliSearchView::open(&settings).await.expect("open an existing index");
+    assert_eq!(again.get(&order).await.expect("get").map(|o| o.version), Some(1));
+    drop_index(&settings).await;
+}
+
+/// Writes are visible to the next query as soon as `apply` returns (it waits on its task).
+#[tokio::test]
+async fn meili_apply_returns_only_once_the_write_is_searchable() {
+    let settings = meili_settings();
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    for i in 0..5 {
+        let order = id(&format!("vis{i}"));
+        view.apply(&[placed(&order, "c-vis", i, &[("VIS-1", "Visible thing", 1, 100)])], None).await.expect("apply");
+        assert!(view.get(&order).await.expect("get").is_some(), "get sees write {i}");
+        let page = view.search(&text("visible")).await.expect("search");
+        assert_eq!(page.estimated_total, i as u64 + 1, "search sees write {i}");
+    }
+    drop_index(&settings).await;
+}
+
+/// The backend failing is `Unavailable`, never a panic: a missing index, a wrong key, no server.
+#[tokio::test]
+async fn meili_backend_errors_are_unavailable() {
+    let settings = meili_settings();
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    drop_index(&settings).await;
+    let order = id("gone");
+    assert!(matches!(view.get(&order).await, Err(ViewError::Unavailable(_))));
+    assert!(matches!(view.search(&query()).await, Err(ViewError::Unavailable(_))));
+    let batch = [placed(&order, "c-gone", 0, &[("SKU-1", "Thing", 1, 100)])];
+    assert!(matches!(view.apply(&batch, None).await, Err(ViewError::Unavailable(_))));
+
+    let nowhere = MeiliSettings { url: "http://127.0.0.1:9".into(), api_key: String::new(), index: "orders".into() };
+    assert!(MeiliSearchView::open(&nowhere).await.is_err());
+    let unprintable = MeiliSettings { api_key: "bad\nkey".into(), ..meili_settings() };
+    assert!(MeiliSearchView::open(&unprintable).await.is_err(), "refused, not a panic in the SDK");
+}
+
+/// With a master key, the view sends it; a wrong key is refused (against a keyed mock; with `MEILI_URL`, the
+/// real server's key).
+#[tokio::test]
+async fn meili_master_key_is_required_and_sent() {
+    let keyed = match std::env::var("MEILI_URL") {
+        Ok(url) if !url.is_empty() && !std::env::var("MEILI_MASTER_KEY").unwrap_or_default().is_empty() => {
+            meili_settings()
+        }
+        Ok(url) if !url.is_empty() => {
+            eprintln!("SKIPPED: MEILI_URL is set without MEILI_MASTER_KEY; nothing to check about keys");
+            return;
+        }
+        _ => MeiliSettings {
+            url: meili_mock::start(Some("mock-master-key")),
+            api_key: "mock-master-key".into(),
+            index: format!("orders_test_{}", Uuid::now_v7().simple()),
+        },
+    };
+    let view = MeiliSearchView::open(&keyed).await.expect("open with the key");
+    let order = id("key");
+    view.apply(&[placed(&order, "c-key", 0, &[("SKU-1", "Thing", 1, 100)])], None).await.expect("apply with the key");
+    assert!(view.get(&order).await.expect("get").is_some());
+
+    let wrong = MeiliSettings { api_key: "not-the-key".into(), ..keyed.clone() };
+    assert!(MeiliSearchView::open(&wrong).await.is_err());
+    let missing = MeiliSettings { api_key: String::new(), ..keyed.clone() };
+    assert!(MeiliSearchView::open(&missing).await.is_err());
+    drop_index(&keyed).await;
+}
