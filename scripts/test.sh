@@ -7,6 +7,8 @@
 # Services are installed and started by scripts/services.sh and stopped on exit, pass or fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The OpenAPI validator that scripts/services.sh installs (tests/api/openapi.rs skips its check without it).
+export OPENAPI_VALIDATOR_PYTHON="$PWD/.services/pytools/bin/python"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"

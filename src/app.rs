@@ -12,18 +12,20 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
 use crate::actors::bridge::Bridge;
-use crate::actors::projector::{ProjectionHandle, Projections};
+use crate::actors::parking::{ParkingLot, PoisonSwitch, Poisonable, RetryPolicy};
+use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings};
-use crate::feed::FeedSubscription;
+use crate::feed::{FeedError, FeedSubscription};
 use crate::feed::kafka::{self, KafkaSubscription};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
-use crate::store::EventStore;
+use crate::store::{EventStore, RebuildSource};
 use crate::store::dynamo::DynamoEventStore;
 use crate::store::sqlite::SqliteEventStore;
+use crate::views::parked::{DynamoParkedStore, ParkedStore, SqliteParkedStore};
 use crate::views::revenue_dynamo::DynamoRevenueView;
 use crate::views::revenue_sqlite::SqliteRevenueView;
 use crate::views::search_meili::MeiliSearchView;
@@ -38,19 +40,32 @@ struct Wiring {
     store: Arc<dyn EventStore>,
     search: Arc<dyn SearchView>,
     revenue: Arc<dyn RevenueView>,
-    handles: Vec<ProjectionHandle>,
+    projections: Projections,
 }
 
-fn start_projector(
-    projection: Arc<dyn Projection>,
-    feed: Box<dyn FeedSubscription>,
-    position: u64,
-    settings: &Settings,
-) -> ProjectionHandle {
-    let status = ProjectionStatus::new(projection.name());
-    status.set_position(position);
-    let addr = Projector::new(projection, feed, Arc::clone(&status), settings.projections.batch_size).start();
-    ProjectionHandle { status, addr }
+/// What every projector of the application shares.
+struct ProjectorKit<'a> {
+    settings: &'a Settings,
+    parked: Arc<dyn ParkedStore>,
+    poison: PoisonSwitch,
+}
+
+impl ProjectorKit<'_> {
+    async fn start(&self, view: Arc<dyn Projection>, feed: FeedFactory, position: u64) -> anyhow::Result<ProjectionHandle> {
+        let status = ProjectionStatus::new(view.name());
+        status.set_position(position);
+        let projection: Arc<dyn Projection> = Arc::new(Poisonable { inner: view, switch: self.poison.clone() });
+        let retry = RetryPolicy {
+            max_attempts: self.settings.projections.max_attempts,
+            backoff: Duration::from_millis(self.settings.projections.retry_backoff_ms),
+        };
+        let lot = ParkingLot::open(projection, Arc::clone(&self.parked), Arc::clone(&status), retry)
+            .await
+            .context("loading parked events")?;
+        let addr = Projector::new(lot.clone(), feed, Arc::clone(&status), self.settings.projections.batch_size)
+            .start_supervised();
+        Ok(ProjectionHandle { status, lot, addr })
+    }
 }
 
 /// SQLite files in `data_dir`; projectors tail the event log.
@@ -59,13 +74,28 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
     let store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
     let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
     let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS).context("revenue view")?;
+    let kit = ProjectorKit {
+        settings,
+        parked: SqliteParkedStore::open(dir).context("parked events")?,
+        poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
+    };
+    let source: Arc<dyn RebuildSource> = store.clone();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
         let checkpoint = projection.checkpoint().await.context("reading a projection checkpoint")?;
-        let feed = LogTail::new(Arc::clone(&store), checkpoint);
-        handles.push(start_projector(projection, Box::new(feed), checkpoint, settings));
+        let (store, view) = (Arc::clone(&store), Arc::clone(&projection));
+        // Each (re)start tails the log from the view's own checkpoint.
+        let feed: FeedFactory = Arc::new(move || {
+            let (store, view) = (Arc::clone(&store), Arc::clone(&view));
+            Box::pin(async move {
+                let checkpoint = view.checkpoint().await.map_err(|e| FeedError(e.to_string()))?;
+                Ok(Box::new(LogTail::new(store, checkpoint)) as Box<dyn FeedSubscription>)
+            })
+        });
+        handles.push(kit.start(projection, feed, checkpoint).await?);
     }
-    Ok(Wiring { store, search, revenue, handles })
+    let projections = Projections::new(handles, kit.parked, kit.poison, Some(source));
+    Ok(Wiring { store, search, revenue, projections })
 }
 
 /// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
@@ -84,13 +114,26 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
     }
     let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+    let kit = ProjectorKit {
+        settings,
+        parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
+        poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
+    };
     Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone()).start();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
-        let feed = KafkaSubscription::new(&settings.kafka, projection.name()).context("Kafka consumer")?;
-        handles.push(start_projector(projection, Box::new(feed), 0, settings));
+        // Each (re)start joins the consumer group again and resumes from its committed offsets.
+        let (kafka, name) = (settings.kafka.clone(), projection.name());
+        let feed: FeedFactory = Arc::new(move || {
+            let subscription = KafkaSubscription::new(&kafka, name)
+                .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
+                .map_err(|e| FeedError(format!("{e:#}")));
+            Box::pin(std::future::ready(subscription))
+        });
+        handles.push(kit.start(projection, feed, 0).await?);
     }
-    Ok(Wiring { store, search, revenue, handles })
+    let projections = Projections::new(handles, kit.parked, kit.poison, None);
+    Ok(Wiring { store, search, revenue, projections })
 }
 
 pub struct Application {
@@ -113,7 +156,7 @@ impl Application {
             Profile::Embedded => embedded(&settings).await?,
             Profile::Distributed => distributed(&settings).await?,
         };
-        let Wiring { store, search, revenue, handles } = wiring;
+        let Wiring { store, search, revenue, projections } = wiring;
 
         let registry = OrderRegistry::new(
             Arc::clone(&store),
@@ -126,7 +169,7 @@ impl Application {
             store,
             search,
             revenue,
-            projections: Projections::new(handles),
+            projections,
             auth: Authenticator::new(&settings.auth, &secret),
             prometheus: crate::telemetry::prometheus(),
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),

@@ -49,6 +49,8 @@ pub struct Tables {
     pub revenue_daily: String,
     /// (orderId S): per order, the currency and the last version the revenue view applied.
     pub revenue_orders: String,
+    /// (id S): events a projection parked (see `views::parked`).
+    pub parked: String,
 }
 
 impl Tables {
@@ -61,6 +63,7 @@ impl Tables {
             checkpoints: name("checkpoints"),
             revenue_daily: name("revenue_daily"),
             revenue_orders: name("revenue_orders"),
+            parked: name("parked"),
         }
     }
 }
@@ -129,6 +132,7 @@ impl Tables {
             TableSpec::new(&self.snapshots, "orderId", S),
             TableSpec { ttl_attribute: Some("expiresAt"), ..TableSpec::new(&self.idempotency, "scope", S) },
             TableSpec::new(&self.checkpoints, "id", S),
+            TableSpec::new(&self.parked, "id", S),
         ]
     }
 

@@ -93,6 +93,9 @@ pub struct StoreSettings {
 pub struct ProjectionSettings {
     pub batch_size: usize,
     pub min_version_wait_ms: u64,
+    pub max_attempts: u32,
+    pub retry_backoff_ms: u64,
+    pub poison_order_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -202,6 +205,7 @@ impl Settings {
         anyhow::ensure!(self.store.max_batch > 0, "store.max_batch must be at least 1");
         anyhow::ensure!(self.store.queue_capacity > 0, "store.queue_capacity must be at least 1");
         anyhow::ensure!(self.projections.batch_size > 0, "projections.batch_size must be at least 1");
+        anyhow::ensure!(self.projections.max_attempts > 0, "projections.max_attempts must be at least 1");
         anyhow::ensure!(self.auth.leeway_secs <= 60, "auth.leeway_secs must be at most 60");
         anyhow::ensure!(
             (1..=1000).contains(&self.bridge.batch_size),

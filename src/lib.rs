@@ -17,6 +17,7 @@ pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod aws;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod feed;

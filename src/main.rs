@@ -1,4 +1,5 @@
-//! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT.
+//! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT; `bench` is the
+//! load generator behind BENCHMARKS.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ enum Commands {
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Load-test the HTTP API and report throughput, latency, projection lag, rebuild speed and RSS
+    /// (BENCHMARKS.md). Starts its own service unless given `--url`.
+    Bench(Box<orderflow::bench::BenchArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Commands::Serve) {
         Commands::Serve => serve(settings),
         Commands::Token { role, sub, ttl } => token(&settings, role, &sub, ttl),
+        Commands::Bench(args) => orderflow::bench::run(*args, cli.config.as_deref(), &settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,11 @@ impl ReadPool {
         Ok(Arc::new(Self { conns, next: AtomicUsize::new(0) }))
     }
 
+    /// A pool with no connection (a placeholder never read from).
+    pub fn empty() -> Self {
+        Self { conns: Vec::new(), next: AtomicUsize::new(0) }
+    }
+
     /// Runs `f` on a read connection on the blocking thread pool.
     pub async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, DbError>
     where
@@ -68,6 +73,9 @@ impl ReadPool {
         tokio::task::spawn_blocking(move || {
             let start = pool.next.fetch_add(1, Ordering::Relaxed);
             let n = pool.conns.len();
+            if n == 0 {
+                return Err(DbError::Worker("no read connection".into()));
+            }
             let guard = (0..n)
                 .find_map(|i| pool.conns[(start + i) % n].try_lock().ok())
                 .map(Ok)

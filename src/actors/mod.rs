@@ -5,6 +5,7 @@
 
 pub mod bridge;
 pub mod order;
+pub mod parking;
 pub mod projector;
 pub mod registry;
 

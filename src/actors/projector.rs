@@ -13,9 +13,15 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::feed::FeedSubscription;
+use futures_util::future::BoxFuture;
+
+use crate::feed::{FeedError, FeedSubscription};
 use crate::telemetry::{self, ProjectionOutcome};
-use crate::views::Projection;
+use super::parking::{EventFailure, ParkingLot, PoisonSwitch};
+use crate::store::RebuildSource;
+use crate::views::Rebuilder;
+use crate::views::parked::{ParkedEvent, ParkedStore};
+use crate::views::ViewError;
 
 /// Live state of one projection, shared with `/admin/projections` and readiness.
 pub struct ProjectionStatus {
@@ -26,17 +32,27 @@ pub struct ProjectionStatus {
     restarts: AtomicU64,
     parked: AtomicU64,
     consecutive_failures: AtomicU64,
+    /// Crashes (panics) since the last batch that went through: three in a row is a crash loop.
+    consecutive_crashes: AtomicU64,
+    /// A rebuild in progress: (position, target, events); target 0 = none.
+    rebuild: [AtomicU64; 3],
     /// Bumped after every applied batch: `minVersion` readers wait on it.
     progress: watch::Sender<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ProjectorState {
-    Starting,
-    Running,
-    Retrying,
-    Stopped,
+    Starting = 0,
+    Running = 1,
+    Retrying = 2,
+    Stopped = 3,
+    /// Restarting after a crash.
+    Restarting = 4,
+    /// Crashed three times or more in a row.
+    CrashLooping = 5,
+    /// Being rebuilt from the write model (queries are served from the current view meanwhile).
+    Rebuilding = 6,
 }
 
 impl ProjectorState {
@@ -45,13 +61,16 @@ impl ProjectorState {
             1 => Self::Running,
             2 => Self::Retrying,
             3 => Self::Stopped,
+            4 => Self::Restarting,
+            5 => Self::CrashLooping,
+            6 => Self::Rebuilding,
             _ => Self::Starting,
         }
     }
 }
 
 /// One row of `GET /admin/projections`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectionInfo {
     pub name: &'static str,
@@ -60,6 +79,19 @@ pub struct ProjectionInfo {
     pub lag_seconds: f64,
     pub restarts: u64,
     pub parked: u64,
+    /// Progress of a rebuild in progress (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildProgress>,
+}
+
+/// How far a rebuild has come, in write-model log positions.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebuildProgress {
+    pub position: u64,
+    /// The newest position when the rebuild started (it goes on until it has caught up).
+    pub target: u64,
+    pub events: u64,
 }
 
 impl ProjectionStatus {
@@ -72,6 +104,8 @@ impl ProjectionStatus {
             restarts: AtomicU64::new(0),
             parked: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
+            consecutive_crashes: AtomicU64::new(0),
+            rebuild: Default::default(),
             progress: watch::channel(0).0,
         })
     }
@@ -81,9 +115,15 @@ impl ProjectionStatus {
     }
 
     pub fn info(&self) -> ProjectionInfo {
+        let [position, target, events] = self.rebuild.each_ref().map(|a| a.load(Ordering::Relaxed));
+        let rebuild = (target > 0).then_some(RebuildProgress { position, target, events });
         ProjectionInfo {
             name: self.name,
-            status: ProjectorState::from_u8(self.state.load(Ordering::Relaxed)),
+            status: match rebuild {
+                Some(_) => ProjectorState::Rebuilding,
+                None => ProjectorState::from_u8(self.state.load(Ordering::Relaxed)),
+            },
+            rebuild,
             position: self.position.load(Ordering::Relaxed),
             lag_seconds: self.lag_millis.load(Ordering::Relaxed) as f64 / 1000.0,
             restarts: self.restarts.load(Ordering::Relaxed),
@@ -91,9 +131,32 @@ impl ProjectionStatus {
         }
     }
 
-    /// Healthy unless the projector keeps failing.
+    /// Marks a rebuild as started (false if one is already running).
+    fn begin_rebuild(&self, target: u64) -> bool {
+        let started = self.rebuild[1].compare_exchange(0, target.max(1), Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        if started {
+            self.rebuild[0].store(0, Ordering::Relaxed);
+            self.rebuild[2].store(0, Ordering::Relaxed);
+        }
+        started
+    }
+
+    fn rebuild_progress(&self, position: u64, events: u64) {
+        self.rebuild[0].store(position, Ordering::Relaxed);
+        self.rebuild[2].fetch_add(events, Ordering::Relaxed);
+    }
+
+    fn end_rebuild(&self) {
+        self.rebuild[1].store(0, Ordering::Relaxed);
+    }
+
+    /// Healthy unless the projector keeps failing or keeps crashing.
     pub fn healthy(&self) -> bool {
-        self.consecutive_failures.load(Ordering::Relaxed) < 5
+        self.consecutive_failures.load(Ordering::Relaxed) < 5 && self.consecutive_crashes.load(Ordering::Relaxed) < 3
+    }
+
+    pub fn set_parked(&self, parked: u64) {
+        self.parked.store(parked, Ordering::Relaxed);
     }
 
     /// Records where the view starts (its stored checkpoint).
@@ -107,8 +170,13 @@ impl ProjectionStatus {
     }
 }
 
+/// Opens the projection's feed at the view's last checkpoint: at start and after every crash.
+pub type FeedFactory =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Box<dyn FeedSubscription>, FeedError>> + Send + Sync>;
+
 pub struct Projector {
-    projection: Arc<dyn Projection>,
+    lot: ParkingLot,
+    make_feed: FeedFactory,
     /// Lent to the batch in progress (`None` while one runs).
     feed: Option<Box<dyn FeedSubscription>>,
     /// A position the feed must move to before its next batch (set by [`Replay`]).
@@ -118,13 +186,15 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn new(
-        projection: Arc<dyn Projection>,
-        feed: Box<dyn FeedSubscription>,
-        status: Arc<ProjectionStatus>,
-        batch_size: usize,
-    ) -> Self {
-        Self { projection, feed: Some(feed), pending_seek: None, status, batch_size }
+    /// A projector whose feed `make_feed` opens (under a [`Supervisor`]: see [`Projector::start_supervised`]).
+    pub fn new(lot: ParkingLot, make_feed: FeedFactory, status: Arc<ProjectionStatus>, batch_size: usize) -> Self {
+        Self { lot, make_feed, feed: None, pending_seek: None, status, batch_size }
+    }
+
+    /// Starts the projector under an actix [`Supervisor`]: when a batch panics, the actor stops and the
+    /// supervisor restarts it, which reopens the feed from the view's last checkpoint after a backoff.
+    pub fn start_supervised(self) -> Addr<Self> {
+        Supervisor::start(|_| self)
     }
 }
 
@@ -132,12 +202,52 @@ impl Actor for Projector {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.status.set_state(ProjectorState::Running);
-        ctx.notify(NextBatch);
+        let crashes = self.status.consecutive_crashes.load(Ordering::Relaxed);
+        ctx.notify_later(OpenFeed, if crashes == 0 { Duration::ZERO } else { backoff(crashes) });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.status.set_state(ProjectorState::Stopped);
+    }
+}
+
+impl Supervised for Projector {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        let crashes = self.status.consecutive_crashes.load(Ordering::Relaxed);
+        self.status.restarts.fetch_add(1, Ordering::Relaxed);
+        telemetry::projector_restarted(self.status.name);
+        self.status.set_state(if crashes >= 3 { ProjectorState::CrashLooping } else { ProjectorState::Restarting });
+        // The feed went down with the crashed batch; `started` opens a new one at the checkpoint.
+        self.feed = None;
+        self.pending_seek = None;
+        tracing::warn!(projection = self.status.name, crashes, "projector restarted by its supervisor");
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OpenFeed;
+
+impl Handler<OpenFeed> for Projector {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: OpenFeed, _ctx: &mut Self::Context) -> Self::Result {
+        let open = (self.make_feed)();
+        AtomicResponse::new(Box::pin(open.into_actor(self).map(|feed, act, ctx| match feed {
+            Ok(feed) => {
+                act.feed = Some(feed);
+                if act.status.consecutive_crashes.load(Ordering::Relaxed) < 3 {
+                    act.status.set_state(ProjectorState::Running);
+                }
+                ctx.notify(NextBatch);
+            }
+            Err(e) => {
+                let failures = act.status.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(projection = act.status.name, error = %e, "cannot open the feed; retrying");
+                act.status.set_state(ProjectorState::Retrying);
+                ctx.notify_later(OpenFeed, backoff(failures));
+            }
+        })))
     }
 }
 
@@ -164,24 +274,40 @@ impl Handler<NextBatch> for Projector {
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         };
         let seek = self.pending_seek.take();
-        let projection = Arc::clone(&self.projection);
+        let lot = self.lot.clone();
         let status = Arc::clone(&self.status);
         let max = self.batch_size;
-        let work = async move {
+        // The batch runs as its own task so that a panic in it (a bug, a poison event that crashes the view
+        // code) is caught here as a crash instead of unwinding through the arbiter.
+        let work = actix::spawn(async move {
             if let Some(position) = seek
                 && let Err(e) = feed.seek(position).await
             {
                 return (feed, BatchOutcome::Failed(e.to_string()));
             }
-            let outcome = run_batch(&mut *feed, &*projection, &status, max).await;
+            let outcome = run_batch(&mut *feed, &lot, &status, max).await;
             (feed, outcome)
-        };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(feed, outcome), act, ctx| {
+        });
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|joined, act, ctx| {
+            let Ok((feed, outcome)) = joined else {
+                let crashes = act.status.consecutive_crashes.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(projection = act.status.name, crashes, "projection batch panicked; restarting");
+                ctx.stop();
+                return;
+            };
             act.feed = Some(feed);
             match outcome {
-                BatchOutcome::Idle | BatchOutcome::Applied => {
+                BatchOutcome::Applied => {
+                    act.status.consecutive_crashes.store(0, Ordering::Relaxed);
                     act.status.consecutive_failures.store(0, Ordering::Relaxed);
                     act.status.set_state(ProjectorState::Running);
+                    ctx.notify(NextBatch);
+                }
+                BatchOutcome::Idle => {
+                    act.status.consecutive_failures.store(0, Ordering::Relaxed);
+                    if act.status.consecutive_crashes.load(Ordering::Relaxed) < 3 {
+                        act.status.set_state(ProjectorState::Running);
+                    }
                     ctx.notify(NextBatch);
                 }
                 BatchOutcome::Failed(error) => {
@@ -196,12 +322,7 @@ impl Handler<NextBatch> for Projector {
     }
 }
 
-async fn run_batch(
-    feed: &mut dyn FeedSubscription,
-    projection: &dyn Projection,
-    status: &ProjectionStatus,
-    max: usize,
-) -> BatchOutcome {
+async fn run_batch(feed: &mut dyn FeedSubscription, lot: &ParkingLot, status: &ProjectionStatus, max: usize) -> BatchOutcome {
     let name = status.name;
     let events = match feed.next_batch(max, IDLE_WAIT).await {
         Ok(events) => events,
@@ -213,16 +334,55 @@ async fn run_batch(
         return BatchOutcome::Idle;
     };
     let checkpoint = feed.checkpoint_after(&events);
-    match projection.apply(&events, checkpoint).await {
-        Ok(report) => {
+    let mut blocked = lot.lock().await;
+    let projection = lot.projection();
+    // The whole batch at once when no order in it is blocked; one event at a time when the view refuses the
+    // batch, so that only the refused events are parked.
+    let fast = !events.iter().any(|e| blocked.contains(e.order_id.as_str()));
+    let whole = if fast { Some(projection.apply(&events, checkpoint).await) } else { None };
+    match whole {
+        Some(Ok(report)) => {
             telemetry::projection_events(name, ProjectionOutcome::Applied, report.applied);
             telemetry::projection_events(name, ProjectionOutcome::Skipped, report.skipped);
         }
-        Err(e) => {
+        Some(Err(ViewError::Unavailable(e))) => {
             telemetry::projection_events(name, ProjectionOutcome::Failed, events.len() as u64);
-            return BatchOutcome::Failed(e.to_string());
+            return BatchOutcome::Failed(e);
+        }
+        Some(Err(_)) | None => {
+            for event in &events {
+                let order = event.order_id.as_str();
+                let outcome = if blocked.contains(order) {
+                    Err(EventFailure::Refused { error: "an earlier event of this order is parked".into(), attempts: 0 })
+                } else {
+                    lot.apply_with_retries(event).await
+                };
+                let parked = match outcome {
+                    Ok(report) => {
+                        telemetry::projection_events(name, ProjectionOutcome::Applied, report.applied);
+                        telemetry::projection_events(name, ProjectionOutcome::Skipped, report.skipped);
+                        Ok(())
+                    }
+                    Err(EventFailure::Transient(e)) => {
+                        telemetry::projection_events(name, ProjectionOutcome::Failed, 1);
+                        return BatchOutcome::Failed(e);
+                    }
+                    Err(EventFailure::Refused { error, attempts }) => {
+                        telemetry::projection_events(name, ProjectionOutcome::Failed, u64::from(attempts));
+                        lot.park(&mut blocked, event, error, attempts).await
+                    }
+                };
+                if let Err(e) = parked {
+                    return BatchOutcome::Failed(format!("could not park an event: {e}"));
+                }
+            }
+            // Every event is applied or parked: move the checkpoint past the batch.
+            if let Err(e) = projection.apply(&[], checkpoint).await {
+                return BatchOutcome::Failed(e.to_string());
+            }
         }
     }
+    drop(blocked);
     if let Err(e) = feed.ack(&events).await {
         return BatchOutcome::Failed(e.to_string());
     }
@@ -252,7 +412,7 @@ impl Handler<Replay> for Projector {
     type Result = AtomicResponse<Self, Result<(), String>>;
 
     fn handle(&mut self, _: Replay, _ctx: &mut Self::Context) -> Self::Result {
-        let projection = Arc::clone(&self.projection);
+        let projection = Arc::clone(self.lot.projection());
         let work = async move { projection.reset_checkpoint().await.map_err(|e| e.to_string()) };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, act, _ctx| {
             if result.is_ok() {
@@ -264,38 +424,138 @@ impl Handler<Replay> for Projector {
     }
 }
 
-/// A running projector: its shared status and its address.
+/// Reads the whole write model into `rebuilder` and swaps it in, holding the projection's lock so that no batch,
+/// replay or discard runs meanwhile. Returns the number of events applied.
+async fn fill(
+    mut rebuilder: Box<dyn Rebuilder>,
+    source: &dyn RebuildSource,
+    lot: &ParkingLot,
+    status: &ProjectionStatus,
+) -> Result<u64, String> {
+    let _exclusive = lot.lock().await;
+    let (mut after, mut total) = (0, 0u64);
+    loop {
+        let events = source.read(after, REBUILD_CHUNK).await.map_err(|e| e.to_string())?;
+        let Some(last) = events.last() else { break };
+        after = last.position;
+        rebuilder.apply(&events, after).await.map_err(|e| e.to_string())?;
+        total += events.len() as u64;
+        status.rebuild_progress(after, events.len() as u64);
+    }
+    rebuilder.finish().await.map_err(|e| e.to_string())?;
+    Ok(total)
+}
+
+/// A running projector: its shared status, its parked events and its address.
 #[derive(Clone)]
 pub struct ProjectionHandle {
     pub status: Arc<ProjectionStatus>,
+    pub lot: ParkingLot,
     pub addr: Addr<Projector>,
 }
 
-/// The application's projectors, by name.
-#[derive(Clone, Default)]
-pub struct Projections(Arc<Vec<ProjectionHandle>>);
+/// The application's projectors, by name, with the store of their parked events.
+#[derive(Clone)]
+pub struct Projections {
+    handles: Arc<Vec<ProjectionHandle>>,
+    parked: Arc<dyn ParkedStore>,
+    poison: PoisonSwitch,
+    /// Where rebuilds read the write model from (`None`: this profile cannot rebuild yet).
+    source: Option<Arc<dyn RebuildSource>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("no projection named {0}")]
+    UnknownProjection(String),
+    #[error("a rebuild of {0} is already running")]
+    AlreadyRunning(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Events read from the write model per rebuild step.
+const REBUILD_CHUNK: usize = 5000;
 
 impl Projections {
-    pub fn new(handles: Vec<ProjectionHandle>) -> Self {
-        Self(Arc::new(handles))
+    pub fn new(
+        handles: Vec<ProjectionHandle>,
+        parked: Arc<dyn ParkedStore>,
+        poison: PoisonSwitch,
+        source: Option<Arc<dyn RebuildSource>>,
+    ) -> Self {
+        Self { handles: Arc::new(handles), parked, poison, source }
+    }
+
+    /// Starts rebuilding a view from the write model into a fresh copy, swapped in when it has caught up.
+    /// Queries keep being served from the current view meanwhile; the projector waits (its lag grows) and
+    /// then goes on from where it was, its re-delivered events deduplicated by the new view. Progress shows
+    /// in [`ProjectionInfo::rebuild`].
+    pub async fn rebuild(&self, name: &str) -> Result<(), RebuildError> {
+        let handle = self
+            .handles
+            .iter()
+            .find(|h| h.status.name == name)
+            .ok_or_else(|| RebuildError::UnknownProjection(name.to_owned()))?;
+        let source = self
+            .source
+            .clone()
+            .ok_or_else(|| RebuildError::Unsupported("this profile cannot rebuild views yet".into()))?;
+        if !handle.status.begin_rebuild(source.head()) {
+            return Err(RebuildError::AlreadyRunning(name.to_owned()));
+        }
+        let (lot, status) = (handle.lot.clone(), Arc::clone(&handle.status));
+        let rebuilder = match lot.projection().rebuild().await {
+            Ok(rebuilder) => rebuilder,
+            Err(e) => {
+                status.end_rebuild();
+                return Err(RebuildError::Unsupported(e.to_string()));
+            }
+        };
+        actix::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = fill(rebuilder, &*source, &lot, &status).await;
+            status.end_rebuild();
+            match result {
+                Ok(events) => tracing::info!(projection = status.name, events, elapsed = ?started.elapsed(),
+                    rate = events as f64 / started.elapsed().as_secs_f64().max(1e-9), "rebuild swapped in"),
+                Err(e) => tracing::error!(projection = status.name, error = %e, "rebuild failed; the current view stays"),
+            }
+        });
+        Ok(())
+    }
+
+    /// Every parked event, oldest first.
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, ViewError> {
+        self.parked.list().await
+    }
+
+    /// The `projections.poison_order_prefix` test hook, switchable at run time.
+    pub fn poison(&self) -> &PoisonSwitch {
+        &self.poison
     }
 
     pub fn infos(&self) -> Vec<ProjectionInfo> {
-        self.0.iter().map(|h| h.status.info()).collect()
+        self.handles.iter().map(|h| h.status.info()).collect()
     }
 
     pub fn status(&self, name: &str) -> Option<&Arc<ProjectionStatus>> {
-        self.0.iter().find(|h| h.status.name == name).map(|h| &h.status)
+        self.handles.iter().find(|h| h.status.name == name).map(|h| &h.status)
     }
 
     /// Every projector is running and not stuck failing.
     pub fn healthy(&self) -> bool {
-        self.0.iter().all(|h| h.addr.connected() && h.status.healthy())
+        self.handles.iter().all(|h| h.addr.connected() && h.status.healthy())
+    }
+
+    /// The parking lot of one projection.
+    pub fn lot(&self, name: &str) -> Option<&ParkingLot> {
+        self.handles.iter().find(|h| h.status.name == name).map(|h| &h.lot)
     }
 
     /// Replays the whole feed into one view (see [`Replay`]).
     pub async fn replay(&self, name: &str) -> Result<(), String> {
-        let handle = self.0.iter().find(|h| h.status.name == name).ok_or_else(|| format!("no projection {name}"))?;
+        let handle = self.handles.iter().find(|h| h.status.name == name).ok_or_else(|| format!("no projection {name}"))?;
         handle.addr.send(Replay).await.map_err(|e| e.to_string())?
     }
 }

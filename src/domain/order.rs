@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::values::{Currency, CustomerId, LineItem, Money, OrderId, Text};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Placed,
@@ -33,7 +33,7 @@ impl OrderStatus {
 }
 
 /// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of API.md §1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
     #[serde(rename_all = "camelCase")]
@@ -120,7 +120,7 @@ pub enum OrderError {
 pub type Decision = Vec<OrderEvent>;
 
 /// The order's current state: the document of API.md §2.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub order_id: OrderId,

@@ -1,12 +1,165 @@
-//! `/admin/*` (admin only): the projections' state.
+//! `/admin/*` (admin only): the projections' state, their parked (poison) events, replay and discard.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::actors::parking::{ParkingError, ReplayReport};
+use crate::actors::projector::RebuildError;
+use crate::domain::OrderEvent;
+use crate::views::parked::ParkedEvent;
 
 /// `GET /admin/projections`: `[{name, status, position, lagSeconds, restarts, parked}]`.
+#[utoipa::path(
+    get, path = "/admin/projections", tag = "admin", operation_id = "projections",
+    summary = "The projections' state",
+    responses(
+        (status = 200, description = "One row per projection", body = Vec<crate::actors::projector::ProjectionInfo>),
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden,
+    ),
+)]
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.admin(&req)?;
     Ok(HttpResponse::Ok().json(state.projections.infos()))
+}
+
+/// The event inside a parked entry, in the shape of `/orders/{id}/history`, plus its order.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ParkedEventBody<'a> {
+    order_id: &'a str,
+    event_id: String,
+    version: u64,
+    occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    event: &'a OrderEvent,
+}
+
+/// One parked (poison) event: the projection it failed in, the event, the last error and the attempts.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ParkedBody<'a> {
+    id: &'a str,
+    projection: &'a str,
+    event: ParkedEventBody<'a>,
+    error: &'a str,
+    attempts: u32,
+    parked_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a ParkedEvent> for ParkedBody<'a> {
+    fn from(p: &'a ParkedEvent) -> Self {
+        ParkedBody {
+            id: &p.id,
+            projection: &p.projection,
+            event: ParkedEventBody {
+                order_id: p.event.order_id.as_str(),
+                event_id: p.event.event_id.to_string(),
+                version: p.event.version,
+                occurred_at: p.event.occurred_at(),
+                event: &p.event.event,
+            },
+            error: &p.error,
+            attempts: p.attempts,
+            parked_at: p.parked_at,
+        }
+    }
+}
+
+/// `GET /admin/parked`: every parked event, oldest first.
+#[utoipa::path(
+    get, path = "/admin/parked", tag = "admin", operation_id = "parkedEvents",
+    summary = "Parked (poison) events, oldest first",
+    responses(
+        (status = 200, description = "Every parked event", body = Vec<ParkedBody>),
+        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::Unavailable,
+    ),
+)]
+pub async fn parked(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.admin(&req)?;
+    let parked = state.projections.parked().await?;
+    Ok(HttpResponse::Ok().json(parked.iter().map(ParkedBody::from).collect::<Vec<_>>()))
+}
+
+/// The parked event named in the path, and the parking lot of its projection.
+async fn find(req: &HttpRequest, state: &AppState) -> Result<(String, crate::actors::parking::ParkingLot), ApiError> {
+    let id = req.match_info().get("id").unwrap_or_default().to_owned();
+    let parked = state.projections.parked().await?;
+    let entry = parked.iter().find(|p| p.id == id).ok_or(ApiError::ParkedNotFound)?;
+    let lot = state.projections.lot(&entry.projection).cloned().ok_or(ApiError::ParkedNotFound)?;
+    Ok((id, lot))
+}
+
+fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, ApiError> {
+    match result {
+        Ok(ReplayReport { error: Some(error), .. }) => Err(ApiError::ReplayFailed(error)),
+        Ok(report) => Ok(HttpResponse::Ok().json(report)),
+        Err(ParkingError::NotFound(_)) => Err(ApiError::ParkedNotFound),
+        Err(e @ ParkingError::NotFirst { .. }) => Err(ApiError::ParkedNotFirst(e.to_string())),
+        Err(ParkingError::View(e)) => Err(e.into()),
+    }
+}
+
+/// `POST /admin/parked/{id}/replay`: applies the parked event now and, if it succeeds, the events of the same
+/// order parked behind it, in order. 409 `replay_failed` if it fails again (it stays parked).
+#[utoipa::path(
+    post, path = "/admin/parked/{id}/replay", tag = "admin", operation_id = "replayParked",
+    summary = "Retry one parked event now",
+    params(("id" = String, Path, description = "The parked event's id")),
+    responses(
+        (status = 200, description = "What the replay did", body = crate::actors::parking::ReplayReport),
+        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
+        super::openapi::ParkedConflict, super::openapi::Unavailable,
+    ),
+)]
+pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let admin = state.admin(&req)?;
+    let (id, lot) = find(&req, &state).await?;
+    tracing::info!(admin = %admin.subject, id = %id, "replay of a parked event requested");
+    answer(lot.replay(&id).await)
+}
+
+/// `DELETE /admin/parked/{id}`: discards the parked event (logged) and lets the events behind it proceed.
+#[utoipa::path(
+    delete, path = "/admin/parked/{id}", tag = "admin", operation_id = "discardParked",
+    summary = "Discard one parked event (logged)",
+    params(("id" = String, Path, description = "The parked event's id")),
+    responses(
+        (status = 200, description = "What the discard did", body = crate::actors::parking::ReplayReport),
+        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
+        super::openapi::ParkedConflict, super::openapi::Unavailable,
+    ),
+)]
+pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let admin = state.admin(&req)?;
+    let (id, lot) = find(&req, &state).await?;
+    tracing::warn!(admin = %admin.subject, id = %id, "discard of a parked event requested");
+    answer(lot.discard(&id).await)
+}
+
+/// `POST /admin/projections/{name}/rebuild`: 202; the view is rebuilt from the write model into a fresh copy
+/// and swapped in, while queries go on being served from the current one. Progress: `GET /admin/projections`.
+#[utoipa::path(
+    post, path = "/admin/projections/{name}/rebuild", tag = "admin", operation_id = "rebuildProjection",
+    summary = "Rebuild a view from the write model",
+    params(("name" = String, Path, description = "The projection: `search` or `revenue`")),
+    responses(
+        (status = 202, description = "The rebuild started", body = Object),
+        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ProjectionNotFound,
+        super::openapi::RebuildInProgress, super::openapi::RebuildUnsupported,
+    ),
+)]
+pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let admin = state.admin(&req)?;
+    let name = req.match_info().get("name").unwrap_or_default();
+    tracing::info!(admin = %admin.subject, projection = name, "rebuild requested");
+    match state.projections.rebuild(name).await {
+        Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({"projection": name, "status": "rebuilding"}))),
+        Err(RebuildError::UnknownProjection(_)) => Err(ApiError::ProjectionNotFound),
+        Err(e @ RebuildError::AlreadyRunning(_)) => Err(ApiError::RebuildInProgress(e.to_string())),
+        Err(RebuildError::Unsupported(why)) => Err(ApiError::RebuildUnsupported(why)),
+    }
 }

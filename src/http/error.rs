@@ -47,6 +47,18 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the service is unavailable; retry later")]
     Unavailable,
+    #[error("no parked event with this id")]
+    ParkedNotFound,
+    #[error("{0}")]
+    ParkedNotFirst(String),
+    #[error("the parked event failed again: {0}")]
+    ReplayFailed(String),
+    #[error("no projection with this name")]
+    ProjectionNotFound,
+    #[error("{0}")]
+    RebuildInProgress(String),
+    #[error("{0}")]
+    RebuildUnsupported(String),
 }
 
 #[derive(Serialize)]
@@ -89,6 +101,12 @@ impl ApiError {
             Self::WriteConflict => "write_conflict",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::Unavailable => "unavailable",
+            Self::ParkedNotFound => "not_found",
+            Self::ParkedNotFirst(_) => "not_first_parked",
+            Self::ReplayFailed(_) => "replay_failed",
+            Self::ProjectionNotFound => "not_found",
+            Self::RebuildInProgress(_) => "rebuild_in_progress",
+            Self::RebuildUnsupported(_) => "rebuild_unsupported",
         }
     }
 
@@ -105,8 +123,14 @@ impl ApiError {
             Self::Forbidden => "Forbidden",
             Self::VersionConflict { .. } => "Version conflict",
             Self::Rule(OrderError::AmountMismatch) | Self::IdempotencyKeyReused => "Unprocessable request",
-            Self::Rule(_) | Self::WriteConflict => "Conflict",
+            Self::Rule(_)
+            | Self::WriteConflict
+            | Self::ParkedNotFirst(_)
+            | Self::ReplayFailed(_)
+            | Self::RebuildInProgress(_) => "Conflict",
             Self::Unavailable => "Service unavailable",
+            Self::ParkedNotFound | Self::ProjectionNotFound => "Not found",
+            Self::RebuildUnsupported(_) => "Not implemented",
         }
     }
 
@@ -146,12 +170,21 @@ impl ResponseError for ApiError {
             }
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RouteNotFound | Self::OrderNotFound | Self::Rule(OrderError::NotFound) => StatusCode::NOT_FOUND,
+            Self::RouteNotFound
+            | Self::OrderNotFound
+            | Self::Rule(OrderError::NotFound)
+            | Self::ParkedNotFound
+            | Self::ProjectionNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::VersionConflict { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Rule(_) | Self::WriteConflict => StatusCode::CONFLICT,
+            Self::Rule(_)
+            | Self::WriteConflict
+            | Self::ParkedNotFirst(_)
+            | Self::ReplayFailed(_)
+            | Self::RebuildInProgress(_) => StatusCode::CONFLICT,
+            Self::RebuildUnsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod revenue;
@@ -69,7 +70,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(get("/metrics", ops::metrics))
     .service(get("/health/live", ops::live))
     .service(get("/health/ready", ops::ready))
+    .service(get("/openapi.json", openapi::document))
     .service(get("/admin/projections", admin::projections))
+    .service(get("/admin/parked", admin::parked))
+    .service(
+        web::resource("/admin/parked/{id}")
+            .route(web::delete().to(admin::discard))
+            .default_service(not_allowed("DELETE")),
+    )
+    .service(post("/admin/parked/{id}/replay", admin::replay))
+    .service(post("/admin/projections/{name}/rebuild", admin::rebuild))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
 }
 

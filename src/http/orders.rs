@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::body::{JsonObject, parse_json, read_limited, request_hash, require_json};
 use super::error::{ApiError, render};
+use super::openapi;
 use crate::actors::order::now;
 use crate::actors::{CommandError, Execute, IdempotencyDraft, Precondition};
 use crate::auth::Principal;
@@ -30,10 +31,55 @@ type Data = web::Data<AppState>;
 
 // ---------------------------------------------------------------------------------------------- commands
 
+#[utoipa::path(
+    post, path = "/orders", tag = "orders", operation_id = "placeOrder",
+    summary = "Place an order",
+    description = "Places an order for a customer; the answer is its state at version 1.",
+    params(openapi::CommandHeaders),
+    request_body(content = openapi::PlaceOrderRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The order, placed", body = Order, headers(
+            ("Location" = String, description = "`/orders/{orderId}`"),
+            ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+        )),
+        openapi::InvalidJson,
+        openapi::Unauthorized,
+        openapi::Forbidden,
+        openapi::PlaceConflict,
+        openapi::VersionConflict,
+        openapi::PayloadTooLarge,
+        openapi::UnsupportedMediaType,
+        openapi::CommandUnprocessable,
+        openapi::Unavailable,
+    ),
+)]
 pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
     command(req, payload, state, "place", |json, principal, _| parse_place(json, principal)).await
 }
 
+#[utoipa::path(
+    post, path = "/orders/{id}/confirm-payment", tag = "orders", operation_id = "confirmPayment",
+    summary = "Confirm an order's payment",
+    description = "The amount must equal the total. The same `paymentId` again (also on a shipped order) is a 200 that changes nothing.",
+    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
+    request_body(content = openapi::ConfirmPaymentRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The order, paid", body = Order, headers(
+            ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+        )),
+        openapi::InvalidJson,
+        openapi::Unauthorized,
+        openapi::OrderNotFound,
+        openapi::PaymentConflict,
+        openapi::VersionConflict,
+        openapi::PayloadTooLarge,
+        openapi::UnsupportedMediaType,
+        openapi::PaymentUnprocessable,
+        openapi::Unavailable,
+    ),
+)]
 pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
     command(req, payload, state, "confirm-payment", |json, _, id| {
         let body = JsonObject::new(json)?;
@@ -51,6 +97,28 @@ pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Dat
     .await
 }
 
+#[utoipa::path(
+    post, path = "/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
+    summary = "Ship a paid order",
+    description = "The order must be paid and neither cancelled nor shipped.",
+    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
+    request_body(content = openapi::ShipRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The order, shipped", body = Order, headers(
+            ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+        )),
+        openapi::InvalidJson,
+        openapi::Unauthorized,
+        openapi::OrderNotFound,
+        openapi::ShipConflict,
+        openapi::VersionConflict,
+        openapi::PayloadTooLarge,
+        openapi::UnsupportedMediaType,
+        openapi::CommandUnprocessable,
+        openapi::Unavailable,
+    ),
+)]
 pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
     command(req, payload, state, "ship", |json, _, id| {
         let body = JsonObject::new(json)?;
@@ -65,6 +133,28 @@ pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpR
     .await
 }
 
+#[utoipa::path(
+    post, path = "/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
+    summary = "Cancel an order",
+    description = "A placed or paid order can be cancelled; a paid one is refunded in full (`refund`).",
+    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
+    request_body(content = openapi::CancelRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The order, cancelled", body = Order, headers(
+            ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+        )),
+        openapi::InvalidJson,
+        openapi::Unauthorized,
+        openapi::OrderNotFound,
+        openapi::CancelConflict,
+        openapi::VersionConflict,
+        openapi::PayloadTooLarge,
+        openapi::UnsupportedMediaType,
+        openapi::CommandUnprocessable,
+        openapi::Unavailable,
+    ),
+)]
 pub async fn cancel(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
     command(req, payload, state, "cancel", |json, _, id| {
         let body = JsonObject::new(json)?;
@@ -333,6 +423,19 @@ fn document(order: &Order, consistency: &'static str) -> HttpResponse {
 
 /// `GET /orders/{id}`: the projected document; `consistency=strong` folds the write model instead, and
 /// `minVersion=N` waits (up to `projections.min_version_wait_ms`) for the view to reach N, then falls back.
+#[utoipa::path(
+    get, path = "/orders/{id}", tag = "orders", operation_id = "getOrder",
+    summary = "An order's document",
+    description = "From the read model (eventually consistent) unless `consistency=strong` or `minVersion` asks for more.",
+    params(("id" = OrderId, Path, description = "The order's id"), openapi::OrderParams),
+    responses(
+        (status = 200, description = "The order", body = Order, headers(
+            ("ETag" = String, description = "The order's version, a strong ETag: `\"<version>\"`"),
+            ("X-Consistency" = String, description = "`eventual` (the read model answered) or `strong` (the write model did)"),
+        )),
+        openapi::Unauthorized, openapi::OrderNotFound, openapi::ValidationFailed, openapi::Unavailable,
+    ),
+)]
 pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
     let principal = state.principal(&req)?;
     let id = path_order_id(&req)?;
@@ -370,7 +473,8 @@ fn found(principal: &Principal, order: Order, consistency: &'static str) -> Resu
     if visible(principal, &order) { Ok(document(&order, consistency)) } else { Err(ApiError::OrderNotFound) }
 }
 
-#[derive(Serialize)]
+/// One event of an order's history: `{eventId, type, version, occurredAt, data}`.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct HistoryEvent<'a> {
     event_id: Uuid,
@@ -380,12 +484,23 @@ struct HistoryEvent<'a> {
     event: &'a OrderEvent,
 }
 
-#[derive(Serialize)]
+/// An order's events, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
 struct History<'a> {
     events: Vec<HistoryEvent<'a>>,
 }
 
 /// `GET /orders/{id}/history`: every event of the order, from the write model.
+#[utoipa::path(
+    get, path = "/orders/{id}/history", tag = "orders", operation_id = "getOrderHistory",
+    summary = "An order's events",
+    description = "Every event of the order, oldest first, from the write model.",
+    params(("id" = OrderId, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's events", body = History),
+        openapi::Unauthorized, openapi::OrderNotFound, openapi::Unavailable,
+    ),
+)]
 pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
     let principal = state.principal(&req)?;
     let id = path_order_id(&req)?;
@@ -408,6 +523,16 @@ pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiE
 }
 
 /// `GET /orders?customerId=&status=&q=&placedFrom=&placedTo=&sort=&limit=&cursor=`.
+#[utoipa::path(
+    get, path = "/orders", tag = "orders", operation_id = "searchOrders",
+    summary = "Search orders",
+    description = "From the read model (eventually consistent). A customer token finds only its own orders.",
+    params(openapi::SearchParams),
+    responses(
+        (status = 200, description = "One page of orders", body = crate::views::SearchPage),
+        openapi::Unauthorized, openapi::ValidationFailed, openapi::Unavailable,
+    ),
+)]
 pub async fn search(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
     let principal = state.principal(&req)?;
     let params = query_params(&req)?;

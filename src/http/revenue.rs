@@ -12,11 +12,26 @@ use crate::views::RevenueDay;
 /// The longest range one request may ask for, in days (both ends included).
 const MAX_DAYS: i64 = 366;
 
-#[derive(Serialize)]
+/// Daily revenue by (day, currency), by date then currency; days with no activity are left out.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = DailyRevenue)]
 struct Days {
     days: Vec<RevenueDay>,
 }
 
+#[utoipa::path(
+    get, path = "/revenue/daily", tag = "revenue", operation_id = "dailyRevenue",
+    summary = "Daily revenue",
+    description = "A payment counts on the UTC day of `paidAt`, a refund on the UTC day of `cancelledAt`. Admin only.",
+    params(super::openapi::RevenueParams),
+    responses(
+        (status = 200, description = "The days with activity in the range", body = Days),
+        super::openapi::Unauthorized,
+        super::openapi::Forbidden,
+        super::openapi::ValidationFailed,
+        super::openapi::Unavailable,
+    ),
+)]
 pub async fn daily(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.admin(&req)?;
     let params = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())

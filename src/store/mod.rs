@@ -120,3 +120,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreUnavailable>;
 }
+
+/// The whole write model in log order, for rebuilding a view (the embedded store's global log).
+#[async_trait]
+pub trait RebuildSource: Send + Sync + 'static {
+    /// Events after `after`, in log order, at most `limit`.
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable>;
+    /// The position of the newest event now (for progress).
+    fn head(&self) -> u64;
+}

@@ -189,6 +189,17 @@ impl EventStore for SqliteEventStore {
     }
 }
 
+#[async_trait]
+impl super::RebuildSource for SqliteEventStore {
+    async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        self.read_all(after, limit).await
+    }
+
+    fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+}
+
 fn unavailable(e: DbError) -> StoreUnavailable {
     StoreUnavailable(e.to_string())
 }

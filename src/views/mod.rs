@@ -5,6 +5,7 @@
 //! has applied per order (and, on the embedded feed, its checkpoint), so a redelivered or replayed event
 //! changes nothing.
 
+pub mod parked;
 pub mod revenue_dynamo;
 pub mod revenue_sqlite;
 pub mod search_meili;
@@ -25,6 +26,9 @@ use crate::store::StoredEvent;
 pub enum ViewError {
     #[error("view unavailable: {0}")]
     Unavailable(String),
+    /// The view refuses this event (it will fail again as it is): retried a few times, then parked.
+    #[error("event refused: {0}")]
+    Rejected(String),
     /// An event arrived that cannot follow what the view holds (a gap in an order's versions).
     #[error("event {order_id} v{version} does not follow the view's v{have}")]
     OutOfOrder { order_id: String, version: u64, have: u64 },
@@ -64,6 +68,25 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Forgets the checkpoint so that the whole feed is delivered again (a replay; the view dedupes).
     async fn reset_checkpoint(&self) -> Result<(), ViewError>;
+
+    /// Records `event` as applied without applying it (an admin discarded it), so the order's later events
+    /// can follow. A no-op for an order the view does not hold.
+    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError>;
+
+    /// Starts a rebuild: an empty copy of the view to fill from the write model and swap in, while queries keep
+    /// being served from the current one.
+    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
+        Err(ViewError::Unavailable(format!("the {} view of this profile cannot be rebuilt yet", self.name())))
+    }
+}
+
+/// A view being rebuilt (see [`Projection::rebuild`]).
+#[async_trait]
+pub trait Rebuilder: Send {
+    /// Applies events of the write model, in log order; `checkpoint` is the feed position after them.
+    async fn apply(&mut self, events: &[StoredEvent], checkpoint: u64) -> Result<(), ViewError>;
+    /// Swaps the rebuilt copy in: from now on queries and the projector use it.
+    async fn finish(self: Box<Self>) -> Result<(), ViewError>;
 }
 
 /// Sorts of `GET /orders`.
@@ -146,7 +169,7 @@ pub struct SearchQuery {
     pub cursor: Option<Cursor>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchPage {
     pub orders: Vec<Order>,
@@ -159,10 +182,12 @@ pub struct SearchPage {
 pub trait SearchView: Send + Sync + 'static {
     async fn get(&self, order_id: &OrderId) -> Result<Option<Order>, ViewError>;
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, ViewError>;
+    /// A cheap round trip to the backend, for readiness.
+    async fn ping(&self) -> Result<(), ViewError>;
 }
 
 /// One (day, currency) row of `GET /revenue/daily`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevenueDay {
     pub date: NaiveDate,
@@ -184,6 +209,8 @@ pub trait RevenueView: Send + Sync + 'static {
         to: NaiveDate,
         currency: Option<Currency>,
     ) -> Result<Vec<RevenueDay>, ViewError>;
+    /// A cheap round trip to the backend, for readiness.
+    async fn ping(&self) -> Result<(), ViewError>;
 }
 
 /// Splits free text into the words FTS matches on (letters and digits), lowercased.

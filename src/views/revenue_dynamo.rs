@@ -442,10 +442,39 @@ impl Projection for DynamoRevenueView {
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {
         Ok(())
     }
+
+    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.revenue_orders)
+            .key("orderId", attr::string(event.order_id.as_str()))
+            .update_expression("SET version = :v")
+            .condition_expression("version < :v")
+            .expression_attribute_values(":v", attr::num(event.version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already at or past that version, or an order this view does not hold: nothing to skip.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(ViewError::Unavailable(format!("skip in {}: {}", self.tables.revenue_orders, error_text(&e)))),
+        }
+    }
 }
 
 #[async_trait]
 impl RevenueView for DynamoRevenueView {
+    async fn ping(&self) -> Result<(), ViewError> {
+        self.client
+            .describe_table()
+            .table_name(&self.tables.revenue_daily)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| ViewError::Unavailable(format!("describe {}: {}", self.tables.revenue_daily, error_text(&e))))
+    }
+
     async fn daily(
         &self,
         from: NaiveDate,

@@ -9,11 +9,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sqlite::{CHECKPOINTS_SCHEMA, apply_batch, read_checkpoint, save_checkpoint};
-use super::{ApplyReport, Projection, RevenueDay, RevenueView, ViewError};
-use crate::config::Synchronous;
+use super::sqlite::{Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
+use super::{ApplyReport, Rebuilder, Projection, RevenueDay, RevenueView, ViewError};
 use crate::domain::{Currency, OrderEvent};
-use crate::sql::{self, DbError, ReadPool, WriteConn};
+use crate::sql::DbError;
 use crate::store::StoredEvent;
 
 const SCHEMA: &str = "
@@ -37,18 +36,12 @@ CREATE TABLE IF NOT EXISTS revenue_orders (
 const NAME: &str = "revenue";
 
 pub struct SqliteRevenueView {
-    writer: WriteConn,
-    readers: Arc<ReadPool>,
+    gens: Generations,
 }
 
 impl SqliteRevenueView {
     pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
-        let path = dir.join("revenue.db");
-        let conn = sql::open(&path, Synchronous::Normal)?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(CHECKPOINTS_SCHEMA)?;
-        let readers = ReadPool::open(&path, read_connections)?;
-        Ok(Arc::new(Self { writer: WriteConn::new(conn), readers }))
+        Ok(Arc::new(Self { gens: Generations::open(dir, "revenue", SCHEMA, read_connections)? }))
     }
 }
 
@@ -121,20 +114,45 @@ impl Projection for SqliteRevenueView {
     }
 
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.writer, NAME, events, checkpoint, apply_one).await
+        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_one).await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {
-        Ok(self.readers.read(|conn| read_checkpoint(conn, NAME)).await?)
+        Ok(self.gens.db().readers.read(|conn| read_checkpoint(conn, NAME)).await?)
+    }
+
+    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
+        let (generation, db) = self.gens.fresh()?;
+        Ok(Box::new(SqliteRebuild { gens: self.gens.clone(), generation, db, projection: NAME, apply_one }))
     }
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {
-        Ok(self.writer.write(|conn| save_checkpoint(conn, NAME, 0)).await?)
+        Ok(self.gens.db().writer.write(|conn| save_checkpoint(conn, NAME, 0)).await?)
+    }
+
+    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
+        let (id, version) = (event.order_id.to_string(), event.version);
+        Ok(self
+            .gens
+            .db()
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE revenue_orders SET version = ?2 WHERE order_id = ?1 AND version < ?2",
+                    params![id, version],
+                )?;
+                Ok(())
+            })
+            .await?)
     }
 }
 
 #[async_trait]
 impl RevenueView for SqliteRevenueView {
+    async fn ping(&self) -> Result<(), ViewError> {
+        Ok(self.gens.db().readers.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await?)
+    }
+
     async fn daily(
         &self,
         from: NaiveDate,
@@ -144,6 +162,8 @@ impl RevenueView for SqliteRevenueView {
         let (from, to) = (from.to_string(), to.to_string());
         let currency = currency.map(|c| c.as_str().to_owned());
         Ok(self
+            .gens
+            .db()
             .readers
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(

@@ -147,6 +147,19 @@ impl MeiliSearchView {
         }
     }
 
+    /// Writes documents (replacing whole ones) and waits until Meilisearch has applied them. A failed task
+    /// means Meilisearch refused these documents: retrying as they are would fail again.
+    async fn replace(&self, docs: &[Doc<'_>]) -> Result<(), ViewError> {
+        match self.wait(timed(self.index.add_or_replace(docs, Some(PRIMARY_KEY))).await?).await? {
+            Task::Succeeded { .. } => Ok(()),
+            Task::Failed { content } => {
+                tracing::warn!(error = %content.error, "meilisearch rejected a document batch");
+                Err(ViewError::Rejected(format!("meilisearch: {}", content.error)))
+            }
+            other => Err(ViewError::Unavailable(format!("meilisearch task ended as {other:?}"))),
+        }
+    }
+
     /// The current documents of these orders (those that exist).
     async fn current(&self, ids: &[&str]) -> Result<HashMap<String, Order>, ViewError> {
         let mut query = DocumentsQuery::new(&self.index);
@@ -274,15 +287,18 @@ impl Projection for MeiliSearchView {
             return Ok(report);
         }
         let batch: Vec<Doc<'_>> = changed.iter().filter_map(|id| docs.get(*id)).map(Doc::new).collect();
-        let task = self.wait(timed(self.index.add_or_replace(&batch, Some(PRIMARY_KEY))).await?).await?;
-        match task {
-            Task::Succeeded { .. } => Ok(report),
-            Task::Failed { content } => {
-                tracing::warn!(error = %content.error, "meilisearch rejected a document batch");
-                Err(unavailable(content.error))
-            }
-            other => Err(ViewError::Unavailable(format!("meilisearch task ended as {other:?}"))),
+        self.replace(&batch).await?;
+        Ok(report)
+    }
+
+    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
+        let id = event.order_id.as_str();
+        let Some(mut doc) = self.current(&[id]).await?.remove(id) else { return Ok(()) };
+        if doc.version < event.version {
+            doc.version = event.version;
+            self.replace(&[Doc::new(&doc)]).await?;
         }
+        Ok(())
     }
 
     /// Kafka's committed offsets hold the position of the distributed feed.
@@ -297,6 +313,10 @@ impl Projection for MeiliSearchView {
 
 #[async_trait]
 impl SearchView for MeiliSearchView {
+    async fn ping(&self) -> Result<(), ViewError> {
+        timed(self.client.health()).await.map(|_| ())
+    }
+
     async fn get(&self, order_id: &OrderId) -> Result<Option<Order>, ViewError> {
         let call = self.index.get_document::<Order>(order_id.as_str());
         match tokio::time::timeout(REQUEST_TIMEOUT, call).await {

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::sqlite::{CHECKPOINTS_SCHEMA, apply_batch, read_checkpoint, save_checkpoint};
-use super::{ApplyReport, Cursor, Projection, SearchPage, SearchQuery, SearchView, ViewError, search_terms};
-use crate::config::Synchronous;
+use super::sqlite::{Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
+use super::{ApplyReport, Rebuilder, Cursor, Projection, SearchPage, SearchQuery, SearchView, ViewError, search_terms};
 use crate::domain::{Order, OrderEvent, OrderId};
-use crate::sql::{self, DbError, ReadPool, WriteConn};
+use crate::sql::DbError;
 use crate::store::StoredEvent;
 
 const SCHEMA: &str = "
@@ -36,18 +35,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5 (order_id UNINDEXED, te
 const NAME: &str = "search";
 
 pub struct SqliteSearchView {
-    writer: WriteConn,
-    readers: Arc<ReadPool>,
+    gens: Generations,
 }
 
 impl SqliteSearchView {
     pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
-        let path = dir.join("search.db");
-        let conn = sql::open(&path, Synchronous::Normal)?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(CHECKPOINTS_SCHEMA)?;
-        let readers = ReadPool::open(&path, read_connections)?;
-        Ok(Arc::new(Self { writer: WriteConn::new(conn), readers }))
+        Ok(Arc::new(Self { gens: Generations::open(dir, "search", SCHEMA, read_connections)? }))
     }
 }
 
@@ -103,28 +96,54 @@ impl Projection for SqliteSearchView {
     }
 
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.writer, NAME, events, checkpoint, apply_one).await
+        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_one).await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {
-        Ok(self.readers.read(|conn| read_checkpoint(conn, NAME)).await?)
+        Ok(self.gens.db().readers.read(|conn| read_checkpoint(conn, NAME)).await?)
+    }
+
+    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
+        let (generation, db) = self.gens.fresh()?;
+        Ok(Box::new(SqliteRebuild { gens: self.gens.clone(), generation, db, projection: NAME, apply_one }))
     }
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {
-        Ok(self.writer.write(|conn| save_checkpoint(conn, NAME, 0)).await?)
+        Ok(self.gens.db().writer.write(|conn| save_checkpoint(conn, NAME, 0)).await?)
+    }
+
+    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
+        let (id, version) = (event.order_id.to_string(), event.version);
+        Ok(self
+            .gens
+            .db()
+            .writer
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE search_docs SET version = ?2, doc = json_set(doc, '$.version', ?2)
+                     WHERE order_id = ?1 AND version < ?2",
+                    params![id, version],
+                )?;
+                Ok(())
+            })
+            .await?)
     }
 }
 
 #[async_trait]
 impl SearchView for SqliteSearchView {
+    async fn ping(&self) -> Result<(), ViewError> {
+        Ok(self.gens.db().readers.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await?)
+    }
+
     async fn get(&self, order_id: &OrderId) -> Result<Option<Order>, ViewError> {
         let id = order_id.clone();
-        Ok(self.readers.read(move |conn| load_doc(conn, id.as_str())).await?)
+        Ok(self.gens.db().readers.read(move |conn| load_doc(conn, id.as_str())).await?)
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, ViewError> {
         let query = query.clone();
-        Ok(self.readers.read(move |conn| run_search(conn, &query)).await?)
+        Ok(self.gens.db().readers.read(move |conn| run_search(conn, &query)).await?)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod meili_mock;
+mod failures;
 mod restart;
 mod smoke;
 mod queries;
@@ -10,3 +11,4 @@ mod consistency;
 mod commands;
 mod errors;
 mod auth;
+mod openapi;

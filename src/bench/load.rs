@@ -1,0 +1,368 @@
+//! The load engine: `clients` tasks, each one HTTP/1.1 keep-alive connection, each sending its next request
+//! when the last one is answered (closed loop), or at fixed intended times (`rate`, open loop: latency is
+//! then counted from the intended send time, so a slow answer is not hidden by the requests it delayed).
+//! Only requests *sent* inside the measured window count; the warmup before it fills the connection pool,
+//! the actors and SQLite's caches.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use serde::Serialize;
+
+use super::observe::{LagProbes, RevenueLedger};
+use super::service;
+use super::stats::{LoadStats, record};
+use super::workload::{ClientState, Mix, Op};
+
+/// When the measured window ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    After(Duration),
+    Requests(u64),
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub clients: usize,
+    pub warmup: Duration,
+    pub stop: Stop,
+    /// Open loop: requests per second over all clients.
+    pub rate: Option<f64>,
+    pub mix: Mix,
+    /// Tells this run's order ids apart from other runs' on the same service.
+    pub run_id: String,
+    pub seed: u64,
+}
+
+/// Where to send it.
+#[derive(Clone)]
+pub struct Target {
+    pub base: String,
+    pub auth: Option<HeaderValue>,
+    pub pid: Option<u32>,
+}
+
+impl Target {
+    pub fn get(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
+        self.with_auth(http.get(format!("{}{path}", self.base)))
+    }
+
+    pub fn post(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
+        self.with_auth(http.post(format!("{}{path}", self.base)))
+    }
+
+    fn with_auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(auth) => rb.header(header::AUTHORIZATION, auth.clone()),
+            None => rb,
+        }
+    }
+}
+
+/// What watches the run besides the clients.
+#[derive(Clone, Default)]
+pub struct Observers {
+    pub lag: Option<Arc<LagProbes>>,
+    pub revenue: Option<Arc<RevenueLedger>>,
+    /// Commands started (`{pid}` = the service's pid) when the window opens, sent SIGINT when it closes.
+    pub attach: Vec<String>,
+}
+
+/// CPU used during the measured window, in cores (1.0 = one core busy all the time).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuSplit {
+    /// The service process (all its threads); `null` without a pid.
+    pub service_cores: Option<f64>,
+    /// This bench process: load generator, and in the baseline run the baseline server too.
+    pub bench_cores: f64,
+    /// Everything else on the machine (other users, the kernel's own threads).
+    pub other_cores: f64,
+    /// The whole machine, busy.
+    pub machine_busy_cores: f64,
+    pub machine_cores: usize,
+    /// The service's CPU by thread name (cores): HTTP workers, the event-store writer, the blocking pool that
+    /// runs SQLite reads and view writes, ….
+    pub service_threads: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone)]
+struct CpuSnapshot {
+    at: Instant,
+    service: Option<u64>,
+    bench: u64,
+    machine_busy: u64,
+    threads: BTreeMap<String, u64>,
+}
+
+impl CpuSnapshot {
+    fn take(pid: Option<u32>) -> Self {
+        Self {
+            at: Instant::now(),
+            service: pid.and_then(|pid| service::process_ticks(Some(pid))),
+            bench: service::process_ticks(None).unwrap_or(0),
+            machine_busy: service::machine_ticks().map_or(0, |(busy, _)| busy),
+            threads: pid.map(service::thread_ticks).unwrap_or_default(),
+        }
+    }
+
+    fn split(&self, end: &CpuSnapshot) -> CpuSplit {
+        let hz = service::clock_ticks();
+        let secs = end.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let cores = |ticks: u64| ticks as f64 / hz / secs;
+        let service = match (self.service, end.service) {
+            (Some(a), Some(b)) => Some(cores(b.saturating_sub(a))),
+            _ => None,
+        };
+        let bench = cores(end.bench.saturating_sub(self.bench));
+        let busy = cores(end.machine_busy.saturating_sub(self.machine_busy));
+        CpuSplit {
+            service_cores: service.map(round2),
+            bench_cores: round2(bench),
+            other_cores: round2((busy - bench - service.unwrap_or(0.0)).max(0.0)),
+            machine_busy_cores: round2(busy),
+            machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            service_threads: end
+                .threads
+                .iter()
+                .map(|(name, t)| (name.clone(), round2(cores(t.saturating_sub(*self.threads.get(name).unwrap_or(&0))))))
+                .filter(|(_, c)| *c > 0.0)
+                .collect(),
+        }
+    }
+}
+
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The result of one load run.
+pub struct LoadOutcome {
+    pub stats: LoadStats,
+    /// Length of the measured window.
+    pub window: Duration,
+    pub cpu: CpuSplit,
+    pub measure_start: Instant,
+    pub measure_end: Instant,
+    /// Load average when the window opened.
+    pub load_average: String,
+}
+
+struct Shared {
+    http: reqwest::Client,
+    target: Target,
+    plan: Plan,
+    observers: Observers,
+    start: Instant,
+    measure_start: Instant,
+    /// Measured requests handed out (count mode).
+    issued: AtomicU64,
+    stopped: AtomicBool,
+    content_type: HeaderValue,
+}
+
+/// Runs the plan against the target and returns what the clients counted.
+pub async fn run(http: &reqwest::Client, target: &Target, plan: &Plan, observers: &Observers) -> LoadOutcome {
+    let start = Instant::now();
+    let measure_start = start + plan.warmup;
+    let shared = Arc::new(Shared {
+        http: http.clone(),
+        target: target.clone(),
+        plan: plan.clone(),
+        observers: observers.clone(),
+        start,
+        measure_start,
+        issued: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
+        content_type: HeaderValue::from_static("application/json"),
+    });
+    // The window opens: CPU counters, load average and attached tools start from here.
+    let opener = tokio::spawn({
+        let attach = observers.attach.clone();
+        let pid = target.pid;
+        async move {
+            tokio::time::sleep_until(measure_start.into()).await;
+            let load = service::load_average();
+            let cpu = CpuSnapshot::take(pid);
+            let tools: Vec<Child> = attach.iter().filter_map(|cmd| start_tool(cmd, pid)).collect();
+            (cpu, load, tools)
+        }
+    });
+    let clients: Vec<_> = (0..plan.clients).map(|i| tokio::spawn(client(i, Arc::clone(&shared)))).collect();
+    let mut stats = LoadStats::default();
+    let mut last_done = measure_start;
+    for handle in clients {
+        if let Ok((client_stats, done)) = handle.await {
+            stats.merge(&client_stats);
+            last_done = last_done.max(done);
+        }
+    }
+    let end_cpu = CpuSnapshot::take(target.pid);
+    let (start_cpu, load_average, tools) = match opener.await {
+        Ok(opened) => opened,
+        Err(_) => (end_cpu.clone(), service::load_average(), Vec::new()),
+    };
+    for tool in tools {
+        stop_tool(tool).await;
+    }
+    let measure_end = match plan.stop {
+        Stop::After(d) => measure_start + d,
+        Stop::Requests(_) => last_done,
+    };
+    LoadOutcome {
+        stats,
+        window: measure_end.saturating_duration_since(measure_start),
+        cpu: start_cpu.split(&end_cpu),
+        measure_start,
+        measure_end,
+        load_average,
+    }
+}
+
+/// One client: returns its counts and when its last measured request completed.
+async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
+    let plan = &shared.plan;
+    let mut state = ClientState::new(&plan.run_id, index, plan.seed);
+    let mut stats = LoadStats::default();
+    let mut last_done = shared.measure_start;
+    let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.clients as f64 / rate.max(1e-3)));
+    // Open loop: clients' schedules are spread evenly over one interval.
+    let mut next_at = shared.start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(index as f64 / plan.clients as f64));
+    let end = match plan.stop {
+        Stop::After(d) => Some(shared.measure_start + d),
+        Stop::Requests(_) => None,
+    };
+    loop {
+        let intended = match interval {
+            Some(iv) => {
+                let at = next_at;
+                next_at += iv;
+                if end.is_some_and(|end| at >= end) {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        let measuring = intended >= shared.measure_start;
+        if end.is_some_and(|end| intended >= end) || shared.stopped.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Stop::Requests(n) = plan.stop
+            && measuring
+            && shared.issued.fetch_add(1, Ordering::Relaxed) >= n
+        {
+            shared.stopped.store(true, Ordering::Relaxed);
+            break;
+        }
+        let mut request = state.next_request(&plan.mix);
+        let op = request.op;
+        let rb = match request.body.take() {
+            Some(body) => shared
+                .target
+                .post(&shared.http, &request.path)
+                .header(header::CONTENT_TYPE, shared.content_type.clone())
+                .body(body),
+            None => shared.target.get(&shared.http, &request.path),
+        };
+        let (status, version) = match rb.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let version = etag_version(response.headers());
+                // The whole body is read, as a real client would, before the connection is reused.
+                match response.bytes().await {
+                    Ok(_) => (Some(status), version),
+                    Err(_) => (None, None),
+                }
+            }
+            Err(_) => (None, None),
+        };
+        let done = Instant::now();
+        let ok = status == Some(op.expected_status());
+        if ok && op == Op::Pay
+            && let (Some(ledger), Some(order)) = (&shared.observers.revenue, &request.order)
+        {
+            ledger.paid(order.total);
+        }
+        if measuring {
+            let s = stats.op_mut(op);
+            match status {
+                Some(code) => {
+                    *s.statuses.entry(code).or_default() += 1;
+                    record(&mut s.latency, done.duration_since(intended).as_micros() as u64);
+                }
+                None => s.transport_errors += 1,
+            }
+            stats.tick(done.duration_since(shared.measure_start).as_secs() as usize, op.is_command());
+            last_done = done;
+            if ok
+                && op.is_command()
+                && let (Some(probes), Some(order), Some(version)) = (&shared.observers.lag, &request.order, version)
+                && state.rng.chance(probes.sample)
+            {
+                probes.submit(order.id.clone(), version, done);
+            }
+        }
+        state.settle(request, status, version);
+    }
+    (stats, last_done)
+}
+
+/// The version in a strong ETag `"N"`.
+pub fn etag_version(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::ETAG)?.to_str().ok()?;
+    value.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// Starts an attached tool (`{pid}` replaced by the service's pid), e.g. `perf stat -p {pid}`.
+fn start_tool(cmd: &str, pid: Option<u32>) -> Option<Child> {
+    let cmd = match pid {
+        Some(pid) => cmd.replace("{pid}", &pid.to_string()),
+        None if cmd.contains("{pid}") => {
+            eprintln!("bench: not attaching `{cmd}`: the service's pid is unknown (--pid)");
+            return None;
+        }
+        None => cmd.to_owned(),
+    };
+    match Command::new("sh").arg("-c").arg(format!("exec {cmd}")).spawn() {
+        Ok(child) => Some(child),
+        Err(e) => {
+            eprintln!("bench: could not start `{cmd}`: {e}");
+            None
+        }
+    }
+}
+
+/// SIGINT (perf and friends then write their report), SIGKILL after 60 s.
+async fn stop_tool(mut child: Child) {
+    let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_strong_etags_only() {
+        let mut h = HeaderMap::new();
+        assert_eq!(etag_version(&h), None);
+        h.insert(header::ETAG, HeaderValue::from_static("\"12\""));
+        assert_eq!(etag_version(&h), Some(12));
+        h.insert(header::ETAG, HeaderValue::from_static("W/\"12\""));
+        assert_eq!(etag_version(&h), None);
+    }
+}

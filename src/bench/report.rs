@@ -1,0 +1,530 @@
+//! The results: a JSON document (`--json`), a table for people, and a markdown table against issue 5's
+//! targets (`--markdown`, what BENCHMARKS.md shows).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::load::{CpuSplit, LoadOutcome, round2};
+use super::observe::{LagMethod, LagReport, RevenueLagReport, Sample};
+use super::rebuild::RebuildReport;
+use super::service::{self, Machine};
+use super::stats::{Percentiles, SeriesSummary};
+use super::workload::Op;
+use super::{BenchArgs, Scenario};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Results {
+    pub orderflow_version: &'static str,
+    pub generated_at: String,
+    pub machine: Machine,
+    pub settings: RunSettings,
+    pub mixed: Option<MixedReport>,
+    pub memory: Option<MemoryReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSettings {
+    pub scenario: Scenario,
+    pub clients: usize,
+    pub warmup_s: f64,
+    pub duration_s: Option<f64>,
+    pub count: Option<u64>,
+    pub rate: Option<f64>,
+    pub mix: String,
+    pub lag_sample: f64,
+    pub orders: u64,
+    pub load_generator_threads: usize,
+    /// A service at `--url`, or one the bench spawned.
+    pub service: String,
+    /// `ORDERFLOW__*` settings in the environment, passed on to the spawned service (secrets left out).
+    pub service_env: BTreeMap<String, String>,
+}
+
+impl Results {
+    pub fn new(args: &BenchArgs, threads: usize) -> Self {
+        let service_env = std::env::vars()
+            .filter(|(k, _)| k.starts_with("ORDERFLOW__"))
+            .filter(|(k, _)| !["SECRET", "KEY", "PASSWORD", "TOKEN"].iter().any(|s| k.contains(s)))
+            .collect();
+        Self {
+            orderflow_version: env!("CARGO_PKG_VERSION"),
+            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            machine: service::machine(),
+            settings: RunSettings {
+                scenario: args.scenario,
+                clients: args.clients,
+                warmup_s: args.warmup.as_secs_f64(),
+                duration_s: args.count.is_none().then_some(args.duration.as_secs_f64()),
+                count: args.count,
+                rate: args.rate,
+                mix: args.mix.to_string(),
+                lag_sample: args.lag_sample,
+                orders: args.orders,
+                load_generator_threads: threads,
+                service: args.url.clone().unwrap_or_else(|| "spawned: orderflow serve (fresh data folder)".into()),
+                service_env,
+            },
+            mixed: None,
+            memory: None,
+        }
+    }
+}
+
+/// One load run's figures.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadReport {
+    pub window_s: f64,
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub commands: u64,
+    pub commands_per_s: f64,
+    /// Commands answered with their success status (201 place, 200 others), per second.
+    pub commands_ok_per_s: f64,
+    /// Commands completed in each whole second of the window: min / median / max.
+    pub commands_per_second: SeriesSummary,
+    /// By request kind, plus `commands`, `queries` and `all`.
+    pub latency: BTreeMap<String, Percentiles>,
+    /// By request kind: answers by HTTP status, and `transport` for requests with no answer.
+    pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Answers other than the expected one (a 404 on `get` is the view not having the order yet and is not
+    /// counted), plus transport errors.
+    pub errors: u64,
+    pub cpu: CpuSplit,
+    pub load_average_at_window_start: String,
+}
+
+impl LoadReport {
+    pub fn of(outcome: &LoadOutcome) -> Self {
+        let s = &outcome.stats;
+        let secs = outcome.window.as_secs_f64().max(1e-3);
+        let commands = s.combined(Op::is_command);
+        let all = s.combined(|_| true);
+        let requests = all.answered() + all.transport_errors;
+        let command_count = commands.answered() + commands.transport_errors;
+        let ok: u64 = Op::ALL
+            .into_iter()
+            .filter(|op| op.is_command())
+            .map(|op| s.op(op).statuses.get(&op.expected_status()).copied().unwrap_or(0))
+            .sum();
+        let mut latency = BTreeMap::new();
+        let mut statuses = BTreeMap::new();
+        let mut errors = 0;
+        for op in Op::ALL {
+            let o = s.op(op);
+            if o.answered() + o.transport_errors == 0 {
+                continue;
+            }
+            latency.insert(op.name().to_owned(), Percentiles::of(&o.latency));
+            let mut by = BTreeMap::new();
+            for (status, n) in &o.statuses {
+                by.insert(status.to_string(), *n);
+                if *status != op.expected_status() && !(op == Op::Get && *status == 404) {
+                    errors += n;
+                }
+            }
+            if o.transport_errors > 0 {
+                by.insert("transport".into(), o.transport_errors);
+                errors += o.transport_errors;
+            }
+            statuses.insert(op.name().to_owned(), by);
+        }
+        latency.insert("commands".into(), Percentiles::of(&commands.latency));
+        latency.insert("queries".into(), Percentiles::of(&s.combined(|op| !op.is_command()).latency));
+        latency.insert("all".into(), Percentiles::of(&all.latency));
+        Self {
+            window_s: round2(secs),
+            requests,
+            requests_per_s: (requests as f64 / secs).round(),
+            commands: command_count,
+            commands_per_s: (command_count as f64 / secs).round(),
+            commands_ok_per_s: (ok as f64 / secs).round(),
+            commands_per_second: SeriesSummary::of(&s.commands_per_second, outcome.window.as_secs() as usize),
+            latency,
+            statuses,
+            errors,
+            cpu: outcome.cpu.clone(),
+            load_average_at_window_start: outcome.load_average.clone(),
+        }
+    }
+
+    fn p(&self, key: &str) -> Percentiles {
+        self.latency.get(key).cloned().unwrap_or_default()
+    }
+}
+
+/// After the load stopped.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drain {
+    /// Sum of every payment the bench had acknowledged (minor units, all currencies).
+    pub revenue_expected: u64,
+    /// Gross revenue the view showed last (minus what it held before the run).
+    pub revenue_seen: Option<u64>,
+    /// Time from the end of the load until the revenue view held every acknowledged payment.
+    pub revenue_caught_up_ms: Option<f64>,
+    pub revenue_poll_errors: u64,
+    pub orders_placed_in_window: u64,
+    /// `estimatedTotal` of `GET /orders` after the run (every order the view holds).
+    pub search_estimated_total: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MixedReport {
+    pub load_average_before: String,
+    pub baseline: Option<LoadReport>,
+    pub orderflow: LoadReport,
+    /// orderflow's requests/s over the baseline's.
+    pub ratio_to_baseline: Option<f64>,
+    pub search_lag: LagReport,
+    pub revenue_lag: RevenueLagReport,
+    pub drain: Drain,
+    pub rebuild: RebuildReport,
+    /// VmHWM of the service at the end (the whole run, rebuild included).
+    pub peak_rss_mib: Option<f64>,
+    pub end_rss_mib: Option<f64>,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryReport {
+    pub load_average_before: String,
+    pub orders_placed: u64,
+    pub load: LoadReport,
+    pub rss_end_of_placing_mib: Option<f64>,
+    pub live_aggregates_end_of_placing: Option<f64>,
+    pub rss_after_settle_mib: Option<f64>,
+    pub live_aggregates_after_settle: Option<f64>,
+    pub settle_s: f64,
+    /// VmHWM after placing and settling (before the rebuild).
+    pub peak_rss_mib: Option<f64>,
+    pub rebuild: RebuildReport,
+    pub samples: Vec<Sample>,
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v}{unit}"))
+}
+
+fn thousands(n: f64) -> String {
+    let n = n.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 { format!("{v:.0}") } else if v >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+}
+
+fn cpu_line(cpu: &CpuSplit) -> String {
+    let mut line = format!(
+        "CPU during the window (cores busy, of {}): service {}, load generator {}, other {} (machine {})",
+        cpu.machine_cores,
+        cpu.service_cores.map_or("n/a".into(), |c| c.to_string()),
+        cpu.bench_cores,
+        cpu.other_cores,
+        cpu.machine_busy_cores
+    );
+    if !cpu.service_threads.is_empty() {
+        let mut threads: Vec<_> = cpu.service_threads.iter().collect();
+        threads.sort_by(|a, b| b.1.total_cmp(a.1));
+        let threads: Vec<String> = threads.iter().map(|(name, c)| format!("{name} {c}")).collect();
+        let _ = write!(line, "\n  service threads (cores): {}", threads.join(", "));
+    }
+    line
+}
+
+fn load_table(out: &mut String, title: &str, r: &LoadReport) {
+    let _ = writeln!(
+        out,
+        "{title}: {} requests/s, {} commands/s ({} ok/s; per second min {} / median {} / max {}), {} errors, window {} s",
+        thousands(r.requests_per_s),
+        thousands(r.commands_per_s),
+        thousands(r.commands_ok_per_s),
+        thousands(r.commands_per_second.min as f64),
+        thousands(r.commands_per_second.median as f64),
+        thousands(r.commands_per_second.max as f64),
+        r.errors,
+        r.window_s
+    );
+    let _ = writeln!(out, "  {:<9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  statuses", "kind", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms");
+    let names = Op::ALL.iter().map(|o| o.name()).chain(["commands", "queries", "all"]);
+    for name in names {
+        let Some(p) = r.latency.get(name) else { continue };
+        if p.count == 0 && !r.statuses.contains_key(name) {
+            continue;
+        }
+        let statuses = r
+            .statuses
+            .get(name)
+            .map(|s| s.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  {statuses}",
+            name,
+            p.count,
+            ms(p.p50_ms),
+            ms(p.p90_ms),
+            ms(p.p99_ms),
+            ms(p.p999_ms),
+            ms(p.max_ms)
+        );
+    }
+    let _ = writeln!(out, "  {}", cpu_line(&r.cpu));
+    let _ = writeln!(out, "  load average when the window opened: {}", r.load_average_at_window_start);
+}
+
+fn rebuild_lines(out: &mut String, r: &RebuildReport) {
+    if !r.available {
+        let _ = writeln!(out, "{}", r.note.as_deref().unwrap_or("rebuild: not available"));
+        return;
+    }
+    for v in &r.views {
+        let _ = writeln!(
+            out,
+            "rebuild {}: {} events in {} s = {} events/s{} (queries meanwhile: {} of {} failed)",
+            v.name,
+            thousands(v.events as f64),
+            v.seconds,
+            thousands(v.events_per_s),
+            if v.finished { "" } else { " — did not finish" },
+            v.query_errors,
+            v.queries
+        );
+    }
+    if let Some(note) = &r.note {
+        let _ = writeln!(out, "rebuild: {note}");
+    }
+}
+
+/// The table for people.
+pub fn human(results: &Results) -> String {
+    let mut out = String::new();
+    let m = &results.machine;
+    let s = &results.settings;
+    let _ = writeln!(
+        out,
+        "\norderflow bench {} — {} cores ({}), {} GiB, kernel {}",
+        results.generated_at, m.cores, m.cpu_model, m.memory_gib, m.kernel
+    );
+    let mode = match s.rate {
+        Some(rate) => format!("open loop at {rate} requests/s"),
+        None => "closed loop".into(),
+    };
+    let _ = writeln!(out, "{} clients, {mode}, mix {}, load generator threads {}", s.clients, s.mix, s.load_generator_threads);
+    if let Some(r) = &results.mixed {
+        let _ = writeln!(out, "\n== mixed workload (load average before: {})", r.load_average_before);
+        if let Some(b) = &r.baseline {
+            load_table(&mut out, "baseline (actix-web, parse JSON + answer)", b);
+        }
+        load_table(&mut out, "orderflow", &r.orderflow);
+        if let Some(ratio) = r.ratio_to_baseline {
+            let _ = writeln!(out, "orderflow / baseline (requests/s): {ratio}");
+        }
+        let l = &r.search_lag;
+        let _ = writeln!(
+            out,
+            "search view lag (ack → GET /orders/{{id}} shows it; {}, {} sampled): p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms; not visible {}, skipped {}, probe errors {}",
+            match l.method {
+                Some(LagMethod::LongPoll) => "minVersion long-poll",
+                Some(LagMethod::Poll) => "5 ms polls",
+                None => "off",
+            },
+            l.visible + l.not_visible,
+            ms(l.lag.p50_ms),
+            ms(l.lag.p99_ms),
+            ms(l.lag.p999_ms),
+            ms(l.lag.max_ms),
+            l.not_visible,
+            l.skipped,
+            l.errors
+        );
+        let v = &r.revenue_lag;
+        let _ = writeln!(
+            out,
+            "revenue view lag (ack → /revenue/daily gross holds it; {} payments, {} ms polls): p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms; not visible {}",
+            v.payments,
+            v.poll_ms,
+            ms(v.lag.p50_ms),
+            ms(v.lag.p99_ms),
+            ms(v.lag.p999_ms),
+            ms(v.lag.max_ms),
+            v.not_visible
+        );
+        let d = &r.drain;
+        let _ = writeln!(
+            out,
+            "after the load: revenue view caught up in {} (expected {} got {}); search view holds {} orders",
+            opt(d.revenue_caught_up_ms, " ms"),
+            d.revenue_expected,
+            d.revenue_seen.map_or("n/a".into(), |g| g.to_string()),
+            d.search_estimated_total.map_or("n/a".into(), |n| n.to_string()),
+        );
+        rebuild_lines(&mut out, &r.rebuild);
+        let _ = writeln!(out, "service RSS: peak (VmHWM) {}, at the end {}", opt(r.peak_rss_mib, " MiB"), opt(r.end_rss_mib, " MiB"));
+    }
+    if let Some(r) = &results.memory {
+        let _ = writeln!(out, "\n== memory: {} orders placed (load average before: {})", r.orders_placed, r.load_average_before);
+        load_table(&mut out, "placing", &r.load);
+        let _ = writeln!(
+            out,
+            "RSS at the last order {} with {} live actors; after {} s idle {} with {} live actors; peak (VmHWM) {}",
+            opt(r.rss_end_of_placing_mib, " MiB"),
+            opt(r.live_aggregates_end_of_placing, ""),
+            r.settle_s,
+            opt(r.rss_after_settle_mib, " MiB"),
+            opt(r.live_aggregates_after_settle, ""),
+            opt(r.peak_rss_mib, " MiB")
+        );
+        let step = (r.samples.len() / 12).max(1);
+        let line: Vec<String> = r
+            .samples
+            .iter()
+            .step_by(step)
+            .map(|s| format!("{}s:{}MiB/{}", s.t.round(), s.rss_mib.map_or(0.0, f64::round), s.live_aggregates.unwrap_or(0.0)))
+            .collect();
+        let _ = writeln!(out, "RSS / live actors over time: {}", line.join("  "));
+        rebuild_lines(&mut out, &r.rebuild);
+    }
+    out
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "n/a",
+    }
+}
+
+/// The results against issue 5's targets, as markdown.
+pub fn markdown(results: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| figure | target | measured | |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let mut row = |figure: &str, target: &str, measured: String, ok: Option<bool>| {
+        let _ = writeln!(out, "| {figure} | {target} | {measured} | {} |", verdict(ok));
+    };
+    let clients = results.settings.clients;
+    if let Some(r) = &results.mixed {
+        let o = &r.orderflow;
+        row(
+            &format!("commands/s, mixed workload, {clients} clients, durable acks"),
+            "≥ 25,000",
+            format!(
+                "{} (per-second min {} / max {}; {} requests/s with queries)",
+                thousands(o.commands_ok_per_s),
+                thousands(o.commands_per_second.min as f64),
+                thousands(o.commands_per_second.max as f64),
+                thousands(o.requests_per_s)
+            ),
+            Some(o.commands_ok_per_s >= 25_000.0),
+        );
+        let c = o.p("commands");
+        row(
+            "command latency p99",
+            "≤ 20 ms",
+            format!("{} ms (p50 {} ms, p99.9 {} ms)", ms(c.p99_ms), ms(c.p50_ms), ms(c.p999_ms)),
+            (c.count > 0).then_some(c.p99_ms <= 20.0),
+        );
+        row(
+            "errors (non-2xx answers, transport)",
+            "0",
+            format!("{} of {}", o.errors, thousands(o.requests as f64)),
+            Some(o.errors == 0),
+        );
+        let l = &r.search_lag.lag;
+        row(
+            "projection lag p99, search view (ack → visible)",
+            "≤ 250 ms",
+            format!("{} ms (p50 {} ms, max {} ms; {} samples)", ms(l.p99_ms), ms(l.p50_ms), ms(l.max_ms), l.count),
+            (l.count > 0).then_some(l.p99_ms <= 250.0 && r.search_lag.not_visible == 0),
+        );
+        let v = &r.revenue_lag.lag;
+        row(
+            "projection lag p99, revenue view (ack → in the daily total)",
+            "≤ 250 ms",
+            format!("{} ms (p50 {} ms, max {} ms; {} payments)", ms(v.p99_ms), ms(v.p50_ms), ms(v.max_ms), v.count),
+            (v.count > 0).then_some(v.p99_ms <= 250.0 && r.revenue_lag.not_visible == 0),
+        );
+        if let (Some(ratio), Some(b)) = (r.ratio_to_baseline, &r.baseline) {
+            row(
+                "orderflow / baseline (actix-web parse + answer), requests/s",
+                "—",
+                format!("{ratio} ({} vs {} requests/s)", thousands(o.requests_per_s), thousands(b.requests_per_s)),
+                None,
+            );
+        }
+        rebuild_rows(&mut row, &r.rebuild, "mixed run's log");
+        row("service peak RSS, mixed run", "—", opt(r.peak_rss_mib, " MiB"), None);
+    }
+    if let Some(r) = &results.memory {
+        let mb = |mib: Option<f64>| mib.map(|m| m * 1024.0 * 1024.0 / 1e6);
+        let peak_mb = mb(r.peak_rss_mib);
+        row(
+            &format!("RSS with {} orders placed", thousands(r.orders_placed as f64)),
+            "< 512 MB",
+            format!(
+                "peak {} MB; {} MB at the last order ({} live actors); {} MB after {} s idle ({} live)",
+                opt(peak_mb.map(f64::round), ""),
+                opt(mb(r.rss_end_of_placing_mib).map(f64::round), ""),
+                opt(r.live_aggregates_end_of_placing, ""),
+                opt(mb(r.rss_after_settle_mib).map(f64::round), ""),
+                r.settle_s,
+                opt(r.live_aggregates_after_settle, "")
+            ),
+            peak_mb.map(|p| p < 512.0),
+        );
+        row(
+            "place-only throughput while placing them",
+            "—",
+            format!("{} orders/s, p99 {} ms", thousands(r.load.commands_ok_per_s), ms(r.load.p("commands").p99_ms)),
+            None,
+        );
+        rebuild_rows(&mut row, &r.rebuild, &format!("{} events", thousands(r.orders_placed as f64)));
+    }
+    out
+}
+
+fn rebuild_rows(row: &mut impl FnMut(&str, &str, String, Option<bool>), r: &RebuildReport, what: &str) {
+    if !r.available {
+        row(&format!("rebuild ({what})"), "≥ 100,000 events/s", r.note.clone().unwrap_or_else(|| "not available".into()), None);
+        return;
+    }
+    for v in &r.views {
+        row(
+            &format!("rebuild of the {} view ({what})", v.name),
+            "≥ 100,000 events/s",
+            format!("{} events/s ({} events in {} s)", thousands(v.events_per_s), thousands(v.events as f64), v.seconds),
+            Some(v.finished && v.events_per_s >= 100_000.0),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn formats_thousands() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(25_000.0), "25,000");
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(-1000.0), "-1,000");
+    }
+}
