@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod admin_client;
 pub mod app;
 pub mod auth;
 pub mod aws;

@@ -1,10 +1,12 @@
-//! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT; `bench` is the
-//! load generator behind BENCHMARKS.md.
+//! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT; `rebuild` and
+//! `parked` operate a running service through its admin API; `bench` is the load generator behind
+//! BENCHMARKS.md. Exit codes: 0 done, 1 failed (the reason on stderr), 2 bad usage or configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use orderflow::admin_client::AdminClient;
 use orderflow::app::Application;
 use orderflow::auth::{Authenticator, Role, resolve_secret};
 use orderflow::config::Settings;
@@ -34,9 +36,35 @@ enum Commands {
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Rebuild a view (`search` or `revenue`) of the running service from the write model, with progress.
+    Rebuild {
+        /// The projection to rebuild.
+        name: String,
+        /// The service's base URL (default: from `server.host` / `server.port`).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// List, replay or discard the running service's parked (poison) events.
+    Parked {
+        #[command(subcommand)]
+        action: ParkedAction,
+        /// The service's base URL (default: from `server.host` / `server.port`).
+        #[arg(long, global = true)]
+        url: Option<String>,
+    },
     /// Load-test the HTTP API and report throughput, latency, projection lag, rebuild speed and RSS
     /// (BENCHMARKS.md). Starts its own service unless given `--url`.
     Bench(Box<orderflow::bench::BenchArgs>),
+}
+
+#[derive(Subcommand)]
+enum ParkedAction {
+    /// Every parked event, oldest first.
+    List,
+    /// Apply a parked event now and, if it succeeds, those parked behind it.
+    Replay { id: String },
+    /// Drop a parked event (logged) and let those behind it proceed.
+    Discard { id: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +85,16 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Commands::Serve) {
         Commands::Serve => serve(settings),
         Commands::Token { role, sub, ttl } => token(&settings, role, &sub, ttl),
+        Commands::Rebuild { name, url } => admin(&settings, url.as_deref(), |c| Box::pin(async move { c.rebuild(&name).await })),
+        Commands::Parked { action, url } => admin(&settings, url.as_deref(), |c| {
+            Box::pin(async move {
+                match action {
+                    ParkedAction::List => c.parked_list().await,
+                    ParkedAction::Replay { id } => c.parked_action(&id, false).await,
+                    ParkedAction::Discard { id } => c.parked_action(&id, true).await,
+                }
+            })
+        }),
         Commands::Bench(args) => orderflow::bench::run(*args, cli.config.as_deref(), &settings),
     };
     match result {
@@ -76,6 +114,16 @@ fn token(settings: &Settings, role: RoleArg, sub: &str, ttl: u64) -> anyhow::Res
     };
     println!("{}", Authenticator::new(&settings.auth, &secret).mint(sub, role, ttl)?);
     Ok(())
+}
+
+/// Runs one admin-API command on a small runtime of its own.
+fn admin(
+    settings: &Settings,
+    url: Option<&str>,
+    command: impl for<'a> FnOnce(&'a AdminClient) -> futures_util::future::BoxFuture<'a, anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let client = AdminClient::new(settings, url)?;
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(command(&client))
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

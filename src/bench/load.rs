@@ -80,8 +80,14 @@ pub struct CpuSplit {
     pub service_cores: Option<f64>,
     /// This bench process: load generator, and in the baseline run the baseline server too.
     pub bench_cores: f64,
-    /// Everything else on the machine (other users, the kernel's own threads).
+    /// Interrupts and softirqs (the loopback TCP stack, mostly), charged to no process.
+    pub irq_cores: f64,
+    /// Time the hypervisor took from this machine's virtual CPUs.
+    pub steal_cores: f64,
+    /// Every other process on the machine (other users, kernel threads).
     pub other_cores: f64,
+    /// The busiest of those other processes (name, cores), to tell whose load it was.
+    pub other_top: Vec<(String, f64)>,
     /// The whole machine, busy.
     pub machine_busy_cores: f64,
     pub machine_cores: usize,
@@ -93,20 +99,24 @@ pub struct CpuSplit {
 #[derive(Debug, Clone)]
 struct CpuSnapshot {
     at: Instant,
+    pid: Option<u32>,
     service: Option<u64>,
     bench: u64,
-    machine_busy: u64,
+    machine: service::MachineTicks,
     threads: BTreeMap<String, u64>,
+    processes: BTreeMap<u32, (String, u64)>,
 }
 
 impl CpuSnapshot {
     fn take(pid: Option<u32>) -> Self {
         Self {
             at: Instant::now(),
+            pid,
             service: pid.and_then(|pid| service::process_ticks(Some(pid))),
             bench: service::process_ticks(None).unwrap_or(0),
-            machine_busy: service::machine_ticks().map_or(0, |(busy, _)| busy),
+            machine: service::machine_ticks().unwrap_or_default(),
             threads: pid.map(service::thread_ticks).unwrap_or_default(),
+            processes: service::all_process_ticks(),
         }
     }
 
@@ -119,11 +129,29 @@ impl CpuSnapshot {
             _ => None,
         };
         let bench = cores(end.bench.saturating_sub(self.bench));
-        let busy = cores(end.machine_busy.saturating_sub(self.machine_busy));
+        let busy = cores(end.machine.busy.saturating_sub(self.machine.busy));
+        let irq = cores(end.machine.irq.saturating_sub(self.machine.irq));
+        let steal = cores(end.machine.steal.saturating_sub(self.machine.steal));
+        let me = std::process::id();
+        let mut others: BTreeMap<String, f64> = BTreeMap::new();
+        for (p, (name, t)) in &end.processes {
+            if Some(*p) == self.pid || *p == me {
+                continue;
+            }
+            let before = self.processes.get(p).map_or(0, |(_, t)| *t);
+            *others.entry(name.clone()).or_default() += cores(t.saturating_sub(before));
+        }
+        let mut other_top: Vec<(String, f64)> =
+            others.into_iter().map(|(n, c)| (n, round2(c))).filter(|(_, c)| *c >= 0.01).collect();
+        other_top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        other_top.truncate(5);
         CpuSplit {
+            other_top,
             service_cores: service.map(round2),
             bench_cores: round2(bench),
-            other_cores: round2((busy - bench - service.unwrap_or(0.0)).max(0.0)),
+            irq_cores: round2(irq),
+            steal_cores: round2(steal),
+            other_cores: round2((busy - bench - service.unwrap_or(0.0) - irq - steal).max(0.0)),
             machine_busy_cores: round2(busy),
             machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             service_threads: end

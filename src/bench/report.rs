@@ -231,13 +231,19 @@ fn ms(v: f64) -> String {
 
 fn cpu_line(cpu: &CpuSplit) -> String {
     let mut line = format!(
-        "CPU during the window (cores busy, of {}): service {}, load generator {}, other {} (machine {})",
+        "CPU during the window (cores busy, of {}): service {}, load generator {}, irq/softirq {}, steal {}, other processes {} (machine {})",
         cpu.machine_cores,
         cpu.service_cores.map_or("n/a".into(), |c| c.to_string()),
         cpu.bench_cores,
+        cpu.irq_cores,
+        cpu.steal_cores,
         cpu.other_cores,
         cpu.machine_busy_cores
     );
+    if !cpu.other_top.is_empty() {
+        let top: Vec<String> = cpu.other_top.iter().map(|(name, c)| format!("{name} {c}")).collect();
+        let _ = write!(line, "\n  other processes (cores): {}", top.join(", "));
+    }
     if !cpu.service_threads.is_empty() {
         let mut threads: Vec<_> = cpu.service_threads.iter().collect();
         threads.sort_by(|a, b| b.1.total_cmp(a.1));

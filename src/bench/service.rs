@@ -205,15 +205,41 @@ pub fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
     by
 }
 
-/// Busy and total CPU ticks of the whole machine (all cores), from `/proc/stat`.
-pub fn machine_ticks() -> Option<(u64, u64)> {
+/// User + system CPU ticks of every process on the machine, by pid, with its name.
+pub fn all_process_ticks() -> BTreeMap<u32, (String, u64)> {
+    let mut all = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return all };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let comm = head.split_once('(').map_or("", |(_, c)| c).to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        all.insert(pid, (comm, ticks(11) + ticks(12)));
+    }
+    all
+}
+
+/// CPU ticks of the whole machine (all cores), from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineTicks {
+    /// Everything but idle and iowait.
+    pub busy: u64,
+    /// Interrupts and softirqs: on loopback, most of the TCP stack runs here, charged to no process.
+    pub irq: u64,
+    /// Time the hypervisor ran something else on our virtual CPUs.
+    pub steal: u64,
+}
+
+pub fn machine_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal guest guest_nice
-    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-    let total: u64 = v.iter().take(8).sum();
-    Some((total - idle, total))
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let total: u64 = (0..8).map(at).sum();
+    Some(MachineTicks { busy: total - at(3) - at(4), irq: at(5) + at(6), steal: at(7) })
 }
 
 /// One value of a Prometheus text exposition: the sum over every series of `name` whose labels contain

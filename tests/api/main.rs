@@ -8,6 +8,7 @@ mod restart;
 mod smoke;
 mod queries;
 mod consistency;
+mod cli;
 mod commands;
 mod errors;
 mod auth;
