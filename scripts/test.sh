@@ -4,10 +4,15 @@
 #   2. a bounded schemathesis fuzz run against /openapi.json (scripts/fuzz.sh);
 #   3. the same black-box API suite again on the distributed profile
 #      (DynamoDB Local + the tansu Kafka broker, started here; Meilisearch: MEILI_URL if set, else the
-#      in-process contract mock).
+#      in-process contract mock);
+#   4. the dependency-outage tests (tests/api/outage.rs), alone and one at a time: each freezes the broker,
+#      DynamoDB Local or the Meilisearch mock for 10 s under load, which would break any test running beside it.
 # Services are installed and started by scripts/services.sh and stopped on exit, pass or fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Only step 4 may freeze services: an ORDERFLOW_TEST_OUTAGES left in the caller's environment must not make the
+# outage tests run inside the parallel suites of steps 1 and 3 (without it they print "skipped" and pass).
+unset ORDERFLOW_TEST_OUTAGES
 # The OpenAPI validator that scripts/services.sh installs (tests/api/openapi.rs skips its check without it).
 export OPENAPI_VALIDATOR_PYTHON="$PWD/.services/pytools/bin/python"
 
@@ -20,7 +25,8 @@ fi
 cargo nextest run --all-targets --no-run
 
 scripts/services.sh start
-trap 'scripts/services.sh stop' EXIT
+# Quietly, so that the last line this script prints is the last nextest summary.
+trap 'scripts/services.sh stop >/dev/null' EXIT
 
 status=0
 echo "== embedded profile (all targets) =="
@@ -29,4 +35,7 @@ echo "== bounded fuzz of the HTTP API (schemathesis, no 5xx allowed) =="
 scripts/fuzz.sh 60 || status=1
 echo "== distributed profile (black-box API suite) =="
 ORDERFLOW_TEST_PROFILE=distributed cargo nextest run --test api --no-fail-fast || status=1
+echo "== dependency outages (distributed profile, serial: each test freezes a shared service for 10 s) =="
+ORDERFLOW_TEST_PROFILE=distributed ORDERFLOW_TEST_OUTAGES=1 \
+  cargo nextest run --test api --test-threads 1 --no-fail-fast -E 'test(/^outage::/)' || status=1
 exit $status

@@ -94,7 +94,7 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
         });
         handles.push(kit.start(projection, feed, checkpoint).await?);
     }
-    let projections = Projections::new(handles, kit.parked, kit.poison, Some(source));
+    let projections = Projections::new(handles, kit.parked, kit.poison, source);
     Ok(Wiring { store, search, revenue, projections })
 }
 
@@ -132,7 +132,9 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         });
         handles.push(kit.start(projection, feed, 0).await?);
     }
-    let projections = Projections::new(handles, kit.parked, kit.poison, None);
+    // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
+    let source: Arc<dyn RebuildSource> = store.clone();
+    let projections = Projections::new(handles, kit.parked, kit.poison, source);
     Ok(Wiring { store, search, revenue, projections })
 }
 

@@ -43,11 +43,11 @@ pub struct Tables {
     pub snapshots: String,
     /// (scope S): idempotency keys, TTL attribute `expiresAt`.
     pub idempotency: String,
-    /// (id S): bridge shard checkpoints (and, later, leases).
+    /// (id S): bridge shard checkpoints (and, later, leases), and the revenue view's active table generation.
     pub checkpoints: String,
-    /// (month S, dayCurrency S): daily revenue totals.
+    /// (month S, dayCurrency S): daily revenue totals (generation 0; see [`Tables::revenue_generation`]).
     pub revenue_daily: String,
-    /// (orderId S): per order, the currency and the last version the revenue view applied.
+    /// (orderId S): per order, the currency and the last version the revenue view applied (generation 0).
     pub revenue_orders: String,
     /// (id S): events a projection parked (see `views::parked`).
     pub parked: String,
@@ -68,6 +68,26 @@ impl Tables {
     }
 }
 
+/// The revenue view's two tables of one generation (a rebuild fills a new generation, then switches to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevenueTableNames {
+    pub daily: String,
+    pub orders: String,
+}
+
+impl Tables {
+    /// Generation 0 is `<prefix>_revenue_daily` / `<prefix>_revenue_orders`; generation n appends `_<n>`.
+    pub fn revenue_generation(&self, generation: u64) -> RevenueTableNames {
+        match generation {
+            0 => RevenueTableNames { daily: self.revenue_daily.clone(), orders: self.revenue_orders.clone() },
+            n => RevenueTableNames {
+                daily: format!("{}_{n}", self.revenue_daily),
+                orders: format!("{}_{n}", self.revenue_orders),
+            },
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Table definitions and creation, shared by the event store and the revenue view (and read by the bridge).
 // ---------------------------------------------------------------------------------------------------------
@@ -75,6 +95,13 @@ impl Tables {
 /// How long one DynamoDB attempt, and one whole operation with the SDK's retries, may take before the adapters
 /// give up and answer "unavailable". The SDK sets no operation timeout by default, and a hung connection must
 /// become a 503, not a request that never returns.
+///
+/// DynamoDB answers in milliseconds (DynamoDB Local on a busy test machine in well under a second), so an attempt
+/// that has had no answer in 2 s is retried (at most 3 attempts), and an operation gives up after 5 s in all. They
+/// used to be 5 s and 15 s: with DynamoDB frozen for 10 s (tests/api/outage.rs) a command then hung for the
+/// whole outage instead of answering 503, and a command makes up to four store calls in a row. Retrying a write
+/// after a timed-out attempt is safe: every write is conditional, a transaction carries the SDK's idempotency
+/// token, and the event store recognises its own earlier attempt (`store::dynamo`, `put_one`).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -131,17 +158,23 @@ impl Tables {
             },
             TableSpec::new(&self.snapshots, "orderId", S),
             TableSpec { ttl_attribute: Some("expiresAt"), ..TableSpec::new(&self.idempotency, "scope", S) },
-            TableSpec::new(&self.checkpoints, "id", S),
+            self.checkpoints_spec(),
             TableSpec::new(&self.parked, "id", S),
         ]
     }
 
-    /// The revenue view's tables: the per-order dedupe record and the daily totals.
-    pub fn revenue_specs(&self) -> Vec<TableSpec> {
+    /// The checkpoints table (id S), shared by the bridge and the revenue view's generation pointer.
+    pub fn checkpoints_spec(&self) -> TableSpec {
+        TableSpec::new(&self.checkpoints, "id", ScalarAttributeType::S)
+    }
+
+    /// The revenue view's tables of one generation: the per-order dedupe record and the daily totals.
+    pub fn revenue_specs(&self, generation: u64) -> Vec<TableSpec> {
         use ScalarAttributeType::S;
+        let names = self.revenue_generation(generation);
         vec![
-            TableSpec::new(&self.revenue_orders, "orderId", S),
-            TableSpec { range_key: Some(("dayCurrency", S)), ..TableSpec::new(&self.revenue_daily, "month", S) },
+            TableSpec::new(&names.orders, "orderId", S),
+            TableSpec { range_key: Some(("dayCurrency", S)), ..TableSpec::new(&names.daily, "month", S) },
         ]
     }
 }
@@ -224,6 +257,34 @@ async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Deletes each table that exists and waits until all are gone (deletion is asynchronous on AWS, instant on
+/// DynamoDB Local), so a table of the same name could be created again at once.
+pub async fn delete_tables(client: &aws_sdk_dynamodb::Client, names: &[&str]) -> anyhow::Result<()> {
+    for name in names {
+        match client.delete_table().table_name(*name).send().await {
+            Ok(_) => tracing::info!(table = %name, "deleting DynamoDB table"),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {}
+            // Already being deleted (the tables deleted here are ACTIVE ones, never ones still being created).
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(anyhow!("deleting table {name}: {}", error_text(&e))),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
+    for name in names {
+        loop {
+            match client.describe_table().table_name(*name).send().await {
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => break,
+                Err(e) => return Err(anyhow!("describing table {name}: {}", error_text(&e))),
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    bail!("table {name} was not deleted within {ACTIVE_WAIT:?}")
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> anyhow::Result<()> {

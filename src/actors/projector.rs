@@ -84,12 +84,14 @@ pub struct ProjectionInfo {
     pub rebuild: Option<RebuildProgress>,
 }
 
-/// How far a rebuild has come, in write-model log positions.
+/// How far a rebuild has come: in write-model log positions (embedded), or in events read out of about how
+/// many the write model holds (distributed: the DynamoDB table's item count, which AWS refreshes only every
+/// few hours, so `position` may pass `target` there).
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RebuildProgress {
     pub position: u64,
-    /// The newest position when the rebuild started (it goes on until it has caught up).
+    /// Where the write model reached when the rebuild started (it goes on until it has read everything).
     pub target: u64,
     pub events: u64,
 }
@@ -425,7 +427,8 @@ impl Handler<Replay> for Projector {
 }
 
 /// Reads the whole write model into `rebuilder` and swaps it in, holding the projection's lock so that no batch,
-/// replay or discard runs meanwhile. Returns the number of events applied.
+/// replay or discard runs meanwhile. Returns the number of events applied. On failure the copy is given up and
+/// the current view stays.
 async fn fill(
     mut rebuilder: Box<dyn Rebuilder>,
     source: &dyn RebuildSource,
@@ -433,14 +436,27 @@ async fn fill(
     status: &ProjectionStatus,
 ) -> Result<u64, String> {
     let _exclusive = lot.lock().await;
-    let (mut after, mut total) = (0, 0u64);
-    loop {
-        let events = source.read(after, REBUILD_CHUNK).await.map_err(|e| e.to_string())?;
-        let Some(last) = events.last() else { break };
-        after = last.position;
-        rebuilder.apply(&events, after).await.map_err(|e| e.to_string())?;
-        total += events.len() as u64;
-        status.rebuild_progress(after, events.len() as u64);
+    let mut total = 0u64;
+    let read_all = async {
+        let mut cursor: Option<String> = None;
+        loop {
+            let chunk = source.read(cursor.as_deref(), REBUILD_CHUNK).await.map_err(|e| e.to_string())?;
+            if !chunk.events.is_empty() {
+                rebuilder.apply(&chunk.events, chunk.checkpoint).await.map_err(|e| e.to_string())?;
+                let n = chunk.events.len() as u64;
+                total += n;
+                // A log position where the source has one, else the count of events read (see RebuildProgress).
+                status.rebuild_progress(chunk.checkpoint.unwrap_or(total), n);
+            }
+            match chunk.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok::<_, String>(()),
+            }
+        }
+    };
+    if let Err(e) = read_all.await {
+        rebuilder.abort().await;
+        return Err(e);
     }
     rebuilder.finish().await.map_err(|e| e.to_string())?;
     Ok(total)
@@ -460,8 +476,8 @@ pub struct Projections {
     handles: Arc<Vec<ProjectionHandle>>,
     parked: Arc<dyn ParkedStore>,
     poison: PoisonSwitch,
-    /// Where rebuilds read the write model from (`None`: this profile cannot rebuild yet).
-    source: Option<Arc<dyn RebuildSource>>,
+    /// Where rebuilds read the write model from.
+    source: Arc<dyn RebuildSource>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -470,8 +486,9 @@ pub enum RebuildError {
     UnknownProjection(String),
     #[error("a rebuild of {0} is already running")]
     AlreadyRunning(String),
-    #[error("{0}")]
-    Unsupported(String),
+    /// The view's backend could not make the fresh copy (nothing changed; try again later).
+    #[error("cannot start the rebuild: {0}")]
+    Unavailable(String),
 }
 
 /// Events read from the write model per rebuild step.
@@ -482,7 +499,7 @@ impl Projections {
         handles: Vec<ProjectionHandle>,
         parked: Arc<dyn ParkedStore>,
         poison: PoisonSwitch,
-        source: Option<Arc<dyn RebuildSource>>,
+        source: Arc<dyn RebuildSource>,
     ) -> Self {
         Self { handles: Arc::new(handles), parked, poison, source }
     }
@@ -497,11 +514,8 @@ impl Projections {
             .iter()
             .find(|h| h.status.name == name)
             .ok_or_else(|| RebuildError::UnknownProjection(name.to_owned()))?;
-        let source = self
-            .source
-            .clone()
-            .ok_or_else(|| RebuildError::Unsupported("this profile cannot rebuild views yet".into()))?;
-        if !handle.status.begin_rebuild(source.head()) {
+        let source = Arc::clone(&self.source);
+        if !handle.status.begin_rebuild(source.head().await) {
             return Err(RebuildError::AlreadyRunning(name.to_owned()));
         }
         let (lot, status) = (handle.lot.clone(), Arc::clone(&handle.status));
@@ -509,7 +523,7 @@ impl Projections {
             Ok(rebuilder) => rebuilder,
             Err(e) => {
                 status.end_rebuild();
-                return Err(RebuildError::Unsupported(e.to_string()));
+                return Err(RebuildError::Unavailable(e.to_string()));
             }
         };
         actix::spawn(async move {

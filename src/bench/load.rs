@@ -75,6 +75,7 @@ pub struct Observers {
 
 /// CPU used during the measured window, in cores (1.0 = one core busy all the time).
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CpuSplit {
     /// The service process (all its threads); `null` without a pid.
     pub service_cores: Option<f64>,
@@ -94,6 +95,9 @@ pub struct CpuSplit {
     /// The service's CPU by thread name (cores): HTTP workers, the event-store writer, the blocking pool that
     /// runs SQLite reads and view writes, ….
     pub service_threads: BTreeMap<String, f64>,
+    /// This bench process's CPU by thread name: `bench` is the load generator; in the baseline run the
+    /// `actix-rt…` threads are the baseline server.
+    pub bench_threads: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +108,7 @@ struct CpuSnapshot {
     bench: u64,
     machine: service::MachineTicks,
     threads: BTreeMap<String, u64>,
+    own_threads: BTreeMap<String, u64>,
     processes: BTreeMap<u32, (String, u64)>,
 }
 
@@ -116,6 +121,7 @@ impl CpuSnapshot {
             bench: service::process_ticks(None).unwrap_or(0),
             machine: service::machine_ticks().unwrap_or_default(),
             threads: pid.map(service::thread_ticks).unwrap_or_default(),
+            own_threads: service::thread_ticks(std::process::id()),
             processes: service::all_process_ticks(),
         }
     }
@@ -154,14 +160,18 @@ impl CpuSnapshot {
             other_cores: round2((busy - bench - service.unwrap_or(0.0) - irq - steal).max(0.0)),
             machine_busy_cores: round2(busy),
             machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            service_threads: end
-                .threads
-                .iter()
-                .map(|(name, t)| (name.clone(), round2(cores(t.saturating_sub(*self.threads.get(name).unwrap_or(&0))))))
-                .filter(|(_, c)| *c > 0.0)
-                .collect(),
+            service_threads: by_thread(&self.threads, &end.threads, cores),
+            bench_threads: by_thread(&self.own_threads, &end.own_threads, cores),
         }
     }
+}
+
+/// Cores used per thread group between two readings.
+fn by_thread(start: &BTreeMap<String, u64>, end: &BTreeMap<String, u64>, cores: impl Fn(u64) -> f64) -> BTreeMap<String, f64> {
+    end.iter()
+        .map(|(name, t)| (name.clone(), round2(cores(t.saturating_sub(*start.get(name).unwrap_or(&0))))))
+        .filter(|(_, c)| *c > 0.0)
+        .collect()
 }
 
 pub fn round2(x: f64) -> f64 {

@@ -102,9 +102,10 @@ pub struct BenchArgs {
     pub no_rebuild: bool,
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub rebuild_timeout: Duration,
-    /// Worker threads of the load generator (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Worker threads of the load generator. One is the default: on a small machine it drives ~60k
+    /// requests/s from one core at a lower CPU cost per request than two, and leaves the rest to the service.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Where spawned services keep their data (a fresh folder inside it; default: the temp folder).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -152,7 +153,7 @@ pub fn run(args: BenchArgs, config: Option<&Path>, settings: &Settings) -> anyho
     if !(0.0..=1.0).contains(&args.lag_sample) {
         bail!("--lag-sample is a fraction from 0 to 1");
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = args.threads.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("bench")

@@ -60,6 +60,7 @@ pub struct LagProbes {
 
 /// What the probes saw.
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LagReport {
     pub method: Option<LagMethod>,
     /// Probes that saw their version in the view.
@@ -252,6 +253,7 @@ impl RevenueWatcher {
 
 /// Revenue lag figures.
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RevenueLagReport {
     pub poll_ms: u64,
     pub payments: u64,

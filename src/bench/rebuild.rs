@@ -12,6 +12,7 @@ use super::observe::metrics_text;
 use super::service;
 
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RebuildReport {
     /// False when the service has no rebuild route (404 / 405).
     pub available: bool,
@@ -20,6 +21,7 @@ pub struct RebuildReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ViewRebuild {
     pub name: String,
     /// Events in the log (`orderflow_events_appended_total` of this service process).

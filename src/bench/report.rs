@@ -87,6 +87,8 @@ pub struct LoadReport {
     pub commands_ok_per_s: f64,
     /// Commands completed in each whole second of the window: min / median / max.
     pub commands_per_second: SeriesSummary,
+    /// Commands completed in each second of the window, in order.
+    pub commands_per_second_series: Vec<u64>,
     /// By request kind, plus `commands`, `queries` and `all`.
     pub latency: BTreeMap<String, Percentiles>,
     /// By request kind: answers by HTTP status, and `transport` for requests with no answer.
@@ -144,6 +146,7 @@ impl LoadReport {
             commands_per_s: (command_count as f64 / secs).round(),
             commands_ok_per_s: (ok as f64 / secs).round(),
             commands_per_second: SeriesSummary::of(&s.commands_per_second, outcome.window.as_secs() as usize),
+            commands_per_second_series: s.commands_per_second.clone(),
             latency,
             statuses,
             errors,
@@ -244,11 +247,14 @@ fn cpu_line(cpu: &CpuSplit) -> String {
         let top: Vec<String> = cpu.other_top.iter().map(|(name, c)| format!("{name} {c}")).collect();
         let _ = write!(line, "\n  other processes (cores): {}", top.join(", "));
     }
-    if !cpu.service_threads.is_empty() {
-        let mut threads: Vec<_> = cpu.service_threads.iter().collect();
+    for (what, threads) in [("service", &cpu.service_threads), ("bench", &cpu.bench_threads)] {
+        if threads.is_empty() {
+            continue;
+        }
+        let mut threads: Vec<_> = threads.iter().collect();
         threads.sort_by(|a, b| b.1.total_cmp(a.1));
         let threads: Vec<String> = threads.iter().map(|(name, c)| format!("{name} {c}")).collect();
-        let _ = write!(line, "\n  service threads (cores): {}", threads.join(", "));
+        let _ = write!(line, "\n  {what} threads (cores): {}", threads.join(", "));
     }
     line
 }

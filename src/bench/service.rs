@@ -268,6 +268,7 @@ pub fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
 
 /// What the machine is: for the report header.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Machine {
     pub cores: usize,
     pub cpu_model: String,

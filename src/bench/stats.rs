@@ -21,6 +21,7 @@ pub fn record(h: &mut Histogram<u64>, micros: u64) {
 
 /// Percentiles of a histogram, in milliseconds.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Percentiles {
     pub count: u64,
     pub mean_ms: f64,
@@ -143,6 +144,7 @@ fn add_series(into: &mut Vec<u64>, from: &[u64]) {
 
 /// Min / median / max of a per-second series, over whole seconds only (`whole` of them).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct SeriesSummary {
     pub min: u64,
     pub median: u64,

@@ -149,7 +149,7 @@ pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     responses(
         (status = 202, description = "The rebuild started", body = Object),
         super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ProjectionNotFound,
-        super::openapi::RebuildInProgress, super::openapi::RebuildUnsupported,
+        super::openapi::RebuildInProgress, super::openapi::Unavailable,
     ),
 )]
 pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -160,6 +160,9 @@ pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({"projection": name, "status": "rebuilding"}))),
         Err(RebuildError::UnknownProjection(_)) => Err(ApiError::ProjectionNotFound),
         Err(e @ RebuildError::AlreadyRunning(_)) => Err(ApiError::RebuildInProgress(e.to_string())),
-        Err(RebuildError::Unsupported(why)) => Err(ApiError::RebuildUnsupported(why)),
+        Err(RebuildError::Unavailable(why)) => {
+            tracing::warn!(projection = name, error = %why, "rebuild could not start");
+            Err(ApiError::Unavailable)
+        }
     }
 }

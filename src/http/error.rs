@@ -57,8 +57,6 @@ pub enum ApiError {
     ProjectionNotFound,
     #[error("{0}")]
     RebuildInProgress(String),
-    #[error("{0}")]
-    RebuildUnsupported(String),
 }
 
 #[derive(Serialize)]
@@ -106,7 +104,6 @@ impl ApiError {
             Self::ReplayFailed(_) => "replay_failed",
             Self::ProjectionNotFound => "not_found",
             Self::RebuildInProgress(_) => "rebuild_in_progress",
-            Self::RebuildUnsupported(_) => "rebuild_unsupported",
         }
     }
 
@@ -130,7 +127,6 @@ impl ApiError {
             | Self::RebuildInProgress(_) => "Conflict",
             Self::Unavailable => "Service unavailable",
             Self::ParkedNotFound | Self::ProjectionNotFound => "Not found",
-            Self::RebuildUnsupported(_) => "Not implemented",
         }
     }
 
@@ -184,7 +180,6 @@ impl ResponseError for ApiError {
             | Self::ParkedNotFirst(_)
             | Self::ReplayFailed(_)
             | Self::RebuildInProgress(_) => StatusCode::CONFLICT,
-            Self::RebuildUnsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

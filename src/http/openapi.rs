@@ -434,7 +434,6 @@ fn every_error() -> Vec<ApiError> {
         E::ReplayFailed("the view rejected the event".to_owned()),
         E::ProjectionNotFound,
         E::RebuildInProgress("a rebuild of search is already running".to_owned()),
-        E::RebuildUnsupported("this view cannot be rebuilt in place".to_owned()),
     ]
 }
 
@@ -560,8 +559,6 @@ problems! {
     ProjectionNotFound => [ApiError::ProjectionNotFound];
     /// 409 of `/admin/projections/{name}/rebuild`.
     RebuildInProgress => [ApiError::RebuildInProgress("a rebuild of search is already running".to_owned())];
-    /// 501 of `/admin/projections/{name}/rebuild`.
-    RebuildUnsupported => [ApiError::RebuildUnsupported("this view cannot be rebuilt in place".to_owned())];
 }
 
 // --------------------------------------------------------------------------------------------- modifiers
@@ -663,7 +660,6 @@ mod tests {
             E::ReplayFailed(_) => "ReplayFailed",
             E::ProjectionNotFound => "ProjectionNotFound",
             E::RebuildInProgress(_) => "RebuildInProgress",
-            E::RebuildUnsupported(_) => "RebuildUnsupported",
         }
     }
 

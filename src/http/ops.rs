@@ -1,11 +1,27 @@
 //! Operations routes, open without a token: `/metrics` (Prometheus text) and `/health/live|ready`.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+
+/// How long one readiness check may take. A backend that hangs (a frozen process, a black-holed connection)
+/// would otherwise hold the probe for as long as its adapter's own timeouts (10 s for Meilisearch), and the
+/// prober would give up on us without learning which check failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One backend check, cut off after [`CHECK_TIMEOUT`].
+async fn bounded<E: Display>(check: impl Future<Output = Result<(), E>>) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+    }
+}
 
 /// `status` is `ok` or `unavailable`; `checks` names each check with `ok` or `failing: <why>`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -57,10 +73,11 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         ok &= result.is_ok();
         checks.insert(name, result.map_or_else(|e| format!("failing: {e}"), |()| "ok".to_owned()));
     };
-    let (store, search, revenue) = tokio::join!(state.store.ping(), state.search.ping(), state.revenue.ping());
-    check("eventStore".to_owned(), store.map_err(|e| e.to_string()));
-    check("searchView".to_owned(), search.map_err(|e| e.to_string()));
-    check("revenueView".to_owned(), revenue.map_err(|e| e.to_string()));
+    let (store, search, revenue) =
+        tokio::join!(bounded(state.store.ping()), bounded(state.search.ping()), bounded(state.revenue.ping()));
+    check("eventStore".to_owned(), store);
+    check("searchView".to_owned(), search);
+    check("revenueView".to_owned(), revenue);
     for info in state.projections.infos() {
         let healthy = state.projections.status(info.name).is_some_and(|s| s.healthy());
         let result = if healthy { Ok(()) } else { Err(format!("{:?}", info.status).to_lowercase()) };

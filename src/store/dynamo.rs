@@ -30,6 +30,15 @@
 //! `status` N, `body` S, `etag` S (absent when none), `location` S (absent when none), `createdAt` N (epoch ms),
 //! `expiresAt` N (epoch seconds). TTL deletes lazily (up to days late), so readers and the conditional put treat
 //! `expiresAt < now` as gone.
+//!
+//! # Rebuild source
+//!
+//! A view rebuild reads the whole events table with a paginated, strongly consistent `Scan` (the
+//! [`RebuildSource`] impl). DynamoDB returns one partition's items together and in sort-key order, so an order's
+//! events come in version order, also across pages (checked against DynamoDB Local). The source does not rely
+//! on that alone: it sorts each page by (orderId, version), and an order cut off at a page end is completed
+//! there with a `Query` of its remaining versions, its already delivered versions skipped on the next page.
+//! So every delivery holds, for each order, versions that follow what was delivered of it before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,13 +48,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use serde::{Deserialize, Serialize};
+
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, StoreUnavailable,
-    StoredEvent, StoredResponse,
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk,
+    RebuildSource, StoreUnavailable, StoredEvent, StoredResponse,
 };
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
@@ -252,11 +265,16 @@ impl DynamoEventStore {
             request = request
                 .condition_expression(c.expression)
                 .set_expression_attribute_names((!c.names.is_empty()).then(|| c.names.clone()))
-                .set_expression_attribute_values((!c.values.is_empty()).then(|| c.values.clone()));
+                .set_expression_attribute_values((!c.values.is_empty()).then(|| c.values.clone()))
+                // The item that failed the condition comes back with the error, for `own_earlier_attempt`.
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         }
         match request.send().await {
             Ok(_) => Outcome::Done,
             Err(SdkError::ServiceError(e)) => match e.err() {
+                PutItemError::ConditionalCheckFailedException(failed) if own_earlier_attempt(write, failed.item()) => {
+                    Outcome::Done
+                }
                 PutItemError::ConditionalCheckFailedException(_) => Outcome::Failed(taken(write.kind)),
                 PutItemError::TransactionConflictException(_) => Outcome::Transient("transaction conflict".into()),
                 _ => Outcome::Failed(AppendError::Unavailable(format!("put {}: {}", write.table, error_text(e.err())))),
@@ -323,6 +341,17 @@ enum Outcome {
     /// Cancelled for a passing reason; nothing was written.
     Transient(String),
     Failed(AppendError),
+}
+
+/// True when the event item that failed its condition is this very write: the SDK retries an attempt that timed
+/// out (`aws::ATTEMPT_TIMEOUT`), and when the timed-out attempt had in fact been written, the retry finds its
+/// own event (same `eventId`, made once per append) in place. That is a success, not a lost race: reporting a
+/// conflict would make the actor re-decide against its own write and answer, say, 409 `order_already_exists` to
+/// a place that went through. (Transactions need no such check: the SDK's idempotency token makes DynamoDB
+/// answer a retried transaction with the first one's success.)
+fn own_earlier_attempt(write: &Write, existing: Option<&Item>) -> bool {
+    write.kind == Kind::Event
+        && existing.and_then(|item| item.get("eventId")).is_some_and(|id| write.item.get("eventId") == Some(id))
 }
 
 /// The error when the condition of an item of this kind fails.
@@ -487,6 +516,96 @@ impl EventStore for DynamoEventStore {
     }
 }
 
+/// Where a rebuild's scan goes on: the scan's `LastEvaluatedKey` (orderId, version), and how far that order
+/// (the one cut off at the page end) was already delivered by the `Query` that completed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ScanCursor {
+    #[serde(rename = "o")]
+    order_id: String,
+    #[serde(rename = "v")]
+    version: u64,
+    #[serde(rename = "d")]
+    delivered: u64,
+}
+
+impl ScanCursor {
+    fn decode(text: &str) -> Result<Self, StoreUnavailable> {
+        serde_json::from_str(text).map_err(|_| StoreUnavailable(format!("not a rebuild cursor: {text:?}")))
+    }
+
+    fn start_key(&self) -> Item {
+        HashMap::from([("orderId".to_owned(), string(&self.order_id)), ("version".to_owned(), num(self.version))])
+    }
+
+    /// True for an event the previous chunk already delivered.
+    fn delivered(&self, event: &StoredEvent) -> bool {
+        event.order_id.as_str() == self.order_id && event.version <= self.delivered
+    }
+}
+
+#[async_trait]
+impl RebuildSource for DynamoEventStore {
+    async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable> {
+        let table = &self.tables.events;
+        let cursor = cursor.map(ScanCursor::decode).transpose()?;
+        let page = self
+            .client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX).max(1))
+            .set_exclusive_start_key(cursor.as_ref().map(ScanCursor::start_key))
+            .send()
+            .await
+            .map_err(|e| StoreUnavailable(format!("scan {table}: {}", error_text(&e))))?;
+        let mut events = Vec::new();
+        for item in page.items.unwrap_or_default() {
+            let event = event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?;
+            if !cursor.as_ref().is_some_and(|c| c.delivered(&event)) {
+                events.push(event);
+            }
+        }
+        // Version order within each order whatever order the page came in; across orders nothing is promised.
+        events.sort_by(|a, b| (a.order_id.as_str(), a.version).cmp(&(b.order_id.as_str(), b.version)));
+        let Some(key) = page.last_evaluated_key.filter(|k| !k.is_empty()) else {
+            return Ok(RebuildChunk { events, next: None, checkpoint: None });
+        };
+        // The page may have stopped in the middle of an order: deliver the rest of it now, so that a view never
+        // sees a later version of it before an earlier one, whichever way the next page starts.
+        let decode = || -> Result<(OrderId, u64), String> {
+            let id = OrderId::parse("orderId", attr::s(&key, "orderId")?).map_err(|e| e.message)?;
+            Ok((id, attr::n(&key, "version")?))
+        };
+        let (order_id, version) =
+            decode().map_err(|e| StoreUnavailable(format!("unexpected LastEvaluatedKey of {table}: {e}")))?;
+        let have = events
+            .iter()
+            .filter(|e| e.order_id == order_id)
+            .map(|e| e.version)
+            .max()
+            .or_else(|| cursor.as_ref().filter(|c| c.order_id == order_id.as_str()).map(|c| c.delivered))
+            .unwrap_or(0);
+        let rest = self.query_events(&order_id, have).await?;
+        let delivered = rest.last().map_or(have, |e| e.version);
+        events.extend(rest);
+        let next = ScanCursor { order_id: order_id.as_str().to_owned(), version, delivered };
+        let next = serde_json::to_string(&next).map_err(|e| StoreUnavailable(format!("rebuild cursor: {e}")))?;
+        Ok(RebuildChunk { events, next: Some(next), checkpoint: None })
+    }
+
+    /// The table's `ItemCount`: exact on DynamoDB Local, refreshed about every six hours on AWS, so progress
+    /// can run past it there.
+    async fn head(&self) -> u64 {
+        match self.client.describe_table().table_name(&self.tables.events).send().await {
+            Ok(output) => output.table.and_then(|t| t.item_count).map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            Err(e) => {
+                tracing::warn!(table = %self.tables.events, error = %error_text(&e), "no item count for rebuild progress");
+                0
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +648,18 @@ mod tests {
         assert!(event_from_item(&item).unwrap_err().contains("version"));
         item.insert("version".into(), num("-1"));
         assert!(event_from_item(&item).is_err());
+    }
+
+    #[test]
+    fn a_retried_put_that_finds_its_own_event_succeeded() {
+        let event = event_item(&stored()).unwrap();
+        let write = |kind, item: &Item| Write { kind, table: "t".into(), item: item.clone(), condition: None };
+        assert!(own_earlier_attempt(&write(Kind::Event, &event), Some(&event)));
+        let mut other = event.clone();
+        other.insert("eventId".into(), string(Uuid::now_v7().to_string()));
+        assert!(!own_earlier_attempt(&write(Kind::Event, &event), Some(&other)));
+        assert!(!own_earlier_attempt(&write(Kind::Event, &event), None));
+        assert!(!own_earlier_attempt(&write(Kind::Idempotency, &event), Some(&event)));
     }
 
     #[test]

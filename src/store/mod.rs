@@ -121,11 +121,26 @@ pub trait EventStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreUnavailable>;
 }
 
-/// The whole write model in log order, for rebuilding a view (the embedded store's global log).
+/// One step of reading the whole write model for a rebuild (see [`RebuildSource`]).
+#[derive(Debug, Clone, Default)]
+pub struct RebuildChunk {
+    /// Each order's events in version order, every order's complete prefix before any later event of it.
+    pub events: Vec<StoredEvent>,
+    /// Where the next read starts (opaque to the caller); `None` once the whole write model has been read.
+    pub next: Option<String>,
+    /// The feed position after these events where the write model's log is also the feed (embedded): the
+    /// rebuilt view stores it as its checkpoint. `None` where the feed keeps its own position (Kafka offsets).
+    pub checkpoint: Option<u64>,
+}
+
+/// The whole write model, for rebuilding a view: read in chunks from an opaque cursor, because stores page
+/// differently (the embedded log by global position, DynamoDB by a scan's `LastEvaluatedKey`). Across orders
+/// there is no order; within an order the events always come in version order.
 #[async_trait]
 pub trait RebuildSource: Send + Sync + 'static {
-    /// Events after `after`, in log order, at most `limit`.
-    async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable>;
-    /// The position of the newest event now (for progress).
-    fn head(&self) -> u64;
+    /// About `limit` events after `cursor` (`None`: from the start).
+    async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable>;
+    /// How far the source reaches now, for progress: the newest log position (embedded, in the same unit as
+    /// [`RebuildChunk::checkpoint`]) or about how many events there are (otherwise); 0 when unknown.
+    async fn head(&self) -> u64;
 }

@@ -18,8 +18,8 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, StoreUnavailable,
-    StoredEvent, StoredResponse,
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk,
+    StoreUnavailable, StoredEvent, StoredResponse,
 };
 use crate::config::StoreSettings;
 use crate::domain::{Order, OrderEvent, OrderId};
@@ -191,11 +191,19 @@ impl EventStore for SqliteEventStore {
 
 #[async_trait]
 impl super::RebuildSource for SqliteEventStore {
-    async fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable> {
-        self.read_all(after, limit).await
+    /// The cursor is the global log position of the last event delivered, so the checkpoint a rebuilt view
+    /// stores is exactly where its log tail goes on from.
+    async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable> {
+        let after = match cursor {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| StoreUnavailable(format!("not a rebuild cursor: {text:?}")))?,
+        };
+        let events = self.read_all(after, limit).await?;
+        let checkpoint = events.last().map(|e| e.position);
+        Ok(RebuildChunk { next: checkpoint.map(|p| p.to_string()), checkpoint, events })
     }
 
-    fn head(&self) -> u64 {
+    async fn head(&self) -> u64 {
         *self.head.borrow()
     }
 }

@@ -73,20 +73,23 @@ pub trait Projection: Send + Sync + 'static {
     /// can follow. A no-op for an order the view does not hold.
     async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError>;
 
-    /// Starts a rebuild: an empty copy of the view to fill from the write model and swap in, while queries keep
-    /// being served from the current one.
-    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
-        Err(ViewError::Unavailable(format!("the {} view of this profile cannot be rebuilt yet", self.name())))
-    }
+    /// Starts a rebuild: an empty copy of the view (a SQLite generation, a Meilisearch index, DynamoDB tables)
+    /// to fill from the write model and swap in, while queries keep being served from the current one.
+    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError>;
 }
 
-/// A view being rebuilt (see [`Projection::rebuild`]).
+/// A view being rebuilt (see [`Projection::rebuild`]). It applies events with the view's own apply logic, so a
+/// rebuilt view is exactly what the projector would have made.
 #[async_trait]
 pub trait Rebuilder: Send {
-    /// Applies events of the write model, in log order; `checkpoint` is the feed position after them.
-    async fn apply(&mut self, events: &[StoredEvent], checkpoint: u64) -> Result<(), ViewError>;
-    /// Swaps the rebuilt copy in: from now on queries and the projector use it.
+    /// Applies events of the write model (each order's in version order). `checkpoint` is the feed position
+    /// after them where the write model's log is also the feed (embedded), stored as the copy's checkpoint;
+    /// `None` where the feed keeps its own position (Kafka).
+    async fn apply(&mut self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<(), ViewError>;
+    /// Swaps the rebuilt copy in: from now on queries and the projector use it; the old copy is removed.
     async fn finish(self: Box<Self>) -> Result<(), ViewError>;
+    /// Gives the copy up after a failure, removing it where that is cheap; the current view stays as it is.
+    async fn abort(self: Box<Self>) {}
 }
 
 /// Sorts of `GET /orders`.

@@ -21,9 +21,22 @@
 //! Events of one order are applied in order; different orders are applied concurrently (bounded), since
 //! they touch different dedupe rows. They may share a day row: DynamoDB then cancels one transaction with
 //! `TransactionConflict`, which is retried (nothing was written).
+//!
+//! **Rebuild by table generation.** The two tables come in generations: 0 is `<prefix>_revenue_daily` /
+//! `<prefix>_revenue_orders`, n appends `_<n>`. The active one is named by the item `revenue#generation` of the
+//! checkpoints table (`generation` N; absent = 0), read at open. A rebuild takes a new number from the same
+//! item's counter (`next` N, an atomic `ADD`, so two rebuilds never share tables), creates that generation's
+//! tables and fills them with the same apply code as the projector. Then it switches: first durably (a
+//! conditional update of `generation` from the old number to the new), then the in-memory pointer that queries
+//! and the projector read, and only then deletes the old tables. Queries read one generation from start to
+//! end, so they see either the old view or the whole new one, never a partial table. A query (or batch) that
+//! fails re-reads the pointer and, if the generation moved on (a switch under it, or by another instance),
+//! runs again on the new tables. The switch is coordinated within one instance (the projector pauses while
+//! the rebuild runs); with several instances, rebuild while one instance runs the projectors, since another
+//! instance's projector keeps writing the old tables until it notices the switch.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,13 +44,13 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use super::{ApplyReport, Projection, RevenueDay, RevenueView, ViewError};
+use super::{ApplyReport, Projection, Rebuilder, RevenueDay, RevenueView, ViewError};
 use crate::aws::attr::{self, Item, num, string};
-use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
+use crate::aws::{RevenueTableNames, Tables, delete_tables, dynamo_client_with_timeouts, ensure_tables, error_text};
 use crate::domain::{Currency, OrderEvent};
 use crate::store::StoredEvent;
 
@@ -50,14 +63,28 @@ const CONCURRENT_ORDERS: usize = 8;
 /// throttling) before the batch fails and the projector retries it with backoff.
 const TRANSIENT_RETRIES: u32 = 5;
 
+/// The id of the checkpoints-table item that names the active generation (`generation`) and hands out new
+/// ones (`next`).
+const GENERATION_ID: &str = "revenue#generation";
+
 pub struct DynamoRevenueView {
     client: aws_sdk_dynamodb::Client,
     tables: Tables,
+    /// The generation queries and the projector use now; a rebuild's `finish` replaces it.
+    active: Arc<RwLock<Arc<RevenueTables>>>,
+}
+
+/// One generation of the view's two tables, with all the code that writes and reads them: the projector and
+/// a rebuild apply events through the very same functions.
+struct RevenueTables {
+    client: aws_sdk_dynamodb::Client,
+    generation: u64,
+    names: RevenueTableNames,
 }
 
 impl DynamoRevenueView {
-    /// Wraps the client (adding timeouts where its configuration has none) and, when `create_tables`, creates
-    /// the view's two tables if they are missing.
+    /// Wraps the client (adding timeouts where its configuration has none), reads the active generation and,
+    /// when `create_tables`, creates the checkpoints table and the generation's two tables if they are missing.
     pub async fn open(
         client: aws_sdk_dynamodb::Client,
         tables: Tables,
@@ -65,9 +92,62 @@ impl DynamoRevenueView {
     ) -> anyhow::Result<Arc<Self>> {
         let client = dynamo_client_with_timeouts(&client);
         if create_tables {
-            ensure_tables(&client, &tables.revenue_specs()).await?;
+            ensure_tables(&client, &[tables.checkpoints_spec()]).await?;
         }
-        Ok(Arc::new(Self { client, tables }))
+        let generation = active_generation(&client, &tables).await?;
+        if create_tables {
+            ensure_tables(&client, &tables.revenue_specs(generation)).await?;
+        }
+        let active = Arc::new(RevenueTables::new(&client, &tables, generation));
+        Ok(Arc::new(Self { client, tables, active: Arc::new(RwLock::new(active)) }))
+    }
+
+    /// The generation in use now.
+    fn active(&self) -> Arc<RevenueTables> {
+        Arc::clone(&self.active.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// After a failure on `used`: reads the durable pointer and moves to a newer generation if there is one
+    /// (switched under the call, or by another instance, whose old tables may be gone). `None`: nothing newer.
+    async fn newer_than(&self, used: &RevenueTables) -> Option<Arc<RevenueTables>> {
+        let generation = match active_generation(&self.client, &self.tables).await {
+            Ok(generation) => generation,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the revenue generation");
+                return None;
+            }
+        };
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        // Generations only grow, so a lower number is a stale read racing a switch, never a rollback.
+        if generation > active.generation {
+            tracing::info!(generation, "the revenue view moved to a newer table generation");
+            *active = Arc::new(RevenueTables::new(&self.client, &self.tables, generation));
+        }
+        (active.generation > used.generation).then(|| Arc::clone(&active))
+    }
+}
+
+/// The active generation named in the checkpoints table (0 when no rebuild ever switched).
+async fn active_generation(client: &aws_sdk_dynamodb::Client, tables: &Tables) -> Result<u64, ViewError> {
+    let table = &tables.checkpoints;
+    let output = client
+        .get_item()
+        .table_name(table)
+        .key("id", string(GENERATION_ID))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| unavailable(table, &e))?;
+    match output.item.as_ref().filter(|item| item.contains_key("generation")) {
+        None => Ok(0),
+        Some(item) => attr::n(item, "generation")
+            .map_err(|e| ViewError::Unavailable(format!("corrupt {GENERATION_ID} in {table}: {e}"))),
+    }
+}
+
+impl RevenueTables {
+    fn new(client: &aws_sdk_dynamodb::Client, tables: &Tables, generation: u64) -> Self {
+        Self { client: client.clone(), generation, names: tables.revenue_generation(generation) }
     }
 
     /// The order's dedupe row: its currency and the last version applied.
@@ -75,12 +155,12 @@ impl DynamoRevenueView {
         let output = self
             .client
             .get_item()
-            .table_name(&self.tables.revenue_orders)
+            .table_name(&self.names.orders)
             .key("orderId", string(order_id))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(&self.tables.revenue_orders, &e))?;
+            .map_err(|e| unavailable(&self.names.orders, &e))?;
         let Some(item) = output.item else { return Ok(None) };
         let decode = || -> Result<(String, u64), String> {
             Ok((attr::s(&item, "currency")?.to_owned(), attr::n(&item, "version")?))
@@ -163,7 +243,7 @@ impl DynamoRevenueView {
     }
 
     async fn write(&self, event: &StoredEvent, write: &Write) -> Result<Written, ViewError> {
-        let table = &self.tables.revenue_orders;
+        let table = &self.names.orders;
         let id = string(event.order_id.as_str());
         match write {
             Write::Place { currency } => {
@@ -256,7 +336,7 @@ impl DynamoRevenueView {
     ) -> Result<Vec<TransactWriteItem>, aws_sdk_dynamodb::error::BuildError> {
         let (names, values) = bump_expression(event.version);
         let bump = Update::builder()
-            .table_name(&self.tables.revenue_orders)
+            .table_name(&self.names.orders)
             .key("orderId", string(event.order_id.as_str()))
             .update_expression(BUMP_UPDATE)
             .condition_expression(BUMP_CONDITION)
@@ -265,7 +345,7 @@ impl DynamoRevenueView {
             .build()?;
         let day = delta.at.date_naive();
         let add = Update::builder()
-            .table_name(&self.tables.revenue_daily)
+            .table_name(&self.names.daily)
             .key("month", string(month_key(day)))
             .key("dayCurrency", string(format!("{day}#{}", delta.currency)))
             // `day` is a reserved word in DynamoDB expressions; every name goes through a #placeholder alike.
@@ -298,7 +378,7 @@ impl DynamoRevenueView {
         to: NaiveDate,
         currency: Option<&str>,
     ) -> Result<Vec<RevenueDay>, ViewError> {
-        let table = &self.tables.revenue_daily;
+        let table = &self.names.daily;
         let mut rows = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -402,14 +482,9 @@ fn unavailable(table: &str, error: &(dyn std::error::Error + 'static)) -> ViewEr
     ViewError::Unavailable(format!("{table}: {}", error_text(error)))
 }
 
-#[async_trait]
-impl Projection for DynamoRevenueView {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    /// `checkpoint` is ignored: the Kafka consumer commits its offsets after this returns.
-    async fn apply(&self, events: &[StoredEvent], _checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
+impl RevenueTables {
+    /// Applies a batch: each order's events in order, different orders concurrently.
+    async fn apply(&self, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
         // Group by order, keeping each order's feed order; orders keep their first-seen order too.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -435,19 +510,11 @@ impl Projection for DynamoRevenueView {
         Ok(total)
     }
 
-    async fn checkpoint(&self) -> Result<u64, ViewError> {
-        Ok(0)
-    }
-
-    async fn reset_checkpoint(&self) -> Result<(), ViewError> {
-        Ok(())
-    }
-
     async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
         let result = self
             .client
             .update_item()
-            .table_name(&self.tables.revenue_orders)
+            .table_name(&self.names.orders)
             .key("orderId", attr::string(event.order_id.as_str()))
             .update_expression("SET version = :v")
             .condition_expression("version < :v")
@@ -458,33 +525,24 @@ impl Projection for DynamoRevenueView {
             Ok(_) => Ok(()),
             // Already at or past that version, or an order this view does not hold: nothing to skip.
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(ViewError::Unavailable(format!("skip in {}: {}", self.tables.revenue_orders, error_text(&e)))),
+            Err(e) => Err(ViewError::Unavailable(format!("skip in {}: {}", self.names.orders, error_text(&e)))),
         }
     }
-}
 
-#[async_trait]
-impl RevenueView for DynamoRevenueView {
     async fn ping(&self) -> Result<(), ViewError> {
         self.client
             .describe_table()
-            .table_name(&self.tables.revenue_daily)
+            .table_name(&self.names.daily)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| ViewError::Unavailable(format!("describe {}: {}", self.tables.revenue_daily, error_text(&e))))
+            .map_err(|e| ViewError::Unavailable(format!("describe {}: {}", self.names.daily, error_text(&e))))
     }
 
-    async fn daily(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-        currency: Option<Currency>,
-    ) -> Result<Vec<RevenueDay>, ViewError> {
+    async fn daily(&self, from: NaiveDate, to: NaiveDate, currency: Option<&str>) -> Result<Vec<RevenueDay>, ViewError> {
         if from > to {
             return Ok(Vec::new());
         }
-        let currency = currency.map(|c| c.as_str().to_owned());
         let mut months = Vec::new();
         let mut first = from.with_day(1).unwrap_or(from);
         while first <= to {
@@ -495,13 +553,189 @@ impl RevenueView for DynamoRevenueView {
             }
         }
         let per_month: Vec<Vec<RevenueDay>> = stream::iter(months)
-            .map(|month| self.query_month(month, from, to, currency.as_deref()))
+            .map(|month| self.query_month(month, from, to, currency))
             .buffered(4)
             .try_collect()
             .await?;
         let mut days: Vec<RevenueDay> = per_month.into_iter().flatten().collect();
         days.sort_by(|a, b| (a.date, &a.currency).cmp(&(b.date, &b.currency)));
         Ok(days)
+    }
+}
+
+#[async_trait]
+impl Projection for DynamoRevenueView {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// `checkpoint` is ignored: the Kafka consumer commits its offsets after this returns.
+    async fn apply(&self, events: &[StoredEvent], _checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
+        let tables = self.active();
+        let result = tables.apply(events).await;
+        if let Err(ViewError::Unavailable(_)) = &result {
+            // Not retried here (the projector retries the batch), but the retry must go to the live generation.
+            self.newer_than(&tables).await;
+        }
+        result
+    }
+
+    async fn checkpoint(&self) -> Result<u64, ViewError> {
+        Ok(0)
+    }
+
+    async fn reset_checkpoint(&self) -> Result<(), ViewError> {
+        Ok(())
+    }
+
+    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
+        self.active().skip(event).await
+    }
+
+    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
+        let previous = self.active();
+        let generation = self.claim_generation().await?;
+        let fresh = Arc::new(RevenueTables::new(&self.client, &self.tables, generation));
+        if let Err(e) = ensure_tables(&self.client, &self.tables.revenue_specs(generation)).await {
+            drop_generation(&fresh).await;
+            return Err(ViewError::Unavailable(format!("creating the tables of revenue generation {generation}: {e:#}")));
+        }
+        tracing::info!(generation, daily = %fresh.names.daily, "rebuilding the revenue view into fresh tables");
+        Ok(Box::new(RevenueRebuild {
+            client: self.client.clone(),
+            tables: self.tables.clone(),
+            active: Arc::clone(&self.active),
+            previous,
+            fresh,
+        }))
+    }
+}
+
+impl DynamoRevenueView {
+    /// A generation number no other rebuild has or will have: an atomic `ADD` to the pointer item's counter.
+    async fn claim_generation(&self) -> Result<u64, ViewError> {
+        let table = &self.tables.checkpoints;
+        let output = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("id", string(GENERATION_ID))
+            .update_expression("ADD #next :one")
+            .expression_attribute_names("#next", "next")
+            .expression_attribute_values(":one", num(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| unavailable(table, &e))?;
+        let attributes = output.attributes.unwrap_or_default();
+        let next: u64 = attr::n(&attributes, "next")
+            .map_err(|e| ViewError::Unavailable(format!("corrupt {GENERATION_ID} in {table}: {e}")))?;
+        // `next` starts at 1 and only grows, and a switch only ever goes to a number it handed out, so it is
+        // always above the active generation; checked anyway, since reusing live tables would be fatal.
+        if next <= self.active().generation {
+            return Err(ViewError::Unavailable(format!(
+                "{GENERATION_ID}: next generation {next} is not above the active one"
+            )));
+        }
+        Ok(next)
+    }
+}
+
+/// Deletes a generation's tables; best effort (logged), for tables nothing reads.
+async fn drop_generation(tables: &RevenueTables) {
+    let names = [tables.names.daily.as_str(), tables.names.orders.as_str()];
+    if let Err(e) = delete_tables(&tables.client, &names).await {
+        tracing::warn!(generation = tables.generation, error = %format!("{e:#}"), "could not delete old revenue tables");
+    }
+}
+
+/// A rebuild of the revenue view: fills a fresh table generation, then switches to it.
+struct RevenueRebuild {
+    client: aws_sdk_dynamodb::Client,
+    tables: Tables,
+    active: Arc<RwLock<Arc<RevenueTables>>>,
+    /// The generation active when the rebuild began: the switch is conditioned on it still being active.
+    previous: Arc<RevenueTables>,
+    fresh: Arc<RevenueTables>,
+}
+
+#[async_trait]
+impl Rebuilder for RevenueRebuild {
+    async fn apply(&mut self, events: &[StoredEvent], _checkpoint: Option<u64>) -> Result<(), ViewError> {
+        self.fresh.apply(events).await.map(|_| ())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), ViewError> {
+        let table = &self.tables.checkpoints;
+        let (old, new) = (self.previous.generation, self.fresh.generation);
+        // Durable first: once this update is done, every instance that (re)opens the view reads the new tables.
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("id", string(GENERATION_ID))
+            .update_expression("SET #g = :new")
+            .condition_expression(if old == 0 {
+                "attribute_not_exists(#g) OR #g = :old"
+            } else {
+                "#g = :old"
+            })
+            .expression_attribute_names("#g", "generation")
+            .expression_attribute_values(":new", num(new))
+            .expression_attribute_values(":old", num(old))
+            .send()
+            .await;
+        if let Err(e) = result {
+            drop_generation(&self.fresh).await;
+            if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) {
+                return Err(ViewError::Unavailable(format!(
+                    "revenue generation {old} is no longer the active one (another rebuild switched first)"
+                )));
+            }
+            return Err(unavailable(table, &e));
+        }
+        // Then at once for new queries and the projector's next batch; queries already running finish on the
+        // old tables (or, if those are gone first, run again on the new ones: see `newer_than`).
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&self.fresh);
+        tracing::info!(from = old, to = new, "switched the revenue view to its rebuilt tables");
+        drop_generation(&self.previous).await;
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        drop_generation(&self.fresh).await;
+    }
+}
+
+#[async_trait]
+impl RevenueView for DynamoRevenueView {
+    async fn ping(&self) -> Result<(), ViewError> {
+        let tables = self.active();
+        match tables.ping().await {
+            Err(e) => match self.newer_than(&tables).await {
+                Some(newer) => newer.ping().await,
+                None => Err(e),
+            },
+            ok => ok,
+        }
+    }
+
+    async fn daily(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        currency: Option<Currency>,
+    ) -> Result<Vec<RevenueDay>, ViewError> {
+        let currency = currency.map(|c| c.as_str().to_owned());
+        let tables = self.active();
+        match tables.daily(from, to, currency.as_deref()).await {
+            // The generation may have been switched under the query and its tables deleted: ask the new one.
+            Err(e) => match self.newer_than(&tables).await {
+                Some(newer) => newer.daily(from, to, currency.as_deref()).await,
+                None => Err(e),
+            },
+            ok => ok,
+        }
     }
 }
 

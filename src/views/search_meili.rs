@@ -33,6 +33,13 @@
 //! while a client pages can shift later pages by one (offsets are not stable under inserts; keyset cursors
 //! would be, but Meilisearch has no "search after").
 //!
+//! **Rebuild.** A rebuild creates a fresh index `<index>_rebuild_<epoch ms>` with the same settings and fills it
+//! through this very view's `apply` (a second `MeiliSearchView` on the fresh index), while queries keep going to
+//! the live index. `finish` swaps the two with `POST /swap-indexes`, which Meilisearch does atomically (documents,
+//! settings and task history change names together), so a query sees either the old index or the whole new one;
+//! the fresh name then holds the old documents and is deleted. The projector is paused during the rebuild, so no
+//! write to the live index is pending when the swap runs.
+//!
 //! Needs Meilisearch ≥ 1.14 (documents fetch by `ids`); written against 1.50.
 
 use std::collections::{BTreeSet, HashMap};
@@ -42,7 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use meilisearch_sdk::client::Client;
+use meilisearch_sdk::client::{Client, SwapIndexes};
 use meilisearch_sdk::documents::DocumentsQuery;
 use meilisearch_sdk::errors::{Error as MeiliError, ErrorCode};
 use meilisearch_sdk::indexes::Index;
@@ -52,7 +59,9 @@ use meilisearch_sdk::task_info::TaskInfo;
 use meilisearch_sdk::tasks::Task;
 use serde::Serialize;
 
-use super::{ApplyReport, Cursor, Projection, SearchPage, SearchQuery, SearchView, SortOrder, ViewError, search_terms};
+use super::{
+    ApplyReport, Cursor, Projection, Rebuilder, SearchPage, SearchQuery, SearchView, SortOrder, ViewError, search_terms,
+};
 use crate::config::MeiliSettings;
 use crate::domain::{Order, OrderId};
 use crate::store::StoredEvent;
@@ -111,19 +120,49 @@ impl MeiliSearchView {
         // The SDK appends `/indexes/...` to the host as is; a trailing slash would make `//indexes`.
         let client = Client::new(settings.url.trim_end_matches('/'), key)?;
         let view = Self { index: client.index(&settings.index), client };
-
-        let created = view.wait(timed(view.client.create_index(&settings.index, Some(PRIMARY_KEY))).await?).await?;
-        match created {
-            Task::Succeeded { .. } => {}
-            Task::Failed { content } if content.error.error_code == ErrorCode::IndexAlreadyExists => {}
-            Task::Failed { content } => anyhow::bail!("creating index `{}`: {}", settings.index, content.error),
-            other => anyhow::bail!("creating index `{}` ended as {other:?}", settings.index),
-        }
-        let task = view.wait(timed(view.index.set_settings(&index_settings())).await?).await?;
-        if let Task::Failed { content } = task {
-            anyhow::bail!("settings of index `{}`: {}", settings.index, content.error);
-        }
+        view.create(true).await?;
         Ok(Arc::new(view))
+    }
+
+    /// Creates this view's index (primary key `orderId`) and applies the index settings, waiting for both tasks.
+    async fn create(&self, existing_ok: bool) -> Result<(), ViewError> {
+        self.create_index(existing_ok).await?;
+        self.apply_settings().await
+    }
+
+    /// Creates the index, waiting for the task. One that already exists is fine when `existing_ok`, and an
+    /// error otherwise (a rebuild must start from an empty index that is its own).
+    async fn create_index(&self, existing_ok: bool) -> Result<(), ViewError> {
+        let uid = &self.index.uid;
+        match self.wait(timed(self.client.create_index(uid, Some(PRIMARY_KEY))).await?).await? {
+            Task::Succeeded { .. } => Ok(()),
+            Task::Failed { content } if existing_ok && content.error.error_code == ErrorCode::IndexAlreadyExists => {
+                Ok(())
+            }
+            Task::Failed { content } => Err(refused("creation", uid, &content.error)),
+            other => Err(refused("creation", uid, &format!("ended as {other:?}"))),
+        }
+    }
+
+    /// Applies [`index_settings`], waiting for the task.
+    async fn apply_settings(&self) -> Result<(), ViewError> {
+        let uid = &self.index.uid;
+        match self.wait(timed(self.index.set_settings(&index_settings())).await?).await? {
+            Task::Succeeded { .. } => Ok(()),
+            Task::Failed { content } => Err(refused("settings", uid, &content.error)),
+            other => Err(refused("settings", uid, &format!("ended as {other:?}"))),
+        }
+    }
+
+    /// Deletes this view's index and waits for it; best effort (logged), for an index nothing queries.
+    async fn delete(&self) {
+        let uid = &self.index.uid;
+        let deleted = async { self.wait(timed(self.client.delete_index(uid)).await?).await };
+        match deleted.await {
+            Ok(Task::Succeeded { .. }) => {}
+            Ok(other) => tracing::warn!(index = %uid, outcome = ?other, "could not delete a meilisearch index"),
+            Err(e) => tracing::warn!(index = %uid, error = %e, "could not delete a meilisearch index"),
+        }
     }
 
     /// Polls a task until it has succeeded or failed (Meilisearch processes writes asynchronously). Backs off
@@ -239,6 +278,11 @@ fn sort_rules(sort: SortOrder) -> [&'static str; 2] {
     }
 }
 
+/// Meilisearch refused (or did not finish) an index task.
+fn refused(what: &str, uid: &str, e: &dyn Display) -> ViewError {
+    ViewError::Unavailable(format!("{what} of index `{uid}`: {e}"))
+}
+
 fn unavailable(e: impl Display) -> ViewError {
     ViewError::Unavailable(format!("meilisearch: {e}"))
 }
@@ -308,6 +352,62 @@ impl Projection for MeiliSearchView {
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {
         Ok(())
+    }
+
+    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
+        let live = self.index.uid.clone();
+        let uid = format!("{live}_rebuild_{}", chrono::Utc::now().timestamp_millis());
+        let fresh = Self { index: self.client.index(&uid), client: self.client.clone() };
+        // A failed creation made nothing of ours to clean up (an index already there is not ours to delete).
+        fresh.create_index(false).await?;
+        if let Err(e) = fresh.apply_settings().await {
+            fresh.delete().await;
+            return Err(e);
+        }
+        tracing::info!(index = %live, fresh = %uid, "rebuilding the search view into a fresh index");
+        Ok(Box::new(MeiliRebuild { fresh, live }))
+    }
+}
+
+/// A rebuild of the search view: fills a fresh index, then swaps it with the live one.
+struct MeiliRebuild {
+    /// The same view on the fresh index, so a rebuild applies events exactly as the projector does.
+    fresh: MeiliSearchView,
+    /// The uid of the live index, which queries use.
+    live: String,
+}
+
+#[async_trait]
+impl Rebuilder for MeiliRebuild {
+    async fn apply(&mut self, events: &[StoredEvent], _checkpoint: Option<u64>) -> Result<(), ViewError> {
+        self.fresh.apply(events, None).await.map(|_| ())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), ViewError> {
+        let fresh = &self.fresh;
+        let swap = SwapIndexes { indexes: (self.live.clone(), fresh.index.uid.clone()), rename: None };
+        let swapped = async { fresh.wait(timed(fresh.client.swap_indexes([&swap])).await?).await };
+        match swapped.await {
+            Ok(Task::Succeeded { .. }) => {
+                tracing::info!(index = %self.live, "swapped the rebuilt search index in");
+                // The fresh uid now names the old documents.
+                fresh.delete().await;
+                Ok(())
+            }
+            // Refused: nothing changed, the live index is as it was.
+            Ok(Task::Failed { content }) => {
+                fresh.delete().await;
+                Err(ViewError::Unavailable(format!("meilisearch refused the index swap: {}", content.error)))
+            }
+            // Not known whether the swap happened (a timeout, a lost answer): deleting the fresh uid now could
+            // delete the new live documents, so it is left for an operator.
+            Ok(other) => Err(ViewError::Unavailable(format!("meilisearch index swap ended as {other:?}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn abort(self: Box<Self>) {
+        self.fresh.delete().await;
     }
 }
 

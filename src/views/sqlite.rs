@@ -171,11 +171,19 @@ pub(super) struct SqliteRebuild {
 
 #[async_trait::async_trait]
 impl super::Rebuilder for SqliteRebuild {
-    async fn apply(&mut self, events: &[StoredEvent], checkpoint: u64) -> Result<(), ViewError> {
-        apply_batch(&self.db.writer, self.projection, events, Some(checkpoint), self.apply_one).await.map(|_| ())
+    /// The checkpoint is the log position after `events`: the rebuilt generation's tail goes on from there.
+    async fn apply(&mut self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<(), ViewError> {
+        apply_batch(&self.db.writer, self.projection, events, checkpoint, self.apply_one).await.map(|_| ())
     }
 
     async fn finish(self: Box<Self>) -> Result<(), ViewError> {
         Ok(self.gens.swap(self.generation, self.db)?)
+    }
+
+    async fn abort(self: Box<Self>) {
+        let Self { gens, generation, db, .. } = *self;
+        drop(db);
+        // The next rebuild would start this generation afresh anyway; this only gives the space back now.
+        gens.remove_files(generation);
     }
 }

@@ -48,6 +48,8 @@ conformance! {
     daily_filters_by_range_and_currency_across_month_boundaries,
     shipping_only_moves_the_version,
     many_orders_paying_on_one_day_add_up,
+    a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in,
+    an_aborted_rebuild_leaves_the_view_as_it_was,
 }
 
 // ---- helpers ------------------------------------------------------------------------------------------
@@ -241,4 +243,124 @@ async fn many_orders_paying_on_one_day_add_up(view: Arc<dyn RevenueAdapter>) {
     assert_eq!(view.apply(&feed, None).await.expect("apply"), report(90, 0));
     assert_eq!(view.apply(&feed, None).await.expect("replay"), report(0, 90));
     assert_eq!(all_days(&*view).await, [day(date(2025, 9, 15), "EUR", gross, refunds, 40, 10)]);
+}
+
+/// A rebuild fills a fresh copy (a SQLite generation; fresh DynamoDB tables) with the view's own apply logic;
+/// queries see the current totals until `finish` switches, and the projector then goes on against the copy.
+async fn a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in(view: Arc<dyn RevenueAdapter>) {
+    let feed = boundary_feed();
+    // The current view lags behind the write model: only A placed and paid, B placed.
+    view.apply(&feed[..3], None).await.expect("the current view");
+    let before = all_days(&*view).await;
+    assert_eq!(before, [day(date(2025, 1, 31), "EUR", 1000, 0, 1, 0)]);
+
+    let mut rebuild = view.rebuild().await.expect("a fresh copy");
+    rebuild.apply(&feed[..6], Some(6)).await.expect("first chunk");
+    assert_eq!(all_days(&*view).await, before, "queries never see the partial copy");
+    rebuild.apply(&feed[6..], Some(10)).await.expect("second chunk");
+    assert_eq!(all_days(&*view).await, before);
+    rebuild.finish().await.expect("switched");
+    assert_eq!(all_days(&*view).await, boundary_days());
+
+    // The projector's next batch: a redelivered suffix (skipped by the copy's dedupe rows) and a new order.
+    let mut batch = feed[7..].to_vec();
+    let e = order_id();
+    batch.push(ev(&e, 1, placed("EUR", 10, at(2025, 2, 1, 0, 0, 0))));
+    batch.push(ev(&e, 2, paid(10, at(2025, 2, 1, 12, 0, 0))));
+    assert_eq!(view.apply(&batch, None).await.expect("after the switch"), report(2, 3));
+    let mut want = boundary_days();
+    want[2] = day(date(2025, 2, 1), "EUR", 10, 1000, 1, 2);
+    assert_eq!(all_days(&*view).await, want);
+
+    // And again: a second rebuild from the same write model gives the same totals.
+    let mut again = view.rebuild().await.expect("another fresh copy");
+    let mut write_model = feed.clone();
+    write_model.extend_from_slice(&batch[3..]);
+    again.apply(&write_model, Some(12)).await.expect("fill");
+    again.finish().await.expect("switched again");
+    assert_eq!(all_days(&*view).await, want);
+}
+
+/// A rebuild given up (a failed read of the write model) changes nothing, and a later rebuild starts afresh.
+async fn an_aborted_rebuild_leaves_the_view_as_it_was(view: Arc<dyn RevenueAdapter>) {
+    let feed = boundary_feed();
+    view.apply(&feed[..3], None).await.expect("the current view");
+    let before = all_days(&*view).await;
+    let mut rebuild = view.rebuild().await.expect("a fresh copy");
+    rebuild.apply(&feed, Some(10)).await.expect("fill");
+    rebuild.abort().await;
+    assert_eq!(all_days(&*view).await, before);
+    // The current view still takes the projector's batches.
+    assert_eq!(view.apply(&feed, None).await.expect("apply"), report(7, 3));
+    assert_eq!(all_days(&*view).await, boundary_days());
+
+    let mut again = view.rebuild().await.expect("another fresh copy");
+    again.apply(&feed[..3], Some(3)).await.expect("fill");
+    again.finish().await.expect("switched");
+    assert_eq!(all_days(&*view).await, before, "exactly what the rebuild was given");
+}
+
+/// The DynamoDB switch is durable and cleans up: the pointer item names the new generation, a view opened
+/// afterwards (a restart, another instance) reads the new tables, the old ones are deleted, and an aborted
+/// rebuild deletes its tables.
+#[tokio::test]
+async fn dynamo_rebuild_switches_table_generations_durably_and_deletes_the_old_tables() {
+    let Some((client, tables)) = dynamo().await else { return };
+    let view = DynamoRevenueView::open(client.clone(), tables.clone(), true).await.expect("open");
+    let feed = boundary_feed();
+    view.apply(&feed[..3], None).await.expect("the current view");
+    let exists = |name: String| {
+        let client = client.clone();
+        async move { client.describe_table().table_name(name).send().await.is_ok() }
+    };
+    let generation = || async {
+        let item = client
+            .get_item()
+            .table_name(&tables.checkpoints)
+            .key("id", aws_sdk_dynamodb::types::AttributeValue::S("revenue#generation".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get the pointer")
+            .item
+            .unwrap_or_default();
+        item.get("generation").and_then(|v| v.as_n().ok()).map(|n| n.parse::<u64>().expect("a number"))
+    };
+    assert_eq!(generation().await, None, "no rebuild yet: generation 0");
+
+    // Aborted: its tables go, the pointer stays.
+    let mut aborted = view.rebuild().await.expect("fresh tables");
+    assert!(exists(tables.revenue_generation(1).daily).await, "generation 1 is being filled");
+    aborted.apply(&feed, None).await.expect("fill");
+    aborted.abort().await;
+    assert!(!exists(tables.revenue_generation(1).daily).await && !exists(tables.revenue_generation(1).orders).await);
+    assert_eq!(generation().await, None);
+
+    // Switched: generation 2 (numbers are never reused), durable, old tables gone.
+    let mut rebuild = view.rebuild().await.expect("fresh tables");
+    rebuild.apply(&feed, None).await.expect("fill");
+    rebuild.finish().await.expect("switched");
+    assert_eq!(generation().await, Some(2));
+    assert!(exists(tables.revenue_generation(2).daily).await);
+    assert!(!exists(tables.revenue_daily.clone()).await && !exists(tables.revenue_orders.clone()).await);
+    assert_eq!(all_days(&*view).await, boundary_days());
+
+    // A view opened now (a restart) reads generation 2, and an old handle whose tables are gone moves on too.
+    let reopened = DynamoRevenueView::open(client.clone(), tables.clone(), true).await.expect("reopen");
+    assert_eq!(all_days(&*reopened).await, boundary_days());
+    assert!(!exists(tables.revenue_daily.clone()).await, "reopening does not recreate generation 0");
+    let mut third = reopened.rebuild().await.expect("fresh tables");
+    third.apply(&feed[..3], None).await.expect("fill");
+    third.finish().await.expect("switched by the other handle");
+    assert_eq!(all_days(&*view).await, all_days(&*reopened).await, "the first handle follows the switch");
+    assert_eq!(generation().await, Some(3));
+
+    // A rebuild begun before another one switched cannot switch over it.
+    let mut late = view.rebuild().await.expect("fresh tables");
+    let mut early = reopened.rebuild().await.expect("fresh tables");
+    early.apply(&feed, None).await.expect("fill");
+    early.finish().await.expect("the first to finish switches");
+    late.apply(&feed[..3], None).await.expect("fill");
+    assert!(matches!(late.finish().await, Err(ViewError::Unavailable(_))), "the stale rebuild is refused");
+    assert_eq!(all_days(&*view).await, boundary_days());
 }

@@ -96,6 +96,8 @@ conformance! {
     text_without_letters_or_digits_matches_nothing,
     estimated_total_counts_every_match_and_cursors_end,
     cursor_walk_visits_every_order_exactly_once,
+    a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in,
+    an_aborted_rebuild_leaves_the_view_as_it_was,
 }
 
 // ---- builders -----------------------------------------------------------------------------------------
@@ -519,6 +521,53 @@ async fn cursor_walk_visits_every_order_exactly_once(view: Arc<dyn SearchAdapter
 }
 
 /// Walks every page of `base` with `limit = 2`; returns the ids in order.
+/// A rebuild fills a fresh copy from the write model with the view's own apply logic; queries see the current
+/// view until `finish` swaps the copy in, and the projector then goes on against the copy (deduplicating).
+async fn a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in(view: Arc<dyn SearchAdapter>) {
+    let (a, b) = (id("rb-a"), id("rb-b"));
+    let a_placed = placed(&a, "c-rb", 0, &[("RB-1", "Rebuilt mug", 1, 800)]);
+    // The current view holds A placed; the write model also has A paid and B placed.
+    view.apply(std::slice::from_ref(&a_placed), None).await.expect("the current view");
+    let write_model = [a_placed, placed(&b, "c-rb", 5, &[("RB-2", "Rebuilt mug", 2, 300)]), paid(&a, 2, 800)];
+    let mine = SearchQuery { customer_id: customer("c-rb"), ..query() };
+
+    let mut rebuild = view.rebuild().await.expect("a fresh copy");
+    rebuild.apply(&write_model[..2], Some(2)).await.expect("first chunk");
+    assert_eq!(ids(&search(&*view, &mine).await), [a.as_str()], "queries see the current view, not the copy");
+    rebuild.apply(&write_model[2..], Some(3)).await.expect("second chunk");
+    assert_eq!(view.get(&a).await.expect("get").map(|o| o.version), Some(1), "still the current view");
+    assert_eq!(view.get(&b).await.expect("get"), None);
+
+    rebuild.finish().await.expect("swapped in");
+    let page = search(&*view, &mine).await;
+    assert_eq!(id_set(&page), [a.as_str().to_owned(), b.as_str().to_owned()].into());
+    assert_eq!(view.get(&a).await.expect("get"), Some(fold(&[write_model[0].clone(), write_model[2].clone()])));
+    assert_eq!(view.get(&b).await.expect("get"), Some(fold(&write_model[1..2])));
+    assert_eq!(search(&*view, &text("rebuilt")).await.estimated_total, 2);
+
+    // The projector's next batch: a redelivery of what the rebuild already applied, then a new event.
+    let after = [paid(&a, 2, 800), shipped(&a, 3)];
+    assert_eq!(view.apply(&after, None).await.expect("after the swap"), report(1, 1));
+    assert_eq!(view.get(&a).await.expect("get").map(|o| o.status), Some(OrderStatus::Shipped));
+}
+
+/// A rebuild given up (a failed read of the write model) changes nothing, and a later rebuild starts afresh.
+async fn an_aborted_rebuild_leaves_the_view_as_it_was(view: Arc<dyn SearchAdapter>) {
+    let a = id("ab-a");
+    let a_placed = placed(&a, "c-ab", 0, &[("AB-1", "Kept lamp", 1, 800)]);
+    view.apply(std::slice::from_ref(&a_placed), None).await.expect("the current view");
+    let mut rebuild = view.rebuild().await.expect("a fresh copy");
+    rebuild.apply(&[a_placed.clone(), paid(&a, 2, 800)], Some(2)).await.expect("fill");
+    rebuild.abort().await;
+    assert_eq!(view.get(&a).await.expect("get").map(|o| o.version), Some(1));
+
+    let mut again = view.rebuild().await.expect("another fresh copy");
+    again.apply(std::slice::from_ref(&a_placed), Some(1)).await.expect("fill");
+    again.finish().await.expect("swapped in");
+    assert_eq!(view.get(&a).await.expect("get"), Some(fold(&[a_placed])));
+    assert_eq!(ids(&search(&*view, &text("lamp")).await), [a.as_str()]);
+}
+
 async fn walk(view: &dyn SearchAdapter, base: &SearchQuery) -> Vec<String> {
     let mut all = Vec::new();
     let mut cursor = None;
@@ -632,4 +681,46 @@ async fn meili_master_key_is_required_and_sent() {
     let missing = MeiliSettings { api_key: String::new(), ..keyed.clone() };
     assert!(MeiliSearchView::open(&missing).await.is_err());
     drop_index(&keyed).await;
+}
+
+/// A rebuild swaps the fresh index in with `POST /swap-indexes`: the live index then has the view's settings
+/// and the rebuilt documents, and no `<index>_rebuild_*` index is left behind (after a swap or an abort).
+#[tokio::test]
+async fn meili_rebuild_swaps_the_fresh_index_in_and_leaves_no_index_behind() {
+    let settings = meili_settings();
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    let (old, new) = (id("sw-old"), id("sw-new"));
+    // The current index holds an order the write model no longer leads to (say, a bug wrote it): after the
+    // rebuild only what the events say is there.
+    view.apply(&[placed(&old, "c-sw", 0, &[("SW-1", "Stale thing", 1, 100)])], None).await.expect("apply");
+    let leftovers = || async {
+        let client = raw_client(&settings);
+        let mut query = meilisearch_sdk::indexes::IndexesQuery::new(&client);
+        query.with_limit(1000);
+        let all = client.list_all_indexes_with(&query).await.expect("indexes");
+        let prefix = format!("{}_rebuild_", settings.index);
+        all.results.into_iter().map(|i| i.uid).filter(|uid| uid.starts_with(&prefix)).collect::<Vec<_>>()
+    };
+
+    let mut aborted = view.rebuild().await.expect("a fresh index");
+    assert_eq!(leftovers().await.len(), 1, "the fresh index exists while the rebuild runs");
+    aborted.apply(&[placed(&new, "c-sw", 1, &[("SW-2", "Fresh thing", 1, 100)])], None).await.expect("fill");
+    aborted.abort().await;
+    assert!(leftovers().await.is_empty(), "an aborted rebuild deletes its index");
+
+    let mut rebuild = view.rebuild().await.expect("a fresh index");
+    rebuild.apply(&[placed(&new, "c-sw", 1, &[("SW-2", "Fresh thing", 1, 100)])], None).await.expect("fill");
+    assert!(view.get(&old).await.expect("get").is_some(), "before the swap: the current index");
+    rebuild.finish().await.expect("swap");
+    assert!(leftovers().await.is_empty(), "the swapped-out index is deleted");
+    assert_eq!(view.get(&old).await.expect("get"), None);
+    assert_eq!(view.get(&new).await.expect("get").map(|o| o.version), Some(1));
+
+    let index = raw_client(&settings).index(&settings.index);
+    let live = index.get_settings().await.expect("settings");
+    let sortable: BTreeSet<String> = live.sortable_attributes.unwrap_or_default().into_iter().collect();
+    assert_eq!(sortable, ["placedAtMs", "total", "orderId"].map(String::from).into(), "the view's settings");
+    assert_eq!(live.ranking_rules.as_ref().and_then(|r| r.first()).map(String::as_str), Some("sort"));
+    assert_eq!(view.search(&text("fresh")).await.expect("search").estimated_total, 1);
+    drop_index(&settings).await;
 }

@@ -237,12 +237,9 @@ async fn a_rebuild_swaps_in_a_fresh_view_without_queries_ever_seeing_a_partial_o
     eventually(|| async { (count().await == orders).then_some(()) }).await;
     eventually(|| async { (gross_today(&app).await.0 == paid).then_some(()) }).await;
 
+    // Both profiles: embedded swaps SQLite generations; distributed swaps Meilisearch indexes and switches the
+    // revenue view's DynamoDB table generation.
     let response = admin_post(&app, "/admin/projections/search/rebuild").await;
-    if crate::helpers::distributed() {
-        // Not built for DynamoDB + Meilisearch yet: said plainly, nothing changed.
-        assert_problem(response, 501, "rebuild_unsupported").await;
-        return;
-    }
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(admin_post(&app, "/admin/projections/revenue/rebuild").await.status(), StatusCode::ACCEPTED);
     assert_problem(admin_post(&app, "/admin/projections/nope/rebuild").await, 404, "not_found").await;
@@ -265,10 +262,52 @@ async fn a_rebuild_swaps_in_a_fresh_view_without_queries_ever_seeing_a_partial_o
     app.projected(&later, 2).await;
     eventually(|| async { (gross_today(&app).await.0 == paid + 5).then_some(()) }).await;
     assert_eq!(count().await, orders + 1);
+    if crate::helpers::distributed() {
+        assert_distributed_views_swapped(&app).await;
+        return;
+    }
     let generations: Vec<String> = std::fs::read_dir(app.dir.path())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".current"))
         .collect();
     assert_eq!(generations.len(), 2, "both views switched generation: {generations:?}");
+}
+
+/// After one rebuild of each view on the distributed profile: the revenue view's pointer item names table
+/// generation 1, whose tables exist while generation 0's are gone; the Meilisearch index is there and the
+/// fresh index it was swapped with has been deleted.
+async fn assert_distributed_views_swapped(app: &TestApp) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let settings = orderflow::config::Settings::load_with(None, crate::helpers::test_env(app.dir.path(), &[]))
+        .expect("settings");
+    let tables = orderflow::aws::Tables::new(&settings.dynamodb.table_prefix);
+    let dynamo = aws_sdk_dynamodb::Client::new(&orderflow::aws::sdk_config(&settings.aws).await);
+    let pointer = dynamo
+        .get_item()
+        .table_name(&tables.checkpoints)
+        .key("id", AttributeValue::S("revenue#generation".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get the generation pointer");
+    let generation = pointer.item.as_ref().and_then(|i| i.get("generation"));
+    assert_eq!(generation, Some(&AttributeValue::N("1".into())), "revenue switched generation: {pointer:?}");
+    let exists = |table: String| {
+        let dynamo = dynamo.clone();
+        async move { dynamo.describe_table().table_name(table).send().await.is_ok() }
+    };
+    assert!(exists(tables.revenue_generation(1).daily).await, "generation 1 is live");
+    assert!(!exists(tables.revenue_daily.clone()).await, "generation 0 was deleted");
+
+    let meili = &settings.meilisearch;
+    let mut request = app.client.get(format!("{}/indexes?limit=1000", meili.url.trim_end_matches('/')));
+    if !meili.api_key.is_empty() {
+        request = request.bearer_auth(&meili.api_key);
+    }
+    let indexes: Value = request.send().await.expect("list indexes").json().await.expect("json");
+    let uids: Vec<&str> = indexes["results"].as_array().expect("results").iter().filter_map(|i| i["uid"].as_str()).collect();
+    assert!(uids.contains(&meili.index.as_str()), "live index kept: {uids:?}");
+    let prefix = format!("{}_rebuild_", meili.index);
+    assert!(!uids.iter().any(|u| u.starts_with(&prefix)), "the swapped-out index was deleted: {uids:?}");
 }

@@ -34,6 +34,9 @@
 //!   the real server would reorder by relevance first. `estimatedTotalHits` and paging stop at
 //!   `pagination.maxTotalHits` (default 1000).
 //! - With a master key (`start(Some(key))`) every route but `/health` needs `Authorization: Bearer <key>`.
+//! - Outages: a mock started with [`start_pausable`] comes with a [`Pause`] switch; while paused, every request
+//!   (`/health` too) waits without an answer, as a frozen server (`kill -STOP`) would, and goes on once
+//!   resumed. Tasks already enqueued keep being processed.
 //!
 //! Left out: API keys and tenant tokens, facets, highlighting, page/hitsPerPage paging, vector search,
 //! task filters and cancellation, dumps and snapshots. A request for something unimplemented fails loudly
@@ -47,10 +50,14 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -68,6 +75,48 @@ pub fn url() -> String {
 /// Starts a new mock on 127.0.0.1 (a free port) and returns its base URL. It runs on its own thread with its
 /// own actix system, so it keeps answering while a test thread blocks, and lives until the process exits.
 pub fn start(master_key: Option<&str>) -> String {
+    start_pausable(master_key).0
+}
+
+/// Makes a mock stop answering for a while (see [`start_pausable`]): the outage tests' stand-in for freezing
+/// a real Meilisearch with `kill -STOP`.
+#[derive(Clone, Default)]
+pub struct Pause(Arc<AtomicBool>);
+
+impl Pause {
+    /// From now on, requests wait unanswered (those in progress finish).
+    pub fn pause(&self) {
+        self.0.store(true, AtomicOrdering::SeqCst);
+    }
+
+    /// The waiting requests go on, and new ones are answered again.
+    pub fn resume(&self) {
+        self.0.store(false, AtomicOrdering::SeqCst);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.0.load(AtomicOrdering::SeqCst)
+    }
+}
+
+/// Holds each request while the mock's [`Pause`] is on: the connection stays open and nothing is answered, so
+/// a client sees a hung server, not a refusal (a refusal is the easy case; a hang is what needs timeouts).
+async fn hold_while_paused(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(pause) = req.app_data::<web::Data<Pause>>() {
+        while pause.is_paused() {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    next.call(req).await
+}
+
+/// [`start`], with a switch that makes the mock hang (every request waits unanswered) until it is switched back.
+pub fn start_pausable(master_key: Option<&str>) -> (String, Pause) {
+    let pause = Pause::default();
+    let switch = web::Data::new(pause.clone());
     let mock = Arc::new(Mock { master_key: master_key.map(str::to_owned), state: Mutex::new(State::default()) });
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -79,6 +128,8 @@ pub fn start(master_key: Option<&str>) -> String {
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(data.clone())
+                        .app_data(switch.clone())
+                        .wrap(from_fn(hold_while_paused))
                         // Meilisearch accepts payloads up to 100 MB by default.
                         .app_data(web::PayloadConfig::new(100 * 1024 * 1024))
                         .configure(routes)
@@ -101,7 +152,7 @@ pub fn start(master_key: Option<&str>) -> String {
         })
         .expect("the Meilisearch mock thread starts");
     match rx.recv() {
-        Ok(Ok(url)) => url,
+        Ok(Ok(url)) => (url, pause),
         Ok(Err(e)) => panic!("the Meilisearch mock cannot listen: {e}"),
         Err(_) => panic!("the Meilisearch mock thread ended before listening"),
     }
