@@ -128,8 +128,8 @@ if have jq; then
         echo "| run | requests/s | commands/s | command p50 / p99 ms | search-view lag p99 ms | service / load generator / other cores |"
         echo "|---|---|---|---|---|---|"
         for name in default no-search commands-only place-only no-fsync 64-clients; do
-            jq -r --arg n "$name" '.mixed as $m | $m.orderflow as $o |
-                "| \($n) | \($o.requestsPerS) | \($o.commandsOkPerS) | \($o.latency.commands.p50Ms) / \($o.latency.commands.p99Ms) | \($m.searchLag.lag.p99Ms) | \($o.cpu.serviceCores) / \($o.cpu.benchCores) / \($o.cpu.otherCores + $o.cpu.irqCores) |"' \
+            jq -r --arg n "$name" 'def r: (. * 10 | round) / 10; .mixed as $m | $m.orderflow as $o |
+                "| \($n) | \($o.requestsPerS) | \($o.commandsOkPerS) | \($o.latency.commands.p50Ms | r) / \($o.latency.commands.p99Ms | r) | \($m.searchLag.lag.p99Ms | r) | \($o.cpu.serviceCores) / \($o.cpu.benchCores) / \($o.cpu.otherCores + $o.cpu.irqCores | r) |"' \
                 "$out/ablation-$name.json"
         done
     } | tee "$out/ablation.md"

@@ -96,12 +96,14 @@ impl Tables {
 /// give up and answer "unavailable". The SDK sets no operation timeout by default, and a hung connection must
 /// become a 503, not a request that never returns.
 ///
-/// DynamoDB answers in milliseconds (DynamoDB Local on a busy test machine in well under a second), so an attempt
-/// that has had no answer in 2 s is retried (at most 3 attempts), and an operation gives up after 5 s in all. They
-/// used to be 5 s and 15 s: with DynamoDB frozen for 10 s (tests/api/outage.rs) a command then hung for the
-/// whole outage instead of answering 503, and a command makes up to four store calls in a row. Retrying a write
-/// after a timed-out attempt is safe: every write is conditional, a transaction carries the SDK's idempotency
-/// token, and the event store recognises its own earlier attempt (`store::dynamo`, `put_one`).
+/// Not shorter, although DynamoDB itself answers in milliseconds: DynamoDB Local on a small shared machine takes
+/// seconds per request under a burst of commands (p50 3 s, p99 11 s at 50 concurrent commands, measured), and
+/// 2 s / 5 s (tried for tests/api/outage.rs, so that commands answer 503 *during* a 10 s freeze of DynamoDB
+/// rather than wait it out) turned that slowness into 503s in the normal suites; so did cutting calls short
+/// after 3 s or 6 s in which DynamoDB answered none of them. So a command that meets a hung DynamoDB waits up to
+/// one operation timeout, then answers 503 with `Retry-After`. A write retried after a timed-out attempt is
+/// safe: every write is conditional, a transaction carries the SDK's idempotency token, and the event store
+/// recognises its own earlier attempt (`store::dynamo`, `own_earlier_attempt`).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 

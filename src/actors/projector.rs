@@ -427,8 +427,9 @@ impl Handler<Replay> for Projector {
 }
 
 /// Reads the whole write model into `rebuilder` and swaps it in, holding the projection's lock so that no batch,
-/// replay or discard runs meanwhile. Returns the number of events applied. On failure the copy is given up and
-/// the current view stays.
+/// replay or discard runs meanwhile. Returns the number of events applied. A read or apply step that fails for a
+/// passing reason is retried with backoff (both are idempotent: the copy dedupes); on failure the copy is given
+/// up and the current view stays.
 async fn fill(
     mut rebuilder: Box<dyn Rebuilder>,
     source: &dyn RebuildSource,
@@ -438,15 +439,45 @@ async fn fill(
     let _exclusive = lot.lock().await;
     let mut total = 0u64;
     let read_all = async {
-        let mut cursor: Option<String> = None;
+        let (mut cursor, mut position): (Option<String>, u64) = (None, 0);
         loop {
-            let chunk = source.read(cursor.as_deref(), REBUILD_CHUNK).await.map_err(|e| e.to_string())?;
-            if !chunk.events.is_empty() {
-                rebuilder.apply(&chunk.events, chunk.checkpoint).await.map_err(|e| e.to_string())?;
-                let n = chunk.events.len() as u64;
-                total += n;
+            let mut attempt = 0;
+            let chunk = loop {
+                match source.read(cursor.as_deref(), REBUILD_CHUNK).await {
+                    Ok(chunk) => break chunk,
+                    Err(e) if attempt + 1 < REBUILD_ATTEMPTS => {
+                        attempt += 1;
+                        tracing::warn!(projection = status.name, error = %e, attempt, "rebuild read failed; retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
+            // Applied in steps, so progress moves at a steady pace even where a chunk is slow to apply (the
+            // DynamoDB view writes event by event). A step's events keep their order, so each order's stay in
+            // version order; the checkpoint goes with the chunk's last step only.
+            let steps = chunk.events.chunks(REBUILD_STEP).count();
+            for (i, step) in chunk.events.chunks(REBUILD_STEP).enumerate() {
+                let checkpoint = chunk.checkpoint.filter(|_| i + 1 == steps);
+                let mut attempt = 0;
+                loop {
+                    match rebuilder.apply(step, checkpoint).await {
+                        Ok(()) => break,
+                        Err(ViewError::Unavailable(e)) if attempt + 1 < REBUILD_ATTEMPTS => {
+                            attempt += 1;
+                            tracing::warn!(projection = status.name, error = %e, attempt, "rebuild step failed; retrying");
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                total += step.len() as u64;
                 // A log position where the source has one, else the count of events read (see RebuildProgress).
-                status.rebuild_progress(chunk.checkpoint.unwrap_or(total), n);
+                position = match chunk.checkpoint {
+                    None => total,
+                    Some(_) => checkpoint.unwrap_or(position),
+                };
+                status.rebuild_progress(position, step.len() as u64);
             }
             match chunk.next {
                 Some(next) => cursor = Some(next),
@@ -491,8 +522,14 @@ pub enum RebuildError {
     Unavailable(String),
 }
 
-/// Events read from the write model per rebuild step.
+/// Events read from the write model per rebuild read (DynamoDB also stops a page at 1 MB).
 const REBUILD_CHUNK: usize = 5000;
+
+/// Events applied to the fresh copy per rebuild step; progress moves after each.
+const REBUILD_STEP: usize = 500;
+
+/// Tries of one rebuild read or step before the rebuild gives up.
+const REBUILD_ATTEMPTS: u64 = 5;
 
 impl Projections {
     pub fn new(

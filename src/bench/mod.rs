@@ -153,6 +153,9 @@ pub fn run(args: BenchArgs, config: Option<&Path>, settings: &Settings) -> anyho
     if !(0.0..=1.0).contains(&args.lag_sample) {
         bail!("--lag-sample is a fraction from 0 to 1");
     }
+    if let Some(url) = &args.url {
+        service::check_loopback(url)?;
+    }
     let threads = args.threads.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -367,6 +370,13 @@ async fn mixed(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> 
             ratio_to_baseline: None,
             search_lag,
             revenue_lag,
+            lag_gauge_max_s: [
+                ("search", samples.iter().filter_map(|s| s.lag_search_s).fold(0.0, f64::max)),
+                ("revenue", samples.iter().filter_map(|s| s.lag_revenue_s).fold(0.0, f64::max)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), (v * 1000.0).round() / 1000.0))
+            .collect(),
             drain: report::Drain {
                 revenue_expected: expected,
                 revenue_seen,
