@@ -53,7 +53,7 @@ impl AdminClient {
     pub async fn rebuild(&self, name: &str) -> anyhow::Result<()> {
         self.call(Method::POST, &format!("/admin/projections/{name}/rebuild")).await?;
         let bar = ProgressBar::new(1).with_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} log positions ({per_sec}, eta {eta})")
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message(format!("rebuilding {name}"));
