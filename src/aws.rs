@@ -98,13 +98,13 @@ impl Tables {
 ///
 /// Not shorter, although DynamoDB itself answers in milliseconds: DynamoDB Local on a small shared machine takes
 /// seconds under a burst of commands (50 concurrent commands, measured: p50 2 s per command on a fresh DynamoDB
-/// Local, p50 3 s and p99 11 s on one that had served the suites for an hour), and 2 s / 5 s (tried for
+/// Local, p50 3 s and p99 11 s on one whose 512 MiB heap the suites had filled), and 2 s / 5 s (tried for
 /// tests/api/outage.rs, so that commands answer 503 *during* a 10 s freeze of DynamoDB rather than wait it out)
 /// turned that slowness into 503s in the normal suites; so did cutting calls short after 3 s or 6 s in which
 /// DynamoDB answered none of them. So a command that meets a hung DynamoDB waits up to one operation timeout,
-/// then answers 503 with `Retry-After`. A write retried after a timed-out attempt is
-/// safe: every write is conditional, a transaction carries the SDK's idempotency token, and the event store
-/// recognises its own earlier attempt (`store::dynamo`, `own_earlier_attempt`).
+/// then answers 503 with `Retry-After`. A write retried after a timed-out attempt is safe: every write is
+/// conditional, a transaction carries the SDK's idempotency token, and the event store recognises its own
+/// earlier attempt (`store::dynamo`, `own_earlier_attempt`).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
