@@ -47,6 +47,7 @@ echo "== machine"
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+    echo "binary: $bin (built $(date -u -r "$bin" +%FT%TZ))"
     echo "nproc: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
     echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"

@@ -24,5 +24,5 @@ for _ in $(seq 1 100); do
 done
 [ -n "$url" ] || { echo "orderflow did not start" >&2; cat "$dir/stderr" >&2; exit 1; }
 token=$(target/debug/orderflow token --role admin --sub fuzz)
-"$st" run "$url/openapi.json" --checks not_a_server_error --max-time "$budget" --workers 2 \
+"$st" run "$url/openapi.json" --checks not_a_server_error --max-time "$budget" --workers 1 \
   -H "Authorization: Bearer $token" --suppress-health-check all --warnings off

@@ -306,92 +306,7 @@ async fn mixed(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> 
 
     let service = Service::open(args, config, settings, "mixed")?;
     let target = service.target.clone();
-    let result = async {
-        wait_ready(&side, &target).await?;
-        let load_average_before = service::load_average();
-        let ledger = std::sync::Arc::new(RevenueLedger::default());
-        let watcher = RevenueWatcher::start(side.clone(), target.clone(), Duration::from_millis(args.revenue_poll_ms.max(1))).await;
-        let monitor = Monitor::start(side.clone(), target.clone(), Duration::from_secs(1));
-        let probes = (args.lag_sample > 0.0).then(|| LagProbes::new(args.lag_sample, args.lag_method, side.clone(), target.clone()));
-        let observers = Observers { lag: probes.clone(), revenue: Some(ledger.clone()), attach: args.attach.clone() };
-        let plan = plan(args, args.mix.clone(), args.warmup, stop_rule(args));
-        eprintln!(
-            "bench: orderflow, {} clients, {:?} warmup, {} …",
-            args.clients,
-            args.warmup,
-            match plan.stop {
-                Stop::After(d) => format!("{d:?} measured"),
-                Stop::Requests(n) => format!("{n} requests measured"),
-            }
-        );
-        let outcome = load::run(&http, &target, &plan, &observers).await;
-        let load_stopped = Instant::now();
-
-        // Drain: how long until the revenue view holds every acknowledged payment.
-        let expected = ledger.total();
-        let drain_deadline = load_stopped + Duration::from_secs(120);
-        let mut revenue_caught_up_ms = None;
-        while Instant::now() < drain_deadline {
-            if watcher.latest().is_some_and(|g| g >= expected) {
-                revenue_caught_up_ms = Some(load_stopped.elapsed().as_secs_f64() * 1000.0);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let search_lag = match &probes {
-            Some(p) => p.finish().await,
-            None => Default::default(),
-        };
-        let revenue_seen = watcher.latest();
-        let revenue_errors = watcher.errors.load(std::sync::atomic::Ordering::Relaxed);
-        let polls = watcher.stop().await;
-        let acks = ledger.snapshot();
-        let (lags, not_visible) = observe::revenue_lags(&acks, &polls, outcome.measure_start, outcome.measure_end);
-        let revenue_lag = observe::RevenueLagReport {
-            poll_ms: args.revenue_poll_ms,
-            payments: lags.len() + not_visible,
-            not_visible,
-            lag: stats::Percentiles::of(&lags),
-        };
-        let placed_ok = outcome_placed(&outcome);
-        let search_total = search_total(&side, &target).await;
-        let samples = monitor.stop().await;
-        let rebuild = if args.no_rebuild {
-            rebuild::RebuildReport { available: false, note: Some("skipped (--no-rebuild)".into()), views: vec![] }
-        } else {
-            eprintln!("bench: rebuilding the views …");
-            rebuild::run(&side, &target, args.rebuild_timeout).await
-        };
-        let memory = target.pid.and_then(service::memory);
-        Ok::<_, anyhow::Error>(MixedReport {
-            load_average_before,
-            orderflow: LoadReport::of(&outcome),
-            baseline: None,
-            ratio_to_baseline: None,
-            search_lag,
-            revenue_lag,
-            lag_gauge_max_s: [
-                ("search", samples.iter().filter_map(|s| s.lag_search_s).fold(0.0, f64::max)),
-                ("revenue", samples.iter().filter_map(|s| s.lag_revenue_s).fold(0.0, f64::max)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), (v * 1000.0).round() / 1000.0))
-            .collect(),
-            drain: report::Drain {
-                revenue_expected: expected,
-                revenue_seen,
-                revenue_caught_up_ms: revenue_caught_up_ms.map(load::round2),
-                revenue_poll_errors: revenue_errors,
-                orders_placed_in_window: placed_ok,
-                search_estimated_total: search_total,
-            },
-            rebuild,
-            peak_rss_mib: memory.map(|m| mib(m.hwm_kib)),
-            end_rss_mib: memory.map(|m| mib(m.rss_kib)),
-            samples,
-        })
-    }
-    .await;
+    let result = measure_mixed(args, &target, &http, &side).await;
     service.stop();
     let mut report = result?;
     if let Some(baseline) = baseline {
@@ -421,44 +336,133 @@ async fn memory(args: &BenchArgs, config: Option<&Path>, settings: &Settings) ->
     let side = http_client(8)?;
     let service = Service::open(args, config, settings, "memory")?;
     let target = service.target.clone();
-    let result = async {
-        wait_ready(&side, &target).await?;
-        let load_average_before = service::load_average();
-        let started = Instant::now();
-        let monitor = Monitor::start(side.clone(), target.clone(), Duration::from_secs(1));
-        let plan = plan(args, Mix::place_only(), Duration::ZERO, Stop::Requests(args.orders));
-        eprintln!("bench: memory, placing {} orders with {} clients …", args.orders, args.clients);
-        let outcome = load::run(&http, &target, &plan, &Observers::default()).await;
-        let placed = outcome_placed(&outcome);
-        let at_end = observe::sample(&side, &target, started).await;
-        eprintln!("bench: placed {placed}; watching for {:?} while idle actors passivate …", args.settle);
-        tokio::time::sleep(args.settle).await;
-        let after_settle = observe::sample(&side, &target, started).await;
-        let samples = monitor.stop().await;
-        let peak = target.pid.and_then(service::memory).map(|m| mib(m.hwm_kib));
-        let rebuild = if args.no_rebuild {
-            rebuild::RebuildReport { available: false, note: Some("skipped (--no-rebuild)".into()), views: vec![] }
-        } else {
-            eprintln!("bench: rebuilding the views over {placed} events …");
-            rebuild::run(&side, &target, args.rebuild_timeout).await
-        };
-        Ok::<_, anyhow::Error>(MemoryReport {
-            load_average_before,
-            orders_placed: placed,
-            load: LoadReport::of(&outcome),
-            rss_end_of_placing_mib: at_end.rss_mib,
-            live_aggregates_end_of_placing: at_end.live_aggregates,
-            rss_after_settle_mib: after_settle.rss_mib,
-            live_aggregates_after_settle: after_settle.live_aggregates,
-            settle_s: args.settle.as_secs_f64(),
-            peak_rss_mib: peak,
-            rebuild,
-            samples,
-        })
-    }
-    .await;
+    let result = measure_memory(args, &target, &http, &side).await;
     service.stop();
     result
+}
+
+/// The orderflow half of the mixed scenario: load with lag probes and revenue watcher, drain, rebuild.
+async fn measure_mixed(args: &BenchArgs, target: &Target, http: &reqwest::Client, side: &reqwest::Client) -> anyhow::Result<MixedReport> {
+    wait_ready(side, target).await?;
+    let load_average_before = service::load_average();
+    let ledger = std::sync::Arc::new(RevenueLedger::default());
+    let watcher = RevenueWatcher::start(side.clone(), target.clone(), Duration::from_millis(args.revenue_poll_ms.max(1))).await;
+    let monitor = Monitor::start(side.clone(), target.clone(), Duration::from_secs(1));
+    let probes = (args.lag_sample > 0.0).then(|| LagProbes::new(args.lag_sample, args.lag_method, side.clone(), target.clone()));
+    let observers = Observers { lag: probes.clone(), revenue: Some(ledger.clone()), attach: args.attach.clone() };
+    let plan = plan(args, args.mix.clone(), args.warmup, stop_rule(args));
+    eprintln!(
+        "bench: orderflow, {} clients, {:?} warmup, {} …",
+        args.clients,
+        args.warmup,
+        match plan.stop {
+            Stop::After(d) => format!("{d:?} measured"),
+            Stop::Requests(n) => format!("{n} requests measured"),
+        }
+    );
+    let outcome = load::run(http, target, &plan, &observers).await;
+    let load_stopped = Instant::now();
+
+    // Drain: how long until the revenue view holds every acknowledged payment.
+    let expected = ledger.total();
+    let drain_deadline = load_stopped + Duration::from_secs(120);
+    let mut revenue_caught_up_ms = None;
+    while Instant::now() < drain_deadline {
+        if watcher.latest().is_some_and(|g| g >= expected) {
+            revenue_caught_up_ms = Some(load_stopped.elapsed().as_secs_f64() * 1000.0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let search_lag = match &probes {
+        Some(p) => p.finish().await,
+        None => Default::default(),
+    };
+    let revenue_seen = watcher.latest();
+    let revenue_errors = watcher.errors.load(std::sync::atomic::Ordering::Relaxed);
+    let polls = watcher.stop().await;
+    let acks = ledger.snapshot();
+    let (lags, not_visible) = observe::revenue_lags(&acks, &polls, outcome.measure_start, outcome.measure_end);
+    let revenue_lag = observe::RevenueLagReport {
+        poll_ms: args.revenue_poll_ms,
+        payments: lags.len() + not_visible,
+        not_visible,
+        lag: stats::Percentiles::of(&lags),
+    };
+    let placed_ok = outcome_placed(&outcome);
+    let search_total = search_total(side, target).await;
+    let samples = monitor.stop().await;
+    let rebuild = if args.no_rebuild {
+        rebuild::RebuildReport { available: false, note: Some("skipped (--no-rebuild)".into()), views: vec![] }
+    } else {
+        eprintln!("bench: rebuilding the views …");
+        rebuild::run(side, target, args.rebuild_timeout).await
+    };
+    let memory = target.pid.and_then(service::memory);
+    Ok(MixedReport {
+        load_average_before,
+        orderflow: LoadReport::of(&outcome),
+        baseline: None,
+        ratio_to_baseline: None,
+        search_lag,
+        revenue_lag,
+        lag_gauge_max_s: [
+            ("search", samples.iter().filter_map(|s| s.lag_search_s).fold(0.0, f64::max)),
+            ("revenue", samples.iter().filter_map(|s| s.lag_revenue_s).fold(0.0, f64::max)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), (v * 1000.0).round() / 1000.0))
+        .collect(),
+        drain: report::Drain {
+            revenue_expected: expected,
+            revenue_seen,
+            revenue_caught_up_ms: revenue_caught_up_ms.map(load::round2),
+            revenue_poll_errors: revenue_errors,
+            orders_placed_in_window: placed_ok,
+            search_estimated_total: search_total,
+        },
+        rebuild,
+        peak_rss_mib: memory.map(|m| mib(m.hwm_kib)),
+        end_rss_mib: memory.map(|m| mib(m.rss_kib)),
+        samples,
+    })
+}
+
+/// Places `--orders` orders and follows RSS and live actors, then rebuilds over the log.
+async fn measure_memory(args: &BenchArgs, target: &Target, http: &reqwest::Client, side: &reqwest::Client) -> anyhow::Result<MemoryReport> {
+    wait_ready(side, target).await?;
+    let load_average_before = service::load_average();
+    let started = Instant::now();
+    let monitor = Monitor::start(side.clone(), target.clone(), Duration::from_secs(1));
+    let plan = plan(args, Mix::place_only(), Duration::ZERO, Stop::Requests(args.orders));
+    eprintln!("bench: memory, placing {} orders with {} clients …", args.orders, args.clients);
+    let outcome = load::run(http, target, &plan, &Observers::default()).await;
+    let placed = outcome_placed(&outcome);
+    let at_end = observe::sample(side, target, started).await;
+    eprintln!("bench: placed {placed}; watching for {:?} while idle actors passivate …", args.settle);
+    tokio::time::sleep(args.settle).await;
+    let after_settle = observe::sample(side, target, started).await;
+    let samples = monitor.stop().await;
+    let peak = target.pid.and_then(service::memory).map(|m| mib(m.hwm_kib));
+    let rebuild = if args.no_rebuild {
+        rebuild::RebuildReport { available: false, note: Some("skipped (--no-rebuild)".into()), views: vec![] }
+    } else {
+        eprintln!("bench: rebuilding the views over {placed} events …");
+        rebuild::run(side, target, args.rebuild_timeout).await
+    };
+    Ok(MemoryReport {
+        load_average_before,
+        orders_placed: placed,
+        load: LoadReport::of(&outcome),
+        rss_end_of_placing_mib: at_end.rss_mib,
+        live_aggregates_end_of_placing: at_end.live_aggregates,
+        rss_after_settle_mib: after_settle.rss_mib,
+        live_aggregates_after_settle: after_settle.live_aggregates,
+        settle_s: args.settle.as_secs_f64(),
+        peak_rss_mib: peak,
+        rebuild,
+        samples,
+    })
 }
 
 #[cfg(test)]
