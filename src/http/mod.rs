@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -80,6 +81,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(post("/admin/parked/{id}/replay", admin::replay))
     .service(post("/admin/projections/{name}/rebuild", admin::rebuild))
+    .service(get("/console", console::page))
+    .service(get("/console/", console::page))
+    .service(get("/console/app.js", console::script))
+    .service(get("/console/app.css", console::style))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
 }
 
