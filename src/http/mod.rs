@@ -56,6 +56,12 @@ impl AppState {
 
 /// All routes. Unknown routes are 404 `not_found`, known routes with another method 405, both problem+json.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api_routes(cfg);
+    console_routes(cfg);
+}
+
+/// The API of API.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
+fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")
             .route(web::post().to(orders::place))
@@ -81,11 +87,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(post("/admin/parked/{id}/replay", admin::replay))
     .service(post("/admin/projections/{name}/rebuild", admin::rebuild))
-    .service(get("/console", console::page))
-    .service(get("/console/", console::page))
-    .service(get("/console/app.js", console::script))
-    .service(get("/console/app.css", console::style))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
+}
+
+/// The admin console's page and assets: a UI over the API, not part of it (so not in `/openapi.json`).
+fn console_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/console", console::page))
+        .service(get("/console/", console::page))
+        .service(get("/console/app.js", console::script))
+        .service(get("/console/app.css", console::style));
 }
 
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
