@@ -216,7 +216,8 @@ mod tests {
                 let tail = &rest[at + open.len()..];
                 let end = tail.find(close).unwrap_or(tail.len());
                 for part in tail[..end].split(',') {
-                    let name: String = part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let name: String =
+                        part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                     if !name.is_empty() {
                         labels.push(name);
                     }
@@ -255,7 +256,9 @@ mod tests {
             }
         }
         // The board covers what issue 6 asks for: command rate and latency, lag, parked events, restarts, bridge lag.
-        for wanted in [COMMANDS_TOTAL, COMMAND_DURATION, PROJECTION_LAG, PROJECTION_PARKED, PROJECTOR_RESTARTS, BRIDGE_LAG] {
+        for wanted in
+            [COMMANDS_TOTAL, COMMAND_DURATION, PROJECTION_LAG, PROJECTION_PARKED, PROJECTOR_RESTARTS, BRIDGE_LAG]
+        {
             assert!(used.contains(wanted), "the dashboard does not show {wanted}");
         }
         let ids: std::collections::BTreeSet<_> =

@@ -2,8 +2,8 @@
 //! on disk), served at `/console`. The page itself is public; everything it shows comes from the documented
 //! API with the token the user signs in with, so it can do nothing the token could not do with curl.
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::HttpResponse;
+use actix_web::http::header::{self, HeaderValue};
 
 const INDEX: &str = include_str!("../../assets/console/index.html");
 const SCRIPT: &str = include_str!("../../assets/console/app.js");

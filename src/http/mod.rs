@@ -39,17 +39,17 @@ pub struct AppState {
 
 impl AppState {
     /// The caller, from `Authorization: Bearer …`; 401 otherwise.
-    pub fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+    pub async fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.auth.authenticate(header).map_err(|e| {
+        self.auth.authenticate(header).await.map_err(|e| {
             tracing::debug!(error = %e, "request refused: bad token");
             ApiError::Unauthorized
         })
     }
 
     /// The caller, who must be an admin; 401 / 403 otherwise.
-    pub fn admin(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
-        let principal = self.principal(req)?;
+    pub async fn admin(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+        let principal = self.principal(req).await?;
         if principal.is_admin() { Ok(principal) } else { Err(ApiError::Forbidden) }
     }
 }
