@@ -173,9 +173,22 @@ impl Application {
             revenue,
             projections,
             auth: Authenticator::from_settings(&settings.auth, &secret).await?,
+            limits: http::limits::RateLimits::new(&settings.rate_limit),
             prometheus: crate::telemetry::prometheus(),
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),
         });
+
+        if state.limits.enabled() {
+            // Buckets that filled up again are forgotten, so the limiter's memory follows active clients.
+            let state = state.clone();
+            actix_web::rt::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    state.limits.forget_idle();
+                }
+            });
+        }
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;

@@ -25,6 +25,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub actors: ActorSettings,
     pub store: StoreSettings,
     pub projections: ProjectionSettings,
@@ -62,6 +63,25 @@ pub struct AuthSettings {
     pub admin_role: String,
     /// The claim that holds a JWKS token's customer id.
     pub customer_claim: String,
+}
+
+/// One token bucket: a sustained rate and the burst a client may use at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Rate limits per token subject and route class, and per client IP for requests without a valid token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub commands: Bucket,
+    pub queries: Bucket,
+    pub admin: Bucket,
+    pub anonymous: Bucket,
 }
 
 /// The values of config/default.toml (for tests and tools that build settings in code).

@@ -21,6 +21,7 @@ pub const PROJECTOR_RESTARTS: &str = "orderflow_projector_restarts_total";
 pub const BRIDGE_RECORDS: &str = "orderflow_bridge_records_total";
 pub const BRIDGE_LAG: &str = "orderflow_bridge_lag_seconds";
 pub const LIVE_AGGREGATES: &str = "orderflow_live_aggregates";
+pub const RATE_LIMITED: &str = "orderflow_http_rate_limited_total";
 
 /// How a command ended, as the `outcome` label of `orderflow_commands_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(COMMANDS_TOTAL, "Commands handled, by command and outcome.");
     describe_histogram!(COMMAND_DURATION, metrics::Unit::Seconds, "Command handling time, request to durable ack.");
+    describe_counter!(RATE_LIMITED, "Requests refused with 429 by the rate limits, by route class.");
     describe_counter!(EVENTS_APPENDED, "Events durably appended to the write model, by type.");
     describe_counter!(PROJECTION_EVENTS, "Events seen by projectors, by projection and outcome.");
     describe_gauge!(PROJECTION_LAG, metrics::Unit::Seconds, "Age of the newest event a projection has applied.");
@@ -174,6 +176,11 @@ pub fn init_logging(settings: &LogSettings) {
     };
 }
 
+/// A request refused with 429 (`class`: commands, queries, admin, anonymous).
+pub fn rate_limited(class: &'static str) {
+    counter!(RATE_LIMITED, "class" => class).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +188,7 @@ mod tests {
     const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/orderflow.json");
 
     /// The label names API.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
-    const LABELS: &[&str] = &["command", "outcome", "type", "projection", "source", "le", "instance", "job"];
+    const LABELS: &[&str] = &["command", "outcome", "type", "projection", "source", "class", "le", "instance", "job"];
 
     fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
         let panels = dashboard["panels"].as_array().expect("panels");
@@ -242,6 +249,7 @@ mod tests {
             BRIDGE_RECORDS,
             BRIDGE_LAG,
             LIVE_AGGREGATES,
+            RATE_LIMITED,
         ];
         let exprs = exprs(&dashboard);
         assert!(exprs.len() >= 10, "{exprs:?}");

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod console;
 pub mod error;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
@@ -33,18 +34,35 @@ pub struct AppState {
     pub revenue: Arc<dyn RevenueView>,
     pub projections: Projections,
     pub auth: Authenticator,
+    pub limits: limits::RateLimits,
     pub prometheus: PrometheusHandle,
     pub min_version_wait: Duration,
 }
 
 impl AppState {
     /// The caller, from `Authorization: Bearer …`; 401 otherwise.
+    /// Then draws from the caller's rate-limit bucket: 429 when it is empty, and for a refused token, from the
+    /// client IP's, so that guessing tokens is limited too.
     pub async fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.auth.authenticate(header).await.map_err(|e| {
-            tracing::debug!(error = %e, "request refused: bad token");
-            ApiError::Unauthorized
-        })
+        match self.auth.authenticate(header).await {
+            Ok(principal) => {
+                if self.limits.enabled() {
+                    // With auth off everyone is "anonymous": one bucket per client then, not one for all.
+                    let key = if self.auth.enabled() { principal.subject.clone() } else { limits::client_ip(req) };
+                    self.limits.check(limits::RouteClass::of(req), &key).map_err(ApiError::RateLimited)?;
+                }
+                Ok(principal)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "request refused: bad token");
+                if self.limits.enabled() {
+                    let ip = limits::client_ip(req);
+                    self.limits.check(limits::RouteClass::Anonymous, &ip).map_err(ApiError::RateLimited)?;
+                }
+                Err(ApiError::Unauthorized)
+            }
+        }
     }
 
     /// The caller, who must be an admin; 401 / 403 otherwise.

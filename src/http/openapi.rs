@@ -62,7 +62,7 @@ use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId
         document,
     ),
     components(schemas(Problem, ProblemCode, FieldError)),
-    modifiers(&NoLicense, &Security, &RouteProblems),
+    modifiers(&NoLicense, &Security, &RouteProblems, &RateLimits),
     security(("bearerAuth" = [])),
     tags(
         (name = "orders", description = "Commands (write model) and queries (read model) on orders"),
@@ -434,6 +434,7 @@ fn every_error() -> Vec<ApiError> {
         E::ReplayFailed("the view rejected the event".to_owned()),
         E::ProjectionNotFound,
         E::RebuildInProgress("a rebuild of search is already running".to_owned()),
+        E::RateLimited(std::time::Duration::from_secs(1)),
     ]
 }
 
@@ -619,6 +620,27 @@ impl Modify for RouteProblems {
     }
 }
 
+/// 429 `rate_limited` on every route that takes a token (when `rate_limit.enabled`): one shared response in
+/// `components.responses`, referenced from each of them. Runs after [`Security`], which marks open routes `[]`.
+struct RateLimits;
+
+impl Modify for RateLimits {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let (status, response) = problem_response(&[ApiError::RateLimited(std::time::Duration::from_secs(1))]);
+        doc.components.get_or_insert_with(Default::default).responses.insert("RateLimited".to_owned(), response.into());
+        for item in doc.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(Vec::is_empty) {
+                    continue;
+                }
+                let reference = Ref::new("#/components/responses/RateLimited");
+                operation.responses.responses.insert(status.clone(), RefOr::Ref(reference));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,6 +682,7 @@ mod tests {
             E::ReplayFailed(_) => "ReplayFailed",
             E::ProjectionNotFound => "ProjectionNotFound",
             E::RebuildInProgress(_) => "RebuildInProgress",
+            E::RateLimited(_) => "RateLimited",
         }
     }
 
@@ -671,6 +694,8 @@ mod tests {
         for item in doc["paths"].as_object().unwrap().values() {
             for operation in item.as_object().unwrap().values() {
                 for (status, response) in operation["responses"].as_object().unwrap() {
+                    let reference = response["$ref"].as_str().and_then(|r| r.strip_prefix('#'));
+                    let response = reference.and_then(|r| doc.pointer(r)).unwrap_or(response);
                     if let Some(examples) = response["content"][PROBLEM_JSON]["examples"].as_object() {
                         documented.extend(examples.keys().map(|code| (status.clone(), code.clone())));
                     }

@@ -501,3 +501,46 @@ async fn identity_provider_tokens_are_accepted_with_the_role_from_a_configured_c
         assert_problem(app.get("/admin/projections", &token).await, 401, "unauthorized").await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------- rate limits
+
+#[actix_web::test]
+async fn a_subject_past_its_rate_limit_gets_429_and_others_are_unaffected() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("ORDERFLOW__RATE_LIMIT__ENABLED", "true"),
+        ("ORDERFLOW__RATE_LIMIT__QUERIES__PER_SECOND", "1"),
+        ("ORDERFLOW__RATE_LIMIT__QUERIES__BURST", "3"),
+        ("ORDERFLOW__RATE_LIMIT__ANONYMOUS__PER_SECOND", "1"),
+        ("ORDERFLOW__RATE_LIMIT__ANONYMOUS__BURST", "2"),
+    ])
+    .await;
+    let noisy = app.customer("c-noisy");
+    let calm = app.customer("c-calm");
+    for _ in 0..3 {
+        assert_eq!(app.get("/orders?limit=1", &noisy).await.status(), StatusCode::OK);
+    }
+    let limited = app.get("/orders?limit=1", &noisy).await;
+    let retry_after = limited.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_problem(limited, 429, "rate_limited").await;
+    let secs: u64 = retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=2).contains(&secs), "{secs}");
+    // Another subject has its own bucket; the noisy one's commands have theirs too.
+    assert_eq!(app.get("/orders?limit=1", &calm).await.status(), StatusCode::OK);
+    let id = new_id("rl");
+    assert_eq!(app.post("/orders", &noisy, &order_body(&id, "c-noisy", 1, 10)).await.status(), StatusCode::CREATED);
+
+    // Without a valid token the client's address is the key: guessing tokens is limited too.
+    for _ in 0..2 {
+        assert_problem(app.get("/orders", "garbage").await, 401, "unauthorized").await;
+    }
+    assert_problem(app.get("/orders", "garbage").await, 429, "rate_limited").await;
+    // Open routes are never limited.
+    for _ in 0..5 {
+        assert_eq!(app.request(Method::GET, "/health/live", None, None, &[]).await.status(), StatusCode::OK);
+    }
+    let metrics = app.request(Method::GET, "/metrics", None, None, &[]).await.text().await.unwrap_or_default();
+    let counted = |class: &str| {
+        metrics.lines().any(|l| l.starts_with(&format!("orderflow_http_rate_limited_total{{class=\"{class}\"}} ")))
+    };
+    assert!(counted("queries") && counted("anonymous"), "{metrics}");
+}
