@@ -12,6 +12,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
 use crate::actors::bridge::Bridge;
+use crate::audit::{AuditLog, DynamoAuditLog, SqliteAuditLog};
 use crate::actors::parking::{ParkingLot, PoisonSwitch, Poisonable, RetryPolicy};
 use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
@@ -41,6 +42,7 @@ struct Wiring {
     search: Arc<dyn SearchView>,
     revenue: Arc<dyn RevenueView>,
     projections: Projections,
+    audit: Arc<dyn AuditLog>,
 }
 
 /// What every projector of the application shares.
@@ -95,7 +97,8 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
         handles.push(kit.start(projection, feed, checkpoint).await?);
     }
     let projections = Projections::new(handles, kit.parked, kit.poison, source);
-    Ok(Wiring { store, search, revenue, projections })
+    let audit = SqliteAuditLog::open(dir).context("audit log")?;
+    Ok(Wiring { store, search, revenue, projections, audit })
 }
 
 /// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
@@ -119,6 +122,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
         poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
     };
+    let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
     Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone()).start();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
@@ -135,7 +139,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
     let source: Arc<dyn RebuildSource> = store.clone();
     let projections = Projections::new(handles, kit.parked, kit.poison, source);
-    Ok(Wiring { store, search, revenue, projections })
+    Ok(Wiring { store, search, revenue, projections, audit })
 }
 
 pub struct Application {
@@ -158,7 +162,7 @@ impl Application {
             Profile::Embedded => embedded(&settings).await?,
             Profile::Distributed => distributed(&settings).await?,
         };
-        let Wiring { store, search, revenue, projections } = wiring;
+        let Wiring { store, search, revenue, projections, audit } = wiring;
 
         let registry = OrderRegistry::new(
             Arc::clone(&store),
@@ -173,6 +177,7 @@ impl Application {
             revenue,
             projections,
             auth: Authenticator::from_settings(&settings.auth, &secret).await?,
+            audit,
             limits: http::limits::RateLimits::new(&settings.rate_limit),
             prometheus: crate::telemetry::prometheus(),
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),

@@ -34,6 +34,7 @@ pub struct AppState {
     pub revenue: Arc<dyn RevenueView>,
     pub projections: Projections,
     pub auth: Authenticator,
+    pub audit: Arc<dyn crate::audit::AuditLog>,
     pub limits: limits::RateLimits,
     pub prometheus: PrometheusHandle,
     pub min_version_wait: Duration,
@@ -98,6 +99,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
     .service(get("/openapi.json", openapi::document))
     .service(get("/admin/projections", admin::projections))
     .service(get("/admin/parked", admin::parked))
+    .service(get("/admin/audit", admin::audit_log))
     .service(
         web::resource("/admin/parked/{id}")
             .route(web::delete().to(admin::discard))

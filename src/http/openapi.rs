@@ -59,6 +59,7 @@ use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId
         admin::replay,
         admin::discard,
         admin::rebuild,
+        admin::audit_log,
         document,
     ),
     components(schemas(Problem, ProblemCode, FieldError)),

@@ -3,6 +3,7 @@
 //! (DynamoDB Local at `ORDERFLOW_TEST_DYNAMODB`, default http://127.0.0.1:8000) and are skipped, with a line
 //! saying so, when the service is not reachable.
 
+mod audit;
 mod dynamo_revenue;
 mod dynamo_store;
 mod kafka_feed;

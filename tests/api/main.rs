@@ -15,3 +15,4 @@ mod errors;
 mod auth;
 mod openapi;
 mod console;
+mod audit;
