@@ -144,6 +144,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
 
 pub struct Application {
     port: u16,
+    tls: bool,
     server: Server,
     state: web::Data<AppState>,
     /// The JWT secret lives in the data folder (generated on first run), not in the config.
@@ -181,6 +182,7 @@ impl Application {
             limits: http::limits::RateLimits::new(&settings.rate_limit),
             prometheus: crate::telemetry::prometheus(),
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),
+            max_uri_bytes: settings.server.max_uri_bytes,
         });
 
         if state.limits.enabled() {
@@ -199,13 +201,41 @@ impl Application {
             .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::routes))
-            .shutdown_timeout(settings.server.shutdown_timeout_secs)
-            .listen(listener)?;
+        let origins = settings.server.cors_allowed_origins.clone();
+        let server = &settings.server;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), http::cors(&origins)))
+                .wrap(actix_web::middleware::from_fn(http::limit_uri))
+                .configure(http::routes)
+        })
+        .shutdown_timeout(server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_millis(server.request_timeout_ms))
+        .keep_alive(Duration::from_secs(server.keep_alive_secs))
+        .max_connections(server.max_connections.max(1));
+        let tls = !settings.server.tls_cert.is_empty() && !settings.server.tls_key.is_empty();
+        server = if tls {
+            let config = tls_config(&settings.server.tls_cert, &settings.server.tls_key)?;
+            server.listen_rustls_0_23(listener, config)?
+        } else {
+            server.listen(listener)?
+        };
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        Ok(Self { port, server: server.run(), state, secret_in_data_dir: settings.auth.jwt_secret.is_empty() })
+        Ok(Self {
+            port,
+            tls,
+            server: server.run(),
+            state,
+            secret_in_data_dir: settings.auth.jwt_secret.is_empty(),
+        })
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     pub fn port(&self) -> u16 {
@@ -228,4 +258,22 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The rustls server configuration of `server.tls_cert` / `server.tls_key` (PEM).
+fn tls_config(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls_cert {cert}"))?;
+    anyhow::ensure!(!chain.is_empty(), "server.tls_cert {cert}: no certificate");
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("server.tls_key {key}"))?;
+    // The provider is named: two are compiled in (ring for the HTTP clients, aws-lc-rs for the AWS SDK).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not match")
 }

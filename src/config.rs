@@ -44,6 +44,20 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's head; then 408.
+    pub request_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Most concurrent connections per worker; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Longest request target (path and query) accepted; longer: 414 `uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// Origins allowed to call the API from a browser (CORS). Empty: no CORS headers at all (the console is
+    /// same-origin and needs none).
+    pub cors_allowed_origins: Vec<String>,
+    /// TLS (rustls) when both are set: PEM files of the certificate chain and its private key.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Clone, Deserialize)]
@@ -249,6 +263,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // List keys take a comma-separated value: ORDERFLOW__SERVER__CORS_ALLOWED_ORIGINS=https://a,https://b
+                .list_separator(",")
+                .with_list_parse_key("server.cors_allowed_origins")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;

@@ -59,6 +59,8 @@ pub enum ApiError {
     RebuildInProgress(String),
     #[error("too many requests; retry after {} s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
+    #[error("the request target (path and query) is longer than {0} bytes")]
+    UriTooLong(usize),
 }
 
 /// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
@@ -112,6 +114,7 @@ impl ApiError {
             Self::ProjectionNotFound => "not_found",
             Self::RebuildInProgress(_) => "rebuild_in_progress",
             Self::RateLimited(_) => "rate_limited",
+            Self::UriTooLong(_) => "uri_too_long",
         }
     }
 
@@ -136,6 +139,7 @@ impl ApiError {
             Self::Unavailable => "Service unavailable",
             Self::ParkedNotFound | Self::ProjectionNotFound => "Not found",
             Self::RateLimited(_) => "Too many requests",
+            Self::UriTooLong(_) => "URI too long",
         }
     }
 
@@ -191,6 +195,7 @@ impl ResponseError for ApiError {
             | Self::RebuildInProgress(_) => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
         }
     }
 

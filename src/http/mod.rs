@@ -38,6 +38,8 @@ pub struct AppState {
     pub limits: limits::RateLimits,
     pub prometheus: PrometheusHandle,
     pub min_version_wait: Duration,
+    /// Longest request target accepted (`server.max_uri_bytes`).
+    pub max_uri_bytes: usize,
 }
 
 impl AppState {
@@ -134,6 +136,34 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path).route(web::post().to(handler)).default_service(not_allowed("POST"))
+}
+
+/// 414 `uri_too_long` for a request target longer than `server.max_uri_bytes`, before routing (so before any
+/// handler, extractor or log line sees it).
+pub async fn limit_uri(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>, actix_web::Error>
+{
+    let max = req.app_data::<web::Data<AppState>>().map_or(usize::MAX, |s| s.max_uri_bytes);
+    let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if length > max {
+        let response = ApiError::UriTooLong(max).error_response_owned();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_left_body)
+}
+
+/// CORS for the configured origins (none: no CORS headers, browsers keep other origins out).
+pub fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, RETRY_AFTER};
+    let cors = origins.iter().fold(actix_cors::Cors::default(), |cors, origin| cors.allowed_origin(origin));
+    cors.allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH])
+        .allowed_header("Idempotency-Key")
+        .expose_headers([ETAG, LOCATION, RETRY_AFTER])
+        .expose_headers(["Idempotent-Replayed", "X-Consistency"])
+        .max_age(3600)
 }
 
 /// 405 with the `Allow` header RFC 9110 §15.5.6 asks for.

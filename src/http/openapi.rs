@@ -436,6 +436,7 @@ fn every_error() -> Vec<ApiError> {
         E::ProjectionNotFound,
         E::RebuildInProgress("a rebuild of search is already running".to_owned()),
         E::RateLimited(std::time::Duration::from_secs(1)),
+        E::UriTooLong(8192),
     ]
 }
 
@@ -616,8 +617,10 @@ impl Modify for RouteProblems {
             "Allow".to_owned(),
             HeaderBuilder::new().schema(allow).description(Some("The methods the route allows.")).build(),
         );
+        let (_, uri_too_long) = problem_response(&[ApiError::UriTooLong(8192)]);
         components.responses.insert("RouteNotFound".to_owned(), not_found.into());
         components.responses.insert("MethodNotAllowed".to_owned(), not_allowed.into());
+        components.responses.insert("UriTooLong".to_owned(), uri_too_long.into());
     }
 }
 
@@ -684,6 +687,7 @@ mod tests {
             E::ProjectionNotFound => "ProjectionNotFound",
             E::RebuildInProgress(_) => "RebuildInProgress",
             E::RateLimited(_) => "RateLimited",
+            E::UriTooLong(_) => "UriTooLong",
         }
     }
 
@@ -711,7 +715,7 @@ mod tests {
         );
         let undocumented: Vec<String> = errors
             .iter()
-            .filter(|e| !matches!(e, ApiError::RouteNotFound | ApiError::MethodNotAllowed))
+            .filter(|e| !matches!(e, ApiError::RouteNotFound | ApiError::MethodNotAllowed | ApiError::UriTooLong(_)))
             .map(|e| (e.status_code().as_str().to_owned(), e.code().to_owned()))
             .filter(|key| !documented.contains(key))
             .map(|(status, code)| format!("{status} {code}"))

@@ -248,12 +248,17 @@ pub struct Process {
 
 /// Starts `orderflow serve` on `dir` and waits for its "listening on" line.
 pub fn spawn_process(dir: &Path) -> Process {
+    spawn_process_with(dir, &[], Stdio::null())
+}
+
+/// The same, with extra `ORDERFLOW__…` settings and its stderr (the logs) where the test wants it.
+pub fn spawn_process_with(dir: &Path, overrides: &[(&str, &str)], stderr: impl Into<Stdio>) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(test_env(dir, &[]))
+        .envs(test_env(dir, overrides))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("orderflow starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -270,6 +275,12 @@ pub fn spawn_process(dir: &Path) -> Process {
 }
 
 impl Process {
+    /// SIGTERM, and waits for the process to exit (flushing its logs).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -16,3 +16,4 @@ mod auth;
 mod openapi;
 mod console;
 mod audit;
+mod hardening;
