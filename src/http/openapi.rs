@@ -585,8 +585,9 @@ impl Modify for Security {
             .scheme(HttpAuthScheme::Bearer)
             .bearer_format("JWT")
             .description(Some(
-                "HS256 JWT with claims `sub`, `role` (`customer` | `admin`) and `exp` (60 s of leeway). Missing, \
-                 invalid or expired: 401 `unauthorized`.",
+                "HS256 JWT with claims `sub`, `role` (`customer` | `admin`) and `exp` (60 s of leeway); with \
+                 `auth.jwks` configured, also RS256 / ES256 tokens of an identity provider, the role and customer id \
+                 taken from configurable claims. Missing, invalid or expired: 401 `unauthorized`.",
             ))
             .build();
         doc.components
