@@ -17,9 +17,10 @@ use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
-use crate::config::{Profile, Settings};
+use crate::config::{Profile, Settings, Transport};
 use crate::feed::{FeedError, FeedSubscription};
 use crate::feed::kafka::{self, KafkaSubscription};
+use crate::feed::kinesis;
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::{EventStore, RebuildSource};
@@ -114,6 +115,12 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
     }
     let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+    if settings.kinesis.create_stream
+        && (settings.bridge.sinks.contains(&Transport::Kinesis) || settings.projections.source == Transport::Kinesis)
+    {
+        let client = kinesis::client(&settings.aws, &settings.kinesis).await;
+        kinesis::ensure_stream(&client, &settings.kinesis).await.context("creating the Kinesis stream")?;
+    }
     let kit = ProjectorKit {
         settings,
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),

@@ -4,6 +4,7 @@
 
 pub mod cloudevents;
 pub mod kafka;
+pub mod kinesis;
 pub mod tail;
 
 use std::time::Duration;

@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use orderflow::actors::bridge::{Bridge, Shutdown};
 use orderflow::aws::Tables;
-use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous};
+use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous, Transport};
 use orderflow::domain::{OrderEvent, OrderId};
 use orderflow::feed::FeedSubscription;
 use orderflow::feed::cloudevents::{CONTENT_TYPE, CloudEvent};
@@ -343,7 +343,7 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
     let kafka = kafka_settings(&brokers, &run);
     kafka::ensure_topic(&kafka).await.expect("create the topic");
     // Small pages, so the first bridge is stopped between checkpoints of one shard.
-    let bridge_settings = BridgeSettings { poll_interval_ms: 100, batch_size: 3 };
+    let bridge_settings = BridgeSettings { poll_interval_ms: 100, batch_size: 3, sinks: vec![Transport::Kafka] };
     let start_bridge = || {
         let producer = kafka::producer(&kafka).expect("producer");
         Bridge::new(
@@ -474,7 +474,7 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     let appended = append_versions(&store, &orders, 1..=3).await;
     let producer = kafka::producer(&kafka).expect("producer");
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-    let settings = BridgeSettings { poll_interval_ms: 50, batch_size: 4 };
+    let settings = BridgeSettings { poll_interval_ms: 50, batch_size: 4, sinks: vec![Transport::Kafka] };
     let bridge = Bridge::new(streams, dynamo, tables, producer, kafka.topic.clone(), settings).start();
 
     let consumer = outside_consumer(&kafka.brokers, &kafka.topic);
