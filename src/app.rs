@@ -18,9 +18,9 @@ use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings, Transport};
-use crate::feed::{FeedError, FeedSubscription};
-use crate::feed::kafka::{self, KafkaSubscription};
-use crate::feed::kinesis;
+use crate::feed::kafka::{self, KafkaSink, KafkaSubscription};
+use crate::feed::kinesis::{self, KinesisSink};
+use crate::feed::{EventSink, FeedError, FeedSubscription};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::{EventStore, RebuildSource};
@@ -99,7 +99,8 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
     Ok(Wiring { store, search, revenue, projections })
 }
 
-/// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
+/// DynamoDB (write model, revenue view) → Streams bridge → Kafka and/or Kinesis → projectors (on Kafka) →
+/// Meilisearch / DynamoDB.
 async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let sdk = crate::aws::sdk_config(&settings.aws).await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
@@ -111,26 +112,41 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         .context("DynamoDB event store")?;
     let revenue = DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
     let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
-    if settings.kafka.create_topic {
-        kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+    anyhow::ensure!(
+        settings.projections.source == Transport::Kafka,
+        "projections.source = kinesis: the Kinesis reader is not here yet"
+    );
+    let uses = |t: Transport| settings.bridge.sinks.contains(&t) || settings.projections.source == t;
+    let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    if uses(Transport::Kafka) {
+        if settings.kafka.create_topic {
+            kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+        }
+        if settings.bridge.sinks.contains(&Transport::Kafka) {
+            let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+            sinks.push(Arc::new(KafkaSink::new(producer, settings.kafka.topic.clone())));
+        }
     }
-    let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
-    if settings.kinesis.create_stream
-        && (settings.bridge.sinks.contains(&Transport::Kinesis) || settings.projections.source == Transport::Kinesis)
-    {
+    if uses(Transport::Kinesis) {
         let client = kinesis::client(&settings.aws, &settings.kinesis).await;
-        kinesis::ensure_stream(&client, &settings.kinesis).await.context("creating the Kinesis stream")?;
+        if settings.kinesis.create_stream {
+            kinesis::ensure_stream(&client, &settings.kinesis).await.context("creating the Kinesis stream")?;
+        }
+        if settings.bridge.sinks.contains(&Transport::Kinesis) {
+            sinks.push(Arc::new(KinesisSink::new(client, settings.kinesis.stream.clone())));
+        }
     }
     let kit = ProjectorKit {
         settings,
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
         poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
     };
-    Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone()).start();
+    Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).start();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
+        let name = projection.name();
         // Each (re)start joins the consumer group again and resumes from its committed offsets.
-        let (kafka, name) = (settings.kafka.clone(), projection.name());
+        let kafka = settings.kafka.clone();
         let feed: FeedFactory = Arc::new(move || {
             let subscription = KafkaSubscription::new(&kafka, name)
                 .map(|s| Box::new(s) as Box<dyn FeedSubscription>)

@@ -1,16 +1,38 @@
-//! Kinesis Data Streams, the second transport between the bridge and the projectors beside Kafka: the client
-//! and stream creation. A record's data will be the same CloudEvents JSON as the Kafka value (API.md §3), its
-//! partition key the orderId.
+//! The Kinesis Data Streams side of the distributed feed, beside Kafka: stream creation and [`KinesisSink`] (the
+//! bridge publishes through it).
+//! A record's data is the same CloudEvents JSON as the Kafka value (API.md §3); its partition key is the orderId.
+//!
+//! Delivery guarantees of the sink:
+//! - **Per-order order.** Kinesis keeps one partition key on one shard in put order, but a PutRecords call may
+//!   fail some of its records and store the rest, so two events of one order in one call could end up in the
+//!   wrong order (the earlier failed, the later stored). A call therefore carries at most one event per order:
+//!   the order's earliest one not yet stored. Its next event goes in a later call, once this one is stored; a
+//!   failed one is retried first. Calls hold at most 500 records and 5 MiB.
+//! - **Throttling backs off.** `ProvisionedThroughputExceededException`, for the whole call or for records,
+//!   waits with exponential backoff and jitter; after [`PUT_DEADLINE`] the page fails back to the bridge, which
+//!   publishes it again from its checkpoint (duplicates, which consumers dedupe, never loss).
+//!
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_trait::async_trait;
 use aws_sdk_kinesis::error::DisplayErrorContext;
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 
+use super::cloudevents::CloudEvent;
+use super::{EventSink, FeedError};
 use crate::config::{AwsSettings, KinesisSettings};
+use crate::store::StoredEvent;
 
+/// PutRecords limits: 500 records and 5 MiB (data plus partition keys) per call.
+const MAX_RECORDS_PER_PUT: usize = 500;
+const MAX_BYTES_PER_PUT: usize = 5 * 1024 * 1024;
+/// How long the sink keeps retrying a page's failed records before the page fails back to the bridge.
+const PUT_DEADLINE: Duration = Duration::from_secs(60);
 /// How long `ensure_stream` waits for a new stream to become ACTIVE.
 const ACTIVE_WAIT: Duration = Duration::from_secs(60);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,9 +93,215 @@ pub fn compare_sequence(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// The sink
+// ---------------------------------------------------------------------------------------------------------
+
+/// How one record of a PutRecords call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutResult {
+    Stored,
+    /// `ProvisionedThroughputExceededException` on this record: back off before retrying.
+    Throttled,
+    /// Any other per-record error (`InternalFailure`): retried at once.
+    Failed(String),
+}
+
+/// Why a whole PutRecords call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCallError {
+    Throttled(String),
+    /// Anything else the SDK did not retry away: the page fails back to the bridge.
+    Other(String),
+}
+
+/// One record to put: partition key and data.
+#[derive(Debug, Clone)]
+pub struct PutEntry {
+    pub key: String,
+    pub data: Vec<u8>,
+}
+
+/// The records of one page, and which are stored. [`PutPlan::next_call`] picks the next call's records.
+#[derive(Debug)]
+pub struct PutPlan {
+    entries: Vec<PutEntry>,
+    stored: Vec<bool>,
+}
+
+impl PutPlan {
+    pub fn new(entries: Vec<PutEntry>) -> Self {
+        let stored = vec![false; entries.len()];
+        Self { entries, stored }
+    }
+
+    pub fn done(&self) -> bool {
+        self.stored.iter().all(|s| *s)
+    }
+
+    /// Indexes of the next call's records, in page order: per partition key only its earliest record not yet
+    /// stored (so no later record of an order can be stored while an earlier one fails), at most 500 records
+    /// and 5 MiB. A key whose earliest pending record does not fit sends nothing more in this call.
+    pub fn next_call(&self) -> Vec<usize> {
+        let mut keys = HashSet::new();
+        let mut picked = Vec::new();
+        let mut bytes = 0;
+        for (i, entry) in self.entries.iter().enumerate() {
+            if self.stored[i] || !keys.insert(entry.key.as_str()) {
+                continue;
+            }
+            let size = entry.key.len() + entry.data.len();
+            if picked.len() == MAX_RECORDS_PER_PUT || (bytes + size > MAX_BYTES_PER_PUT && !picked.is_empty()) {
+                continue;
+            }
+            bytes += size;
+            picked.push(i);
+        }
+        picked
+    }
+
+    pub fn entry(&self, index: usize) -> &PutEntry {
+        &self.entries[index]
+    }
+
+    /// Marks the call's stored records; true when some record was throttled.
+    fn record(&mut self, call: &[usize], results: &[PutResult]) -> (bool, Option<String>) {
+        let mut throttled = false;
+        let mut error = None;
+        for (index, result) in call.iter().zip(results) {
+            match result {
+                PutResult::Stored => self.stored[*index] = true,
+                PutResult::Throttled => throttled = true,
+                PutResult::Failed(e) => {
+                    error.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        (throttled, error)
+    }
+}
+
+/// Exponential backoff with jitter for throttling: 100 ms doubling, at most 5 s.
+fn throttle_backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    Duration::from_millis(base + rand::random_range(0..=base / 4))
+}
+
+/// Puts every record of the plan through `put` (one PutRecords call per invocation: records in, one result per
+/// record out), retrying failed records in order and backing off on throttling, until all are stored or
+/// `deadline` passes. Separate from the client so the throttling path is unit-tested (kinesalite never
+/// throttles).
+pub async fn put_all<F, Fut>(plan: &mut PutPlan, deadline: Duration, mut put: F) -> Result<(), String>
+where
+    F: FnMut(Vec<PutEntry>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<PutResult>, PutCallError>>,
+{
+    let until = Instant::now() + deadline;
+    let mut throttles = 0u32;
+    let mut last_error = String::new();
+    while !plan.done() {
+        if Instant::now() >= until {
+            return Err(format!("records still not stored after {deadline:?}: {last_error}"));
+        }
+        let call = plan.next_call();
+        let entries = call.iter().map(|i| plan.entry(*i).clone()).collect();
+        match put(entries).await {
+            Ok(results) => {
+                if results.len() != call.len() {
+                    return Err(format!("PutRecords answered {} results for {} records", results.len(), call.len()));
+                }
+                let (throttled, error) = plan.record(&call, &results);
+                if throttled {
+                    last_error = "ProvisionedThroughputExceededException".into();
+                    throttles += 1;
+                    tokio::time::sleep(throttle_backoff(throttles)).await;
+                } else if let Some(e) = error {
+                    // An internal failure of some records: retry them soon, in order.
+                    last_error = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } else {
+                    throttles = 0;
+                }
+            }
+            Err(PutCallError::Throttled(e)) => {
+                last_error = e;
+                throttles += 1;
+                tokio::time::sleep(throttle_backoff(throttles)).await;
+            }
+            Err(PutCallError::Other(e)) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The bridge's Kinesis sink.
+pub struct KinesisSink {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+}
+
+impl KinesisSink {
+    pub fn new(client: aws_sdk_kinesis::Client, stream: String) -> Self {
+        Self { client, stream }
+    }
+
+    async fn put(&self, entries: Vec<PutEntry>) -> Result<Vec<PutResult>, PutCallError> {
+        let records = entries
+            .into_iter()
+            .map(|e| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(e.key)
+                    .data(Blob::new(e.data))
+                    .build()
+                    .map_err(|e| PutCallError::Other(format!("PutRecords entry: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output =
+            self.client.put_records().stream_name(&self.stream).set_records(Some(records)).send().await.map_err(
+                |e| {
+                    let text = format!("PutRecords on {}: {}", self.stream, DisplayErrorContext(&e));
+                    if e.as_service_error().is_some_and(|s| s.is_provisioned_throughput_exceeded_exception()) {
+                        PutCallError::Throttled(text)
+                    } else {
+                        PutCallError::Other(text)
+                    }
+                },
+            )?;
+        Ok(output
+            .records()
+            .iter()
+            .map(|r| match r.error_code() {
+                None => PutResult::Stored,
+                Some("ProvisionedThroughputExceededException") => PutResult::Throttled,
+                Some(code) => PutResult::Failed(format!("{code}: {}", r.error_message().unwrap_or_default())),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl EventSink for KinesisSink {
+    fn name(&self) -> &'static str {
+        "kinesis"
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), FeedError> {
+        let entries =
+            events.iter().map(|e| PutEntry { key: e.order_id.to_string(), data: CloudEvent::encode(e) }).collect();
+        let mut plan = PutPlan::new(entries);
+        put_all(&mut plan, PUT_DEADLINE, |entries| self.put(entries))
+            .await
+            .map_err(|e| FeedError(format!("Kinesis stream {}: {e}", self.stream)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(keys: &[&str]) -> PutPlan {
+        PutPlan::new(keys.iter().map(|k| PutEntry { key: (*k).to_owned(), data: vec![b'x'; 10] }).collect())
+    }
 
     #[test]
     fn sequence_numbers_compare_by_length_then_text() {
@@ -84,5 +312,78 @@ mod tests {
         );
         assert_eq!(compare_sequence("123", "123"), Ordering::Equal);
         assert_eq!(compare_sequence("124", "123"), Ordering::Greater);
+    }
+
+    #[test]
+    fn a_call_carries_one_record_per_order_in_page_order() {
+        let mut p = plan(&["a", "b", "a", "c", "b", "a"]);
+        assert_eq!(p.next_call(), vec![0, 1, 3]);
+        // "b" failed, "a" and "c" stored: "a"'s second event may go, "b"'s first goes again before its second.
+        p.record(&[0, 1, 3], &[PutResult::Stored, PutResult::Failed("InternalFailure".into()), PutResult::Stored]);
+        assert_eq!(p.next_call(), vec![1, 2]);
+        p.record(&[1, 2], &[PutResult::Stored, PutResult::Stored]);
+        assert_eq!(p.next_call(), vec![4, 5]);
+        p.record(&[4, 5], &[PutResult::Stored, PutResult::Stored]);
+        assert!(p.done() && p.next_call().is_empty());
+    }
+
+    #[test]
+    fn a_call_respects_the_record_and_byte_limits() {
+        let keys: Vec<String> = (0..1200).map(|i| format!("o-{i}")).collect();
+        let p = PutPlan::new(keys.iter().map(|k| PutEntry { key: k.clone(), data: vec![1; 10] }).collect());
+        assert_eq!(p.next_call().len(), MAX_RECORDS_PER_PUT);
+        // 20 records of 1 MiB: five fit in 5 MiB (with their keys, four).
+        let big =
+            PutPlan::new((0..20).map(|i| PutEntry { key: format!("k{i}"), data: vec![1; 1024 * 1024] }).collect());
+        let call = big.next_call();
+        assert_eq!(call, vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn throttling_backs_off_and_nothing_overtakes_a_throttled_record() {
+        let mut p = plan(&["a", "b", "a", "b"]);
+        let mut calls: Vec<Vec<String>> = Vec::new();
+        let mut stored: Vec<String> = Vec::new();
+        let started = Instant::now();
+        let result = put_all(&mut p, Duration::from_secs(60), |entries| {
+            let n = calls.len();
+            calls.push(entries.iter().map(|e| e.key.clone()).collect());
+            let results: Result<Vec<PutResult>, PutCallError> = match n {
+                // The whole call throttled, then "a" throttled alone, then everything goes.
+                0 => Err(PutCallError::Throttled("ProvisionedThroughputExceededException".into())),
+                1 => Ok(vec![PutResult::Throttled, PutResult::Stored]),
+                _ => Ok(entries.iter().map(|_| PutResult::Stored).collect()),
+            };
+            if let Ok(results) = &results {
+                for (e, r) in entries.iter().zip(results) {
+                    if *r == PutResult::Stored {
+                        stored.push(e.key.clone());
+                    }
+                }
+            }
+            std::future::ready(results)
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(calls, vec![vec!["a", "b"], vec!["a", "b"], vec!["a", "b"], vec!["a"]]);
+        // "b" (index 1) stored in call 1, then "a" first and "b"'s second; "a"'s second last.
+        assert_eq!(stored, vec!["b", "a", "b", "a"]);
+        // Two backoffs of at least 200 ms and 400 ms.
+        assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn endless_throttling_fails_the_page_after_the_deadline() {
+        let mut p = plan(&["a"]);
+        let result = put_all(&mut p, Duration::from_secs(1), |_| {
+            std::future::ready(Err(PutCallError::Throttled("ProvisionedThroughputExceededException".into())))
+        })
+        .await;
+        assert!(result.is_err_and(|e| e.contains("ProvisionedThroughputExceeded")));
+        let other = put_all(&mut plan(&["a"]), Duration::from_secs(5), |_| {
+            std::future::ready(Err(PutCallError::Other("AccessDenied".into())))
+        })
+        .await;
+        assert_eq!(other, Err("AccessDenied".to_owned()));
     }
 }
