@@ -6,4 +6,5 @@
 mod dynamo_revenue;
 mod dynamo_store;
 mod kafka_feed;
+mod kinesis_feed;
 mod meili_search;
