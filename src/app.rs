@@ -208,7 +208,7 @@ impl Application {
             search,
             revenue,
             projections,
-            auth: Authenticator::new(&settings.auth, &secret),
+            auth: Authenticator::from_settings(&settings.auth, &secret).await?,
             prometheus: crate::telemetry::prometheus(),
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),
         });

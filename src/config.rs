@@ -52,6 +52,35 @@ pub struct AuthSettings {
     pub enabled: bool,
     pub jwt_secret: String,
     pub leeway_secs: u64,
+    /// RS256 / ES256 tokens: a JWKS file path or an `http(s)://` URL. Empty: HS256 only.
+    pub jwks: String,
+    pub jwks_refresh_secs: u64,
+    /// Required `iss` / `aud` of JWKS tokens; empty: not checked.
+    pub issuer: String,
+    pub audience: String,
+    /// The claim that holds a JWKS token's role (a string or a list); admin when it holds `admin_role`.
+    pub role_claim: String,
+    pub admin_role: String,
+    /// The claim that holds a JWKS token's customer id.
+    pub customer_claim: String,
+}
+
+/// The values of config/default.toml (for tests and tools that build settings in code).
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            jwt_secret: String::new(),
+            leeway_secs: 60,
+            jwks: String::new(),
+            jwks_refresh_secs: 300,
+            issuer: String::new(),
+            audience: String::new(),
+            role_claim: "role".into(),
+            admin_role: "admin".into(),
+            customer_claim: "sub".into(),
+        }
+    }
 }
 
 impl fmt::Debug for AuthSettings {
@@ -60,6 +89,13 @@ impl fmt::Debug for AuthSettings {
             .field("enabled", &self.enabled)
             .field("jwt_secret", &"<redacted>")
             .field("leeway_secs", &self.leeway_secs)
+            .field("jwks", &self.jwks)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("role_claim", &self.role_claim)
+            .field("admin_role", &self.admin_role)
+            .field("customer_claim", &self.customer_claim)
             .finish()
     }
 }

@@ -132,6 +132,7 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         let host = settings.server.host.clone();
         let app = Application::build(settings).await?;
         println!("orderflow listening on http://{host}:{}", app.port());
+        println!("console: http://{host}:{}/console", app.port());
         if let Some(token) = app.startup_admin_token() {
             println!("admin token (24 h): {token}");
         }

@@ -176,3 +176,103 @@ pub fn init_logging(settings: &LogSettings) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/orderflow.json");
+
+    /// The label names API.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
+    const LABELS: &[&str] = &["command", "outcome", "type", "projection", "source", "le", "instance", "job"];
+
+    fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
+        let panels = dashboard["panels"].as_array().expect("panels");
+        panels
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Every `orderflow_*` name a query uses, with a histogram's `_bucket`/`_sum`/`_count` suffix taken off.
+    fn metric_names(expr: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("orderflow_") {
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// The label names of every `by (...)` clause and every `{label=...}` selector of a query.
+    fn label_names(expr: &str) -> Vec<String> {
+        let mut labels = Vec::new();
+        for (open, close) in [("by (", ')'), ("{", '}')] {
+            let mut rest = expr;
+            while let Some(at) = rest.find(open) {
+                let tail = &rest[at + open.len()..];
+                let end = tail.find(close).unwrap_or(tail.len());
+                for part in tail[..end].split(',') {
+                    let name: String =
+                        part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if !name.is_empty() {
+                        labels.push(name);
+                    }
+                }
+                rest = &tail[end..];
+            }
+        }
+        labels
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_documented_metrics_and_labels() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("dashboard JSON");
+        let known = [
+            COMMANDS_TOTAL,
+            COMMAND_DURATION,
+            EVENTS_APPENDED,
+            PROJECTION_EVENTS,
+            PROJECTION_LAG,
+            PROJECTION_PARKED,
+            PROJECTOR_RESTARTS,
+            BRIDGE_RECORDS,
+            BRIDGE_LAG,
+            LIVE_AGGREGATES,
+        ];
+        let exprs = exprs(&dashboard);
+        assert!(exprs.len() >= 10, "{exprs:?}");
+        let mut used = std::collections::BTreeSet::new();
+        for expr in &exprs {
+            for name in metric_names(expr) {
+                assert!(known.contains(&name.as_str()), "{name} in {expr} is not a metric orderflow exports");
+                used.insert(name);
+            }
+            for label in label_names(expr) {
+                assert!(LABELS.contains(&label.as_str()), "label {label} in {expr} is not documented");
+            }
+        }
+        // The board covers what issue 6 asks for: command rate and latency, lag, parked events, restarts, bridge lag.
+        for wanted in
+            [COMMANDS_TOTAL, COMMAND_DURATION, PROJECTION_LAG, PROJECTION_PARKED, PROJECTOR_RESTARTS, BRIDGE_LAG]
+        {
+            assert!(used.contains(wanted), "the dashboard does not show {wanted}");
+        }
+        let ids: std::collections::BTreeSet<_> =
+            dashboard["panels"].as_array().into_iter().flatten().map(|p| p["id"].as_u64()).collect();
+        assert_eq!(ids.len(), dashboard["panels"].as_array().map_or(0, Vec::len), "panel ids must be unique");
+    }
+
+    #[test]
+    fn the_dashboard_parsers_find_names_and_labels() {
+        let expr = r#"histogram_quantile(0.99, sum by (le, command) (rate(orderflow_command_duration_seconds_bucket{instance=~"$i"}[5m])))"#;
+        assert_eq!(metric_names(expr), vec![COMMAND_DURATION.to_owned()]);
+        assert_eq!(label_names(expr), vec!["le", "command", "instance"]);
+    }
+}

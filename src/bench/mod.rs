@@ -218,7 +218,7 @@ impl Service {
                 let secret = service::random_secret();
                 let dir = service::fresh_data_dir(args.data_dir.as_deref(), tag);
                 let spawned = service::Spawned::start(config, dir, &secret, args.keep_data)?;
-                let auth = AuthSettings { enabled: true, jwt_secret: secret.clone(), leeway_secs: 60 };
+                let auth = AuthSettings { jwt_secret: secret.clone(), ..AuthSettings::default() };
                 let token = mint(&auth, &secret)?;
                 eprintln!("bench: started orderflow (pid {}) at {}", spawned.pid, spawned.url);
                 Ok(Self { target: target(spawned.url.clone(), Some(token), Some(spawned.pid))?, spawned: Some(spawned) })

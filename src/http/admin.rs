@@ -22,7 +22,7 @@ use crate::views::parked::ParkedEvent;
     ),
 )]
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.admin(&req)?;
+    state.admin(&req).await?;
     Ok(HttpResponse::Ok().json(state.projections.infos()))
 }
 
@@ -79,7 +79,7 @@ impl<'a> From<&'a ParkedEvent> for ParkedBody<'a> {
     ),
 )]
 pub async fn parked(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.admin(&req)?;
+    state.admin(&req).await?;
     let parked = state.projections.parked().await?;
     Ok(HttpResponse::Ok().json(parked.iter().map(ParkedBody::from).collect::<Vec<_>>()))
 }
@@ -116,7 +116,7 @@ fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, Ap
     ),
 )]
 pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let admin = state.admin(&req)?;
+    let admin = state.admin(&req).await?;
     let (id, lot) = find(&req, &state).await?;
     tracing::info!(admin = %admin.subject, id = %id, "replay of a parked event requested");
     answer(lot.replay(&id).await)
@@ -134,7 +134,7 @@ pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     ),
 )]
 pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let admin = state.admin(&req)?;
+    let admin = state.admin(&req).await?;
     let (id, lot) = find(&req, &state).await?;
     tracing::warn!(admin = %admin.subject, id = %id, "discard of a parked event requested");
     answer(lot.discard(&id).await)
@@ -153,7 +153,7 @@ pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     ),
 )]
 pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let admin = state.admin(&req)?;
+    let admin = state.admin(&req).await?;
     let name = req.match_info().get("name").unwrap_or_default();
     tracing::info!(admin = %admin.subject, projection = name, "rebuild requested");
     match state.projections.rebuild(name).await {

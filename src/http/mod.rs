@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod console;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -38,23 +39,29 @@ pub struct AppState {
 
 impl AppState {
     /// The caller, from `Authorization: Bearer …`; 401 otherwise.
-    pub fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+    pub async fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.auth.authenticate(header).map_err(|e| {
+        self.auth.authenticate(header).await.map_err(|e| {
             tracing::debug!(error = %e, "request refused: bad token");
             ApiError::Unauthorized
         })
     }
 
     /// The caller, who must be an admin; 401 / 403 otherwise.
-    pub fn admin(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
-        let principal = self.principal(req)?;
+    pub async fn admin(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+        let principal = self.principal(req).await?;
         if principal.is_admin() { Ok(principal) } else { Err(ApiError::Forbidden) }
     }
 }
 
 /// All routes. Unknown routes are 404 `not_found`, known routes with another method 405, both problem+json.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api_routes(cfg);
+    console_routes(cfg);
+}
+
+/// The API of API.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
+fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")
             .route(web::post().to(orders::place))
@@ -81,6 +88,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(post("/admin/parked/{id}/replay", admin::replay))
     .service(post("/admin/projections/{name}/rebuild", admin::rebuild))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
+}
+
+/// The admin console's page and assets: a UI over the API, not part of it (so not in `/openapi.json`).
+fn console_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/console", console::page))
+        .service(get("/console/", console::page))
+        .service(get("/console/app.js", console::script))
+        .service(get("/console/app.css", console::style));
 }
 
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource

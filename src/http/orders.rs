@@ -210,7 +210,7 @@ async fn run_command(
     state: &AppState,
     parse: impl FnOnce(&Value, &Principal, OrderId) -> Result<(OrderId, Command), ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.principal(req)?;
+    let principal = state.principal(req).await?;
     // Commands on an order name it in the path; an id that cannot exist is simply not found.
     let path_id = match req.match_info().get("id") {
         Some(raw) => OrderId::parse("orderId", raw).map_err(|_| ApiError::OrderNotFound)?,
@@ -437,7 +437,7 @@ fn document(order: &Order, consistency: &'static str) -> HttpResponse {
     ),
 )]
 pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
-    let principal = state.principal(&req)?;
+    let principal = state.principal(&req).await?;
     let id = path_order_id(&req)?;
     let params = query_params(&req)?;
     let strong = match params.get("consistency").map(String::as_str) {
@@ -502,7 +502,7 @@ struct History<'a> {
     ),
 )]
 pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
-    let principal = state.principal(&req)?;
+    let principal = state.principal(&req).await?;
     let id = path_order_id(&req)?;
     let events: Vec<StoredEvent> = state.store.history(&id).await?;
     let owner = events.iter().find_map(|e| match &e.event {
@@ -534,7 +534,7 @@ pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiE
     ),
 )]
 pub async fn search(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
-    let principal = state.principal(&req)?;
+    let principal = state.principal(&req).await?;
     let params = query_params(&req)?;
     let query = parse_search(&params)?;
     let query = if principal.is_admin() {

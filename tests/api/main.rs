@@ -14,3 +14,4 @@ mod commands;
 mod errors;
 mod auth;
 mod openapi;
+mod console;
