@@ -302,7 +302,7 @@ pub(crate) async fn append_versions(
 }
 
 /// The bridge's shard checkpoints (items `bridge#<shardId>` of the checkpoints table).
-async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<HashMap<String, AttributeValue>> {
+pub(crate) async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<HashMap<String, AttributeValue>> {
     let output =
         dynamo.scan().table_name(&tables.checkpoints).consistent_read(true).send().await.expect("scan checkpoints");
     output

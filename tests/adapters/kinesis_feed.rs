@@ -5,6 +5,8 @@
 //!
 //! - `Bridge` with both sinks: an outside Kinesis consumer reading every shard from TRIM_HORIZON finds every
 //!   event, as a CloudEvent with partition key = orderId, in version order per order; Kafka gets them all too.
+//! - `Bridge` with one sink failing (the stream missing): no Streams checkpoint is saved while Kafka already has
+//!   the page; once the stream exists the page reaches Kinesis and only then is checkpointed.
 //! - `KinesisSubscription` while the stream is split and then merged under a stream of events: nothing lost,
 //!   reordered or doubled.
 //! - `KinesisSubscription` resuming after its acked checkpoints: the un-acked batch again, nothing acked again;
@@ -30,7 +32,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::kafka_feed::{
-    Seen, append_versions, assert_strict_order, consume_until, distinct_ids, dynamodb, ids, kafka_brokers,
+    Seen, append_versions, assert_strict_order, checkpoints, consume_until, distinct_ids, dynamodb, ids, kafka_brokers,
     kafka_settings, order_id, outside_consumer, stop, stored, unique,
 };
 
@@ -232,6 +234,66 @@ async fn bridge_fans_out_and_an_outside_kinesis_consumer_sees_every_event_as_a_c
     let kafka_ids: HashSet<Uuid> =
         distinct_ids(&seen).iter().filter_map(|id| Uuid::parse_str(id).ok()).collect::<HashSet<_>>();
     assert_eq!(kafka_ids, expected, "every event on the Kafka topic too");
+    stop(&bridge).await;
+}
+
+#[actix_web::test]
+async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once_it_works() {
+    let Some(endpoint) = kinesalite() else { return };
+    let Some(brokers) = kafka_brokers() else { return };
+    let Some(sdk) = dynamodb().await else { return };
+    let run = unique();
+    let settings = kinesis_settings(&endpoint, &run, 2);
+    let client = kinesis::client(&aws(), &settings).await;
+    let tables = Tables::new(&format!("t{run}"));
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &store_settings(), true).await.expect("tables");
+    let kafka = kafka_settings(&brokers, &run);
+    kafka::ensure_topic(&kafka).await.expect("create the topic");
+
+    // The Kinesis stream does not exist yet: every PutRecords fails (ResourceNotFoundException) while Kafka works.
+    let orders: Vec<OrderId> = (0..3).map(|n| order_id(n, &run)).collect();
+    let appended = append_versions(&store, &orders, 1..=3).await;
+    let sinks: Vec<Arc<dyn EventSink>> = vec![
+        Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
+        Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),
+    ];
+    let bridge_settings =
+        BridgeSettings { poll_interval_ms: 100, batch_size: 100, sinks: vec![Transport::Kafka, Transport::Kinesis] };
+    let bridge =
+        Bridge::new(aws_sdk_dynamodbstreams::Client::new(&sdk), dynamo.clone(), tables.clone(), sinks, bridge_settings)
+            .start();
+    let consumer = outside_consumer(&kafka.brokers, &kafka.topic);
+    let mut seen: Vec<Seen> = Vec::new();
+    consume_until(&consumer, &mut seen, Duration::from_secs(60), |s| distinct_ids(s).len() >= appended.len()).await;
+    assert_eq!(distinct_ids(&seen).len(), appended.len(), "Kafka got the page");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let saved = checkpoints(&dynamo, &tables).await;
+    assert!(
+        saved.iter().all(|item| !item.contains_key("sequenceNumber")),
+        "no Streams checkpoint while the Kinesis sink fails: {saved:?}"
+    );
+
+    // Once the stream exists, the bridge publishes the same page again and only then checkpoints it.
+    kinesis::ensure_stream(&client, &settings).await.expect("create the stream");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let records = kinesis::read_everything(&client, &settings.stream).await.expect("read the stream");
+        let on_kinesis: HashSet<Uuid> = records
+            .values()
+            .flatten()
+            .filter_map(|(_, data)| CloudEvent::decode(data).ok())
+            .map(|e| e.event_id)
+            .collect();
+        let saved = checkpoints(&dynamo, &tables).await;
+        if on_kinesis == ids(&appended).into_iter().collect::<HashSet<_>>()
+            && saved.iter().any(|item| item.contains_key("sequenceNumber"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bridge did not catch up on Kinesis within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop(&bridge).await;
 }
 
