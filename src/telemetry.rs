@@ -71,12 +71,15 @@ impl ProjectionOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeSource {
     DynamoDbStreams,
+    /// The projectors' Kinesis readers: records they took from the stream, and how old the newest one was.
+    Kinesis,
 }
 
 impl BridgeSource {
     fn label(self) -> &'static str {
         match self {
             Self::DynamoDbStreams => "dynamodb-streams",
+            Self::Kinesis => "kinesis",
         }
     }
 }

@@ -23,17 +23,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use futures_util::FutureExt as _;
+use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::cloudevents::CloudEvent;
-use super::{FeedError, FeedSubscription};
+use super::cloudevents::{CONTENT_TYPE, CloudEvent};
+use super::{EventSink, FeedError, FeedSubscription};
 use crate::config::KafkaSettings;
 use crate::store::StoredEvent;
 
@@ -86,6 +87,78 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
         .set("message.timeout.ms", "30000")
         .create()
         .context("Kafka producer")
+}
+
+/// How long one enqueue may wait for room in librdkafka's queue before the page counts as failed.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bridge's Kafka sink: each event keyed by orderId with the `content-type` header, every delivery awaited.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaSink {
+    pub fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+
+    /// Hands one record to librdkafka, in order; when its queue is full, waits for room instead of letting a
+    /// later record overtake this one.
+    async fn enqueue(&self, key: &str, payload: &[u8]) -> Result<DeliveryFuture, String> {
+        let deadline = std::time::Instant::now() + ENQUEUE_TIMEOUT;
+        loop {
+            let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+            let record = FutureRecord::to(&self.topic).key(key).payload(payload).headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for KafkaSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), FeedError> {
+        let mut deliveries = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for event in events {
+            match self.enqueue(event.order_id.as_ref(), &CloudEvent::encode(event)).await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        // Await every enqueued one, even after a failure, so no delivery of this page is still in flight when
+        // the same records are published again.
+        for result in join_all(deliveries).await {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    failed.get_or_insert(e.to_string());
+                }
+                Err(_) => {
+                    failed.get_or_insert_with(|| "the producer was dropped".to_owned());
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(FeedError(format!("Kafka topic {}: {e}", self.topic))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A batch handed to the projector and not yet acked.

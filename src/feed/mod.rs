@@ -1,9 +1,11 @@
 //! The event feed between the write model and the projectors. A projector reads it through the
 //! [`FeedSubscription`] port: the embedded profile tails the SQLite log by global position; the distributed
-//! profile will consume Kafka (or Kinesis) with the same port.
+//! profile consumes Kafka or Kinesis Data Streams with the same port. The bridge publishes through the
+//! [`EventSink`] port: Kafka, Kinesis, or both at once (fan-out).
 
 pub mod cloudevents;
 pub mod kafka;
+pub mod kinesis;
 pub mod tail;
 
 use std::time::Duration;
@@ -43,4 +45,17 @@ pub trait FeedSubscription: Send + 'static {
     fn position(&self) -> Option<u64> {
         None
     }
+}
+
+/// Where the bridge publishes the events of one change-feed page. Every sink receives the same events in the
+/// same order; the bridge checkpoints its change feed only after every sink returned `Ok`, so a failure in any
+/// of them means the page is published again (to all of them: duplicates, which consumers dedupe, never loss).
+#[async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// For logs and errors: `kafka`, `kinesis`.
+    fn name(&self) -> &'static str;
+
+    /// Publishes `events` (in page order, so one order's events in version order) and returns once every one
+    /// of them is acknowledged by the transport.
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), FeedError>;
 }

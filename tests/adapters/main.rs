@@ -7,4 +7,5 @@ mod audit;
 mod dynamo_revenue;
 mod dynamo_store;
 mod kafka_feed;
+mod kinesis_feed;
 mod meili_search;

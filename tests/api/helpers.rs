@@ -31,7 +31,10 @@ pub struct TestApp {
 
 /// True when the suite runs against the distributed profile (`ORDERFLOW_TEST_PROFILE=distributed`):
 /// DynamoDB Local and the Kafka broker of `scripts/services.sh`, and Meilisearch at `MEILI_URL` (with
-/// `MEILI_MASTER_KEY`) or, without it, the in-process contract mock.
+/// `MEILI_MASTER_KEY`) or, without it, the in-process contract mock. The feed between the bridge and the
+/// projectors is Kafka unless `ORDERFLOW_TEST_SINKS` (`kafka`, `kinesis`, `kafka,kinesis`) and
+/// `ORDERFLOW_TEST_SOURCE` (`kafka`, `kinesis`) say otherwise; Kinesis is kinesalite at `ORDERFLOW_TEST_KINESIS`
+/// (default `http://127.0.0.1:4567`).
 pub fn distributed() -> bool {
     std::env::var("ORDERFLOW_TEST_PROFILE").is_ok_and(|p| p == "distributed")
 }
@@ -69,6 +72,13 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)>
             ("ORDERFLOW__MEILISEARCH__URL", meili),
             ("ORDERFLOW__MEILISEARCH__API_KEY", var_or("MEILI_MASTER_KEY", "")),
             ("ORDERFLOW__MEILISEARCH__INDEX", format!("orders_{unique}")),
+            ("ORDERFLOW__KINESIS__ENDPOINT_URL", var_or("ORDERFLOW_TEST_KINESIS", "http://127.0.0.1:4567")),
+            ("ORDERFLOW__KINESIS__STREAM", format!("orders-events-{unique}")),
+            // Two shards: enough to spread orders over several readers, light on kinesalite.
+            ("ORDERFLOW__KINESIS__SHARDS", "2".to_owned()),
+            ("ORDERFLOW__KINESIS__POLL_INTERVAL_MS", "100".to_owned()),
+            ("ORDERFLOW__BRIDGE__SINKS", var_or("ORDERFLOW_TEST_SINKS", "kafka")),
+            ("ORDERFLOW__PROJECTIONS__SOURCE", var_or("ORDERFLOW_TEST_SOURCE", "kafka")),
         ];
         env.extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
