@@ -244,6 +244,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), http::cors(&origins)))
                 .wrap(actix_web::middleware::from_fn(http::limit_uri))
+                .wrap(actix_web::middleware::from_fn(http::trace_request))
                 .configure(http::routes)
         })
         .shutdown_timeout(server.shutdown_timeout_secs)

@@ -27,4 +27,5 @@ pub mod http;
 pub mod sql;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod views;

@@ -112,8 +112,14 @@ pub(crate) fn stored(order: &OrderId, version: u64) -> StoredEvent {
         position: 0,
         schema_version: 1,
         recorded_at: Utc::now(),
+        traceparent: Some(trace_for(version)),
         event: event_for(version),
     }
+}
+
+/// A well-formed W3C `traceparent`, different per version.
+pub(crate) fn trace_for(version: u64) -> String {
+    format!("00-{:032x}-00f067aa0ba902b7-01", 0x4bf9_2f35_0000u128 + u128::from(version))
 }
 
 pub(crate) fn ids(events: &[StoredEvent]) -> Vec<Uuid> {
@@ -175,7 +181,9 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
     producer.send(garbage, Duration::from_secs(10)).await.expect("produce a foreign record");
     for event in &events {
         let payload = CloudEvent::encode(event);
-        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "content-type", value: Some(CONTENT_TYPE) })
+            .insert(Header { key: "traceparent", value: event.traceparent.as_deref() });
         let record = FutureRecord::to(&settings.topic).key(event.order_id.as_str()).payload(&payload).headers(headers);
         producer.send(record, Duration::from_secs(10)).await.expect("produce");
     }
@@ -189,6 +197,10 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
     let mut sub1 = KafkaSubscription::new(&settings, "search").expect("subscription");
     let first = next_nonempty(&mut sub1, 3).await;
     assert!(first.len() <= 3, "a batch holds at most max events");
+    for event in &first {
+        let sent = events.iter().find(|e| e.event_id == event.event_id).expect("a sent event");
+        assert_eq!(event.traceparent, sent.traceparent, "the traceparent header comes back with the event");
+    }
     // Not acked: the same batch again, however long we wait.
     let again = sub1.next_batch(3, Duration::from_millis(200)).await.expect("next_batch");
     assert_eq!(ids(&again), ids(&first), "an un-acked batch is delivered again as is");
@@ -234,6 +246,7 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
 pub(crate) struct Seen {
     key: Option<String>,
     content_type: Option<String>,
+    traceparent: Option<String>,
     value: Value,
 }
 
@@ -262,15 +275,18 @@ pub(crate) async fn consume_until(
     while !done(seen) && Instant::now() < deadline {
         let Ok(message) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
         let message = message.expect("consume");
-        let content_type = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-        });
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key.eq_ignore_ascii_case(name))
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+        };
         seen.push(Seen {
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            content_type,
+            content_type: header("content-type"),
+            traceparent: header("traceparent"),
             value: serde_json::from_slice(message.payload().unwrap_or_default()).expect("the value is JSON"),
         });
     }
@@ -294,6 +310,7 @@ pub(crate) async fn append_versions(
                 events: vec![event_for(version)],
                 snapshot: None,
                 idempotency: None,
+                traceparent: Some(trace_for(version)),
             };
             appended.extend(store.append(request).await.expect("append"));
         }
@@ -399,6 +416,7 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
         let order = event.order_id.as_str();
         assert_eq!(record.key.as_deref(), Some(order), "key = orderId");
         assert_eq!(record.content_type.as_deref(), Some("application/cloudevents+json"));
+        assert_eq!(record.traceparent, event.traceparent, "the command's trace travels as a Kafka header");
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["source"], "orderflow");
         assert_eq!(v["type"], format!("orders.{}", event.event.type_name()));

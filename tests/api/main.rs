@@ -17,3 +17,4 @@ mod openapi;
 mod console;
 mod audit;
 mod hardening;
+mod tracing;
