@@ -24,6 +24,7 @@ pub mod config;
 pub mod domain;
 pub mod feed;
 pub mod http;
+pub mod lease;
 pub mod sql;
 pub mod store;
 pub mod telemetry;
