@@ -5,6 +5,7 @@ mod helpers;
 mod meili_mock;
 mod failures;
 mod restart;
+mod scaleout;
 mod outage;
 mod smoke;
 mod queries;
