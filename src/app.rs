@@ -145,7 +145,10 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
     let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
-    Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).start();
+    let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
+    let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
+    let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));
+    Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).with_leases(leases).start();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
         let name = projection.name();

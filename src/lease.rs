@@ -156,3 +156,19 @@ impl Leases {
         }
     }
 }
+
+/// This instance's name as a lease owner: kept in `<data_dir>/instance_id` (made on first run), so that a
+/// restarted instance takes its own leases back at once instead of waiting a lease period for them.
+pub fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("instance_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}

@@ -17,9 +17,12 @@
 //! - **Stops cleanly.** The loop is one [`Step`] message at a time, handled atomically, so a [`Shutdown`] (or
 //!   the system stopping) lands between steps, after the step's checkpoint is saved.
 //!
-//! Not yet here: leases, so two instances running a bridge would both publish every record (duplicates, still
-//! at-least-once); items that do not decode as events are logged at error level and not published (parking
-//! them is a later change).
+//! - **One reader per shard.** With several instances (see [`Bridge::with_leases`]), a shard is read only by
+//!   the instance that holds its lease (`crate::lease`); another takes it over, from the checkpoint, once the
+//!   holder stopped renewing for a lease period. Around a takeover a page may be published twice, never lost.
+//!
+//! Not yet here: items that do not decode as events are logged at error level and not published (parking them
+//! is a later change).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use futures_util::future::join_all;
 use crate::aws::Tables;
 use crate::config::BridgeSettings;
 use crate::feed::EventSink;
+use crate::lease::Leases;
 use crate::store::StoredEvent;
 use crate::store::dynamo::event_from_item;
 use crate::telemetry::{self, BridgeSource};
@@ -77,6 +81,7 @@ impl Bridge {
         Self {
             worker: Some(Worker {
                 io,
+                leases: None,
                 stream_arn: None,
                 shards: BTreeMap::new(),
                 next_discovery: None,
@@ -85,6 +90,14 @@ impl Bridge {
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(1)),
             failures: 0,
         }
+    }
+
+    /// Reads only the shards whose lease this instance holds (several instances on one table).
+    pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
+        if let Some(worker) = &mut self.worker {
+            worker.leases = Some(leases);
+        }
+        self
     }
 }
 
@@ -201,6 +214,9 @@ struct ShardState {
     iterator: Option<String>,
     /// Closed and read to the end.
     finished: bool,
+    /// This instance holds the shard's lease (always, without leases). When it gets the lease back after
+    /// another instance read the shard, the checkpoint is read again first.
+    held: bool,
 }
 
 /// The result of one page of one shard.
@@ -223,6 +239,7 @@ struct Io {
 /// The bridge's state, moved into each step's future and back.
 struct Worker {
     io: Io,
+    leases: Option<Arc<Leases>>,
     stream_arn: Option<String>,
     shards: BTreeMap<String, ShardState>,
     /// When the shard list is read next; `None` = now.
@@ -251,7 +268,11 @@ impl Worker {
         let mut first_error = None;
         for id in readable {
             let Some(mut shard) = self.shards.remove(&id) else { continue };
-            let result = self.io.read_page(&arn, &id, &mut shard).await;
+            let result = match self.lease(&id, &mut shard).await {
+                Ok(true) => self.io.read_page(&arn, &id, &mut shard).await,
+                Ok(false) => Ok(PageOutcome { published: 0, last_created: None, more: false }),
+                Err(e) => Err(e),
+            };
             if shard.finished {
                 tracing::info!(shard = %id, checkpoint = ?shard.checkpoint, "stream shard finished");
                 // Its children (a split, or the next shard after a rollover) may now be read.
@@ -285,6 +306,24 @@ impl Worker {
             None if more => Ok(Progress::More),
             None => Ok(Progress::Idle),
         }
+    }
+
+    /// Whether this instance may read the shard now. On getting a lease (back), the shard's checkpoint is read
+    /// again: another instance may have moved it, or finished the shard.
+    async fn lease(&self, id: &str, shard: &mut ShardState) -> Result<bool, String> {
+        let Some(leases) = &self.leases else { return Ok(true) };
+        let held = leases.hold(id).await.map_err(|e| format!("lease of shard {id}: {e}"))?;
+        if held && !shard.held {
+            let (checkpoint, finished) = self.io.load_checkpoint(id).await?;
+            tracing::info!(shard = %id, ?checkpoint, finished, owner = leases.owner(), "reading stream shard (lease held)");
+            *shard = ShardState { checkpoint, finished, iterator: None, held: true, parent: shard.parent.take() };
+        }
+        if !held && shard.held {
+            tracing::info!(shard = %id, "stream shard's lease is another instance's; not reading it");
+            shard.held = false;
+            shard.iterator = None;
+        }
+        Ok(held && !shard.finished)
     }
 
     async fn find_stream(&mut self) -> Result<Progress, String> {
@@ -356,14 +395,19 @@ impl Worker {
             }
             keep
         });
+        // Shards another instance reads: whether it finished them (their children wait for that).
+        for (id, shard) in self.shards.iter_mut().filter(|(_, s)| !s.held && !s.finished) {
+            shard.finished = self.io.load_checkpoint(id).await?.1;
+        }
         // Load every new shard's checkpoint before adding any: a child must never be seen without its parent.
         let mut found = Vec::new();
+        let held = self.leases.is_none();
         for (id, parent) in listed {
             if self.shards.contains_key(&id) {
                 continue;
             }
             let (checkpoint, finished) = self.io.load_checkpoint(&id).await?;
-            found.push((id, ShardState { parent, checkpoint, iterator: None, finished }));
+            found.push((id, ShardState { parent, checkpoint, iterator: None, finished, held }));
         }
         for (id, shard) in found {
             tracing::info!(

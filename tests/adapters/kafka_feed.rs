@@ -21,9 +21,9 @@ use orderflow::actors::bridge::{Bridge, Shutdown};
 use orderflow::aws::Tables;
 use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous, Transport};
 use orderflow::domain::{OrderEvent, OrderId};
-use orderflow::feed::{EventSink, FeedSubscription};
 use orderflow::feed::cloudevents::{CONTENT_TYPE, CloudEvent};
 use orderflow::feed::kafka::{self, KafkaSink, KafkaSubscription};
+use orderflow::feed::{EventSink, FeedSubscription};
 use orderflow::store::dynamo::DynamoEventStore;
 use orderflow::store::{AppendRequest, EventStore, StoredEvent};
 use rdkafka::ClientConfig;
@@ -319,7 +319,10 @@ pub(crate) async fn append_versions(
 }
 
 /// The bridge's shard checkpoints (items `bridge#<shardId>` of the checkpoints table).
-pub(crate) async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<HashMap<String, AttributeValue>> {
+pub(crate) async fn checkpoints(
+    dynamo: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+) -> Vec<HashMap<String, AttributeValue>> {
     let output =
         dynamo.scan().table_name(&tables.checkpoints).consistent_read(true).send().await.expect("scan checkpoints");
     output
@@ -361,7 +364,8 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
     let kafka = kafka_settings(&brokers, &run);
     kafka::ensure_topic(&kafka).await.expect("create the topic");
     // Small pages, so the first bridge is stopped between checkpoints of one shard.
-    let bridge_settings = BridgeSettings { poll_interval_ms: 100, batch_size: 3, sinks: vec![Transport::Kafka] };
+    let bridge_settings =
+        BridgeSettings { poll_interval_ms: 100, batch_size: 3, sinks: vec![Transport::Kafka], lease_period_ms: 10_000 };
     let start_bridge = || {
         let producer = kafka::producer(&kafka).expect("producer");
         let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
@@ -486,7 +490,8 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     let appended = append_versions(&store, &orders, 1..=3).await;
     let producer = kafka::producer(&kafka).expect("producer");
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-    let settings = BridgeSettings { poll_interval_ms: 50, batch_size: 4, sinks: vec![Transport::Kafka] };
+    let settings =
+        BridgeSettings { poll_interval_ms: 50, batch_size: 4, sinks: vec![Transport::Kafka], lease_period_ms: 10_000 };
     let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
     let bridge = Bridge::new(streams, dynamo, tables, sinks, settings).start();
 
@@ -507,4 +512,54 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     for (order, versions) in firsts {
         assert_eq!(versions, vec![1, 2, 3], "order {order} first arrived as {versions:?}");
     }
+}
+
+#[actix_web::test]
+async fn two_bridges_with_leases_publish_each_shard_once_and_one_takes_over_when_the_other_stops() {
+    let Some(brokers) = kafka_brokers() else { return };
+    let Some(sdk) = dynamodb().await else { return };
+    let run = unique();
+    let tables = Tables::new(&format!("t{run}"));
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let store_settings = StoreSettings {
+        snapshot_every: 0,
+        max_batch: 64,
+        queue_capacity: 1024,
+        idempotency_ttl_hours: 24,
+        synchronous: Synchronous::Normal,
+    };
+    let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &store_settings, true).await.expect("store");
+    let kafka = kafka_settings(&brokers, &run);
+    kafka::ensure_topic(&kafka).await.expect("create the topic");
+    let period = Duration::from_millis(800);
+    let settings =
+        BridgeSettings { poll_interval_ms: 50, batch_size: 100, sinks: vec![Transport::Kafka], lease_period_ms: 800 };
+    let start = |owner: &str| {
+        let producer = kafka::producer(&kafka).expect("producer");
+        let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
+        let leases =
+            orderflow::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner.to_owned(), period);
+        Bridge::new(streams.clone(), dynamo.clone(), tables.clone(), sinks, settings.clone())
+            .with_leases(Arc::new(leases))
+            .start()
+    };
+    let orders: Vec<OrderId> = (0..4).map(|n| order_id(n, &run)).collect();
+    let mut appended = append_versions(&store, &orders, 1..=3).await;
+    let (a, b) = (start("a"), start("b"));
+    let consumer = outside_consumer(&brokers, &kafka.topic);
+    let mut seen = Vec::new();
+    consume_until(&consumer, &mut seen, Duration::from_secs(60), |s| distinct_ids(s).len() >= appended.len()).await;
+    consume_until(&consumer, &mut seen, Duration::from_secs(2), |_| false).await;
+    assert_eq!(seen.len(), appended.len(), "two bridges, one lease per shard: every record once");
+
+    // Whichever holds the shard stops (without handing its lease back); the other takes over after a period.
+    stop(&a).await;
+    stop(&b).await;
+    let survivor = start("b");
+    appended.extend(append_versions(&store, &orders, 4..=5).await);
+    let expected: HashSet<String> = appended.iter().map(|e| e.event_id.to_string()).collect();
+    consume_until(&consumer, &mut seen, Duration::from_secs(60), |s| distinct_ids(s) == expected).await;
+    stop(&survivor).await;
+    assert_eq!(distinct_ids(&seen), expected, "the survivor publishes what was written after the stop");
 }
