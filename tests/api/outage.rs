@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use futures_util::stream;
+use orderflow::config::Settings;
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -576,14 +577,23 @@ async fn dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing
     if !outages_enabled("dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing") {
         return;
     }
-    let app = spawn_app().await;
+    // The production timeouts (`[dynamodb]` of config/default.toml), not the suites' generous ones.
+    let defaults = Settings::load_with(None, Vec::new()).expect("the default settings load").dynamodb;
+    let operation_timeout = Duration::from_millis(defaults.operation_timeout_ms);
+    let (attempt_ms, operation_ms) =
+        (defaults.attempt_timeout_ms.to_string(), defaults.operation_timeout_ms.to_string());
+    let app = spawn_app_with(&[
+        ("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", &attempt_ms),
+        ("ORDERFLOW__DYNAMODB__OPERATION_TIMEOUT_MS", &operation_ms),
+    ])
+    .await;
     let load = Load::new(&app);
     let outage =
         under_outage(&load, || Frozen::freeze("dynamodb", dynamodb_port()), || ready_during_outage(&app)).await;
 
-    // Commands need the store. While it is frozen they wait for it at most the store's operation timeout (15 s,
-    // `aws::OPERATION_TIMEOUT`): those it outlasts answer 503 with Retry-After, the others go through once it is
-    // back. No 500, and no answer later than the client's 30 s (`check_answers`).
+    // Commands need the store. While it is frozen, each waits for it at most about one operation timeout
+    // (`dynamodb.operation_timeout_ms`), then answers 503 with Retry-After: promptly, not after the outage. No
+    // 500, and no answer later than the client's 30 s (`check_answers`).
     let answers = check_answers(&load, &outage);
     {
         let log = load.log.lock().expect("log");
@@ -592,6 +602,16 @@ async fn dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing
         let frozen = (outage.from + Duration::from_secs(1))..outage.to;
         let during: Vec<&Sent> = log.iter().filter(acknowledged).filter(|s| frozen.contains(&s.answered)).collect();
         assert!(during.is_empty(), "acknowledged while DynamoDB was frozen: {during:?}");
+        // Prompt: a command asked while DynamoDB was frozen had its answer (a 503) within two operation timeouts
+        // (one for the call that hung, one of slack for a loaded machine), well before the freeze ended.
+        let prompt = operation_timeout * 2;
+        let slow: Vec<&Sent> = log
+            .iter()
+            .filter(|s| frozen.contains(&s.asked) && s.asked + prompt < outage.to)
+            .filter(|s| s.answered - s.asked > prompt)
+            .collect();
+        assert!(slow.is_empty(), "answered later than {prompt:?} during the freeze: {slow:?}");
+        assert!(answers.unavailable_during_outage > 0, "no command was refused during the freeze");
         // After the outage commands go through again.
         assert!(
             log.iter().filter(acknowledged).any(|s| s.asked > outage.to),
