@@ -18,8 +18,8 @@ use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings};
-use crate::feed::{FeedError, FeedSubscription};
-use crate::feed::kafka::{self, KafkaSubscription};
+use crate::feed::{FeedError, FeedHealth, FeedSubscription, InProcessFeed};
+use crate::feed::kafka::{self, KafkaHealth, KafkaSubscription};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::{EventStore, RebuildSource};
@@ -38,6 +38,7 @@ const READ_CONNECTIONS: usize = 4;
 /// The adapters of one profile, and its running projectors.
 struct Wiring {
     store: Arc<dyn EventStore>,
+    feed: Arc<dyn FeedHealth>,
     search: Arc<dyn SearchView>,
     revenue: Arc<dyn RevenueView>,
     projections: Projections,
@@ -95,7 +96,7 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
         handles.push(kit.start(projection, feed, checkpoint).await?);
     }
     let projections = Projections::new(handles, kit.parked, kit.poison, source);
-    Ok(Wiring { store, search, revenue, projections })
+    Ok(Wiring { store, feed: Arc::new(InProcessFeed), search, revenue, projections })
 }
 
 /// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
@@ -115,6 +116,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
     }
     let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+    let feed = Arc::new(KafkaHealth::new(producer.clone(), &settings.kafka.topic));
     let kit = ProjectorKit {
         settings,
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
@@ -136,7 +138,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
     let source: Arc<dyn RebuildSource> = store.clone();
     let projections = Projections::new(handles, kit.parked, kit.poison, source);
-    Ok(Wiring { store, search, revenue, projections })
+    Ok(Wiring { store, feed, search, revenue, projections })
 }
 
 pub struct Application {
@@ -159,7 +161,7 @@ impl Application {
             Profile::Embedded => embedded(&settings).await?,
             Profile::Distributed => distributed(&settings).await?,
         };
-        let Wiring { store, search, revenue, projections } = wiring;
+        let Wiring { store, feed, search, revenue, projections } = wiring;
 
         let registry = OrderRegistry::new(
             Arc::clone(&store),
@@ -170,6 +172,7 @@ impl Application {
         let state = web::Data::new(AppState {
             registry,
             store,
+            feed,
             search,
             revenue,
             projections,

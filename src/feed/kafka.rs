@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -29,11 +29,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::cloudevents::CloudEvent;
-use super::{FeedError, FeedSubscription};
+use super::{FeedError, FeedHealth, FeedSubscription};
 use crate::config::KafkaSettings;
 use crate::store::StoredEvent;
 
@@ -86,6 +86,64 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
         .set("message.timeout.ms", "30000")
         .create()
         .context("Kafka producer")
+}
+
+/// How long readiness's broker check waits for the metadata answer: well inside the 2 s a readiness check gets,
+/// and far above a healthy broker's milliseconds.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one broker check's result is reused: every load balancer and orchestrator probing every instance
+/// every few seconds should not each cost the broker a metadata request.
+const HEALTH_TTL: Duration = Duration::from_secs(2);
+
+/// Readiness check `feed` on the distributed profile: a metadata request for the event topic through the
+/// bridge's producer (its connections are the ones that matter), answered within [`HEALTH_TIMEOUT`], the topic
+/// present with its partitions. The result is kept for [`HEALTH_TTL`]; concurrent probes share one request.
+pub struct KafkaHealth {
+    producer: FutureProducer,
+    topic: String,
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl KafkaHealth {
+    pub fn new(producer: FutureProducer, topic: &str) -> Self {
+        Self { producer, topic: topic.to_owned(), last: tokio::sync::Mutex::new(None) }
+    }
+
+    /// One metadata request. librdkafka blocks its calling thread for it, so it runs on the blocking pool.
+    async fn check(&self) -> Result<(), String> {
+        let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), HEALTH_TIMEOUT)
+                .map_err(|e| format!("Kafka broker metadata: {e}"))?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            match found {
+                None => Err(format!("Kafka topic {topic} is missing")),
+                Some(t) if t.error().is_some() => Err(format!("Kafka topic {topic}: {:?}", t.error())),
+                Some(t) if t.partitions().is_empty() => Err(format!("Kafka topic {topic} has no partitions")),
+                Some(_) => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| format!("Kafka broker check: {e}"))?
+    }
+}
+
+#[async_trait]
+impl FeedHealth for KafkaHealth {
+    async fn ping(&self) -> Result<(), FeedError> {
+        // Held across the request: probes that come while one is out wait for its answer instead of sending more.
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < HEALTH_TTL
+        {
+            return result.clone().map_err(FeedError);
+        }
+        let result = self.check().await;
+        *last = Some((Instant::now(), result.clone()));
+        result.map_err(FeedError)
+    }
 }
 
 /// A batch handed to the projector and not yet acked.

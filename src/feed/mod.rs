@@ -22,6 +22,23 @@ impl From<StoreUnavailable> for FeedError {
     }
 }
 
+/// The feed's broker as readiness sees it: `/health/ready` check `feed`.
+#[async_trait]
+pub trait FeedHealth: Send + Sync {
+    async fn ping(&self) -> Result<(), FeedError>;
+}
+
+/// The embedded feed is the event store's own log, read in process: nothing to reach beyond the store, which
+/// readiness checks as `eventStore`.
+pub struct InProcessFeed;
+
+#[async_trait]
+impl FeedHealth for InProcessFeed {
+    async fn ping(&self) -> Result<(), FeedError> {
+        Ok(())
+    }
+}
+
 /// One projector's position in the feed. Events come in feed order (per order: version order).
 /// Nothing moves until [`FeedSubscription::ack`]: a batch that was not acked is delivered again.
 #[async_trait]

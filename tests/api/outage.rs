@@ -553,20 +553,23 @@ async fn the_kafka_broker_frozen_for_10_s_under_load_loses_nothing_and_the_views
     }
     let app = spawn_app().await;
     let load = Load::new(&app);
-    // Late in the freeze: how many orders the search view holds, and how many had been started by then.
-    let search_during = || async {
-        tokio::time::sleep(OUTAGE_FOR - Duration::from_secs(3)).await;
+    // Early in the freeze, readiness; late in it, how many orders the search view holds, and how many had been
+    // started by then.
+    let during = || async {
+        let ready = ready_during_outage(&app).await;
+        tokio::time::sleep_until(load.at(OUTAGE_AT + OUTAGE_FOR - Duration::from_secs(3))).await;
         let started = load.orders() as u64;
-        (estimated_total(&app, "limit=1").await, started)
+        (ready, estimated_total(&app, "limit=1").await, started)
     };
-    let outage = under_outage(&load, || Frozen::freeze("kafka", kafka_port()), search_during).await;
+    let outage = under_outage(&load, || Frozen::freeze("kafka", kafka_port()), during).await;
 
     // The write model does not need the broker: commands keep being acknowledged throughout.
     let answers = check_answers(&load, &outage);
     assert_eq!(answers.unavailable, 0, "commands were refused while only the broker was down");
     // The freeze was real: orders placed during it could not reach the search view.
-    let (seen, started) = outage.probe.expect("the search view answered during the outage");
+    let (ready, seen, started) = outage.probe.expect("readiness and the search view answered during the outage");
     assert!(seen.is_some_and(|seen| seen < started), "search view held {seen:?} of {started} orders during the freeze");
+    assert_names_failing(Some(ready), "feed");
     check_durable(&app, &load).await;
     check_views_converge(&app, &load).await;
     check_ready_again(&app).await;
