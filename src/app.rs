@@ -6,7 +6,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
@@ -122,7 +121,10 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
         poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
     };
-    Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone()).start();
+    let bridge = Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone())
+        .with_poison(kit.poison.clone());
+    let bridge_status = bridge.status();
+    let bridge = bridge.start_supervised();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
         // Each (re)start joins the consumer group again and resumes from its committed offsets.
@@ -137,7 +139,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     }
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
     let source: Arc<dyn RebuildSource> = store.clone();
-    let projections = Projections::new(handles, kit.parked, kit.poison, source);
+    let projections = Projections::new(handles, kit.parked, kit.poison, source).with_bridge(bridge, bridge_status);
     Ok(Wiring { store, feed, search, revenue, projections })
 }
 
