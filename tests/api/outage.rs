@@ -9,11 +9,14 @@
 //! service (a hung peer, not a refused connection). Meilisearch is the in-process contract mock, paused with
 //! its switch (every request hangs unanswered).
 //!
-//! These tests freeze services that other tests (and other people's test runs) share, so they run only when
-//! asked for, serially: `ORDERFLOW_TEST_OUTAGES=1` with the distributed profile (`scripts/test.sh` runs them
-//! after the distributed suite, `--test-threads 1`). Without it they print "skipped" and pass. A frozen service
-//! is always resumed: by a drop guard (also when the test panics) and, should the test process die before
-//! that, by a watchdog process of its own that sends `SIGCONT` after a deadline.
+//! These tests freeze services that other tests share, so they run alone, serially, and only where
+//! `ORDERFLOW_TEST_OUTAGES=1` says so with the distributed profile: `scripts/test.sh` (so CI) runs them after
+//! the distributed suite, `--test-threads 1`. Without it they print "skipped" and pass, so the parallel suites
+//! never freeze anything. They freeze whatever listens on the ports of `ORDERFLOW_TEST_DYNAMODB` /
+//! `ORDERFLOW_TEST_KAFKA`: point those at services of your own (`scripts/services.sh` takes its ports from
+//! env) when others share the machine's. A frozen service is always resumed: by a drop guard (also when the
+//! test panics) and, should the test process die before that, by a watchdog process of its own that sends
+//! `SIGCONT` after a deadline.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
