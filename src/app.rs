@@ -11,14 +11,16 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
 use crate::actors::bridge::Bridge;
+use crate::audit::{AuditLog, DynamoAuditLog, SqliteAuditLog};
 use crate::actors::parking::{ParkingLot, PoisonSwitch, Poisonable, RetryPolicy};
 use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
-use crate::config::{Profile, Settings};
-use crate::feed::{FeedError, FeedHealth, FeedSubscription, InProcessFeed};
-use crate::feed::kafka::{self, KafkaHealth, KafkaSubscription};
+use crate::config::{Profile, Settings, Transport};
+use crate::feed::kafka::{self, KafkaHealth, KafkaSink, KafkaSubscription};
+use crate::feed::kinesis::{self, CheckpointStore, KinesisHealth, KinesisSink, KinesisSubscription};
+use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::{EventStore, RebuildSource};
@@ -41,6 +43,7 @@ struct Wiring {
     search: Arc<dyn SearchView>,
     revenue: Arc<dyn RevenueView>,
     projections: Projections,
+    audit: Arc<dyn AuditLog>,
 }
 
 /// What every projector of the application shares.
@@ -95,13 +98,16 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
         handles.push(kit.start(projection, feed, checkpoint).await?);
     }
     let projections = Projections::new(handles, kit.parked, kit.poison, source);
-    Ok(Wiring { store, feed: Arc::new(InProcessFeed), search, revenue, projections })
+    let audit = SqliteAuditLog::open(dir).context("audit log")?;
+    Ok(Wiring { store, feed: Arc::new(InProcessFeed), search, revenue, projections, audit })
 }
 
-/// DynamoDB (write model, revenue view) → Streams bridge → Kafka → projectors → Meilisearch / DynamoDB.
+/// DynamoDB (write model, revenue view) → Streams bridge → Kafka and/or Kinesis → projectors (reading one of
+/// them) → Meilisearch / DynamoDB.
 async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let sdk = crate::aws::sdk_config(&settings.aws).await;
-    // Every DynamoDB user (store, revenue view, parked events, the bridge's checkpoints) gets `[dynamodb]`'s timeouts.
+    // Every DynamoDB user (store, revenue view, parked events, audit, the bridge's checkpoints) gets the
+    // timeouts of `[dynamodb]`.
     let dynamo = crate::aws::dynamo_client(&sdk, &settings.dynamodb);
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
     let tables = Tables::new(&settings.dynamodb.table_prefix);
@@ -111,40 +117,79 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         .context("DynamoDB event store")?;
     let revenue = DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
     let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
-    if settings.kafka.create_topic {
-        kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+    let uses = |t: Transport| settings.bridge.sinks.contains(&t) || settings.projections.source == t;
+    let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    // Readiness check `feed`: every transport this instance publishes to or reads from.
+    let mut feed_checks: Vec<Arc<dyn FeedHealth>> = Vec::new();
+    if uses(Transport::Kafka) {
+        if settings.kafka.create_topic {
+            kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
+        }
+        let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+        feed_checks.push(Arc::new(KafkaHealth::new(producer.clone(), &settings.kafka.topic)));
+        if settings.bridge.sinks.contains(&Transport::Kafka) {
+            sinks.push(Arc::new(KafkaSink::new(producer, settings.kafka.topic.clone())));
+        }
     }
-    let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
-    let feed = Arc::new(KafkaHealth::new(producer.clone(), &settings.kafka.topic));
+    let kinesis_client = if uses(Transport::Kinesis) {
+        let client = kinesis::client(&settings.aws, &settings.kinesis).await;
+        if settings.kinesis.create_stream {
+            kinesis::ensure_stream(&client, &settings.kinesis).await.context("creating the Kinesis stream")?;
+        }
+        if settings.bridge.sinks.contains(&Transport::Kinesis) {
+            sinks.push(Arc::new(KinesisSink::new(client.clone(), settings.kinesis.stream.clone())));
+        }
+        feed_checks.push(Arc::new(KinesisHealth::new(client.clone(), &settings.kinesis.stream)));
+        Some(client)
+    } else {
+        None
+    };
     let kit = ProjectorKit {
         settings,
         parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
         poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
     };
-    let bridge = Bridge::new(streams, dynamo, tables, producer, settings.kafka.topic.clone(), settings.bridge.clone())
-        .with_poison(kit.poison.clone());
+    let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
+    let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
+    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).with_poison(kit.poison.clone());
     let bridge_status = bridge.status();
     let bridge = bridge.start_supervised();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
-        // Each (re)start joins the consumer group again and resumes from its committed offsets.
-        let (kafka, name) = (settings.kafka.clone(), projection.name());
-        let feed: FeedFactory = Arc::new(move || {
-            let subscription = KafkaSubscription::new(&kafka, name)
-                .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
-                .map_err(|e| FeedError(format!("{e:#}")));
-            Box::pin(std::future::ready(subscription))
-        });
+        let name = projection.name();
+        let feed: FeedFactory = match (&settings.projections.source, &kinesis_client) {
+            (Transport::Kinesis, Some(client)) => {
+                // Each (re)start lists the shards again and resumes after the checkpoints saved on ack.
+                let (client, checkpoints, kinesis) =
+                    (client.clone(), checkpoints.clone(), settings.kinesis.clone());
+                Arc::new(move || {
+                    let subscription = KinesisSubscription::new(client.clone(), checkpoints.clone(), &kinesis, name);
+                    Box::pin(std::future::ready(Ok(Box::new(subscription) as Box<dyn FeedSubscription>)))
+                })
+            }
+            _ => {
+                // Each (re)start joins the consumer group again and resumes from its committed offsets.
+                let kafka = settings.kafka.clone();
+                Arc::new(move || {
+                    let subscription = KafkaSubscription::new(&kafka, name)
+                        .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
+                        .map_err(|e| FeedError(format!("{e:#}")));
+                    Box::pin(std::future::ready(subscription))
+                })
+            }
+        };
         handles.push(kit.start(projection, feed, 0).await?);
     }
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
     let source: Arc<dyn RebuildSource> = store.clone();
     let projections = Projections::new(handles, kit.parked, kit.poison, source).with_bridge(bridge, bridge_status);
-    Ok(Wiring { store, feed, search, revenue, projections })
+    let feed = Arc::new(FeedChecks::new(feed_checks));
+    Ok(Wiring { store, feed, search, revenue, projections, audit })
 }
 
 pub struct Application {
     port: u16,
+    tls: bool,
     server: Server,
     state: web::Data<AppState>,
     /// The JWT secret lives in the data folder (generated on first run), not in the config.
@@ -163,7 +208,7 @@ impl Application {
             Profile::Embedded => embedded(&settings).await?,
             Profile::Distributed => distributed(&settings).await?,
         };
-        let Wiring { store, feed, search, revenue, projections } = wiring;
+        let Wiring { store, feed, search, revenue, projections, audit } = wiring;
 
         let registry = OrderRegistry::new(
             Arc::clone(&store),
@@ -178,22 +223,65 @@ impl Application {
             search,
             revenue,
             projections,
-            auth: Authenticator::new(&settings.auth, &secret),
+            auth: Authenticator::from_settings(&settings.auth, &secret).await?,
+            audit,
+            limits: http::limits::RateLimits::new(&settings.rate_limit),
             prometheus: crate::telemetry::prometheus(),
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),
+            max_uri_bytes: settings.server.max_uri_bytes,
         });
+
+        if state.limits.enabled() {
+            // Buckets that filled up again are forgotten, so the limiter's memory follows active clients.
+            let state = state.clone();
+            actix_web::rt::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    state.limits.forget_idle();
+                }
+            });
+        }
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::routes))
-            .shutdown_timeout(settings.server.shutdown_timeout_secs)
-            .listen(listener)?;
+        let origins = settings.server.cors_allowed_origins.clone();
+        let server = &settings.server;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), http::cors(&origins)))
+                .wrap(actix_web::middleware::from_fn(http::limit_uri))
+                .configure(http::routes)
+        })
+        .shutdown_timeout(server.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_millis(server.request_timeout_ms))
+        .keep_alive(Duration::from_secs(server.keep_alive_secs))
+        .max_connections(server.max_connections.max(1));
+        let tls = !settings.server.tls_cert.is_empty() && !settings.server.tls_key.is_empty();
+        server = if tls {
+            let config = tls_config(&settings.server.tls_cert, &settings.server.tls_key)?;
+            server.listen_rustls_0_23(listener, config)?
+        } else {
+            server.listen(listener)?
+        };
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        Ok(Self { port, server: server.run(), state, secret_in_data_dir: settings.auth.jwt_secret.is_empty() })
+        Ok(Self {
+            port,
+            tls,
+            server: server.run(),
+            state,
+            secret_in_data_dir: settings.auth.jwt_secret.is_empty(),
+        })
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     pub fn port(&self) -> u16 {
@@ -216,4 +304,22 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The rustls server configuration of `server.tls_cert` / `server.tls_key` (PEM).
+fn tls_config(cert: &str, key: &str) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls_cert {cert}"))?;
+    anyhow::ensure!(!chain.is_empty(), "server.tls_cert {cert}: no certificate");
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("server.tls_key {key}"))?;
+    // The provider is named: two are compiled in (ring for the HTTP clients, aws-lc-rs for the AWS SDK).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the TLS certificate and key do not match")
 }

@@ -51,6 +51,8 @@ pub struct Tables {
     pub revenue_orders: String,
     /// (id S): events a projection parked (see `views::parked`).
     pub parked: String,
+    /// (day S, id S): the audit log of admin actions (see `audit`).
+    pub audit: String,
 }
 
 impl Tables {
@@ -64,6 +66,7 @@ impl Tables {
             revenue_daily: name("revenue_daily"),
             revenue_orders: name("revenue_orders"),
             parked: name("parked"),
+            audit: name("audit"),
         }
     }
 }
@@ -182,6 +185,7 @@ impl Tables {
             TableSpec { ttl_attribute: Some("expiresAt"), ..TableSpec::new(&self.idempotency, "scope", S) },
             self.checkpoints_spec(),
             TableSpec::new(&self.parked, "id", S),
+            TableSpec { range_key: Some(("id", S)), ..TableSpec::new(&self.audit, "day", S) },
         ]
     }
 

@@ -25,6 +25,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub server: ServerSettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub actors: ActorSettings,
     pub store: StoreSettings,
     pub projections: ProjectionSettings,
@@ -32,6 +33,7 @@ pub struct Settings {
     pub aws: AwsSettings,
     pub dynamodb: DynamoSettings,
     pub kafka: KafkaSettings,
+    pub kinesis: KinesisSettings,
     pub meilisearch: MeiliSettings,
     pub bridge: BridgeSettings,
 }
@@ -43,6 +45,20 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's head; then 408.
+    pub request_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Most concurrent connections per worker; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Longest request target (path and query) accepted; longer: 414 `uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// Origins allowed to call the API from a browser (CORS). Empty: no CORS headers at all (the console is
+    /// same-origin and needs none).
+    pub cors_allowed_origins: Vec<String>,
+    /// TLS (rustls) when both are set: PEM files of the certificate chain and its private key.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Clone, Deserialize)]
@@ -51,6 +67,54 @@ pub struct AuthSettings {
     pub enabled: bool,
     pub jwt_secret: String,
     pub leeway_secs: u64,
+    /// RS256 / ES256 tokens: a JWKS file path or an `http(s)://` URL. Empty: HS256 only.
+    pub jwks: String,
+    pub jwks_refresh_secs: u64,
+    /// Required `iss` / `aud` of JWKS tokens; empty: not checked.
+    pub issuer: String,
+    pub audience: String,
+    /// The claim that holds a JWKS token's role (a string or a list); admin when it holds `admin_role`.
+    pub role_claim: String,
+    pub admin_role: String,
+    /// The claim that holds a JWKS token's customer id.
+    pub customer_claim: String,
+}
+
+/// One token bucket: a sustained rate and the burst a client may use at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Rate limits per token subject and route class, and per client IP for requests without a valid token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub commands: Bucket,
+    pub queries: Bucket,
+    pub admin: Bucket,
+    pub anonymous: Bucket,
+}
+
+/// The values of config/default.toml (for tests and tools that build settings in code).
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            jwt_secret: String::new(),
+            leeway_secs: 60,
+            jwks: String::new(),
+            jwks_refresh_secs: 300,
+            issuer: String::new(),
+            audience: String::new(),
+            role_claim: "role".into(),
+            admin_role: "admin".into(),
+            customer_claim: "sub".into(),
+        }
+    }
 }
 
 impl fmt::Debug for AuthSettings {
@@ -59,6 +123,13 @@ impl fmt::Debug for AuthSettings {
             .field("enabled", &self.enabled)
             .field("jwt_secret", &"<redacted>")
             .field("leeway_secs", &self.leeway_secs)
+            .field("jwks", &self.jwks)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("role_claim", &self.role_claim)
+            .field("admin_role", &self.admin_role)
+            .field("customer_claim", &self.customer_claim)
             .finish()
     }
 }
@@ -96,6 +167,8 @@ pub struct ProjectionSettings {
     pub max_attempts: u32,
     pub retry_backoff_ms: u64,
     pub poison_order_prefix: String,
+    /// The event feed the distributed profile's projectors read (the embedded profile tails its log).
+    pub source: Transport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -153,6 +226,56 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisSettings {
+    /// The Kinesis endpoint; empty: `aws.endpoint_url` (and with that empty too, the SDK's own: real AWS).
+    /// It is separate because DynamoDB Local and kinesalite are two servers.
+    pub endpoint_url: String,
+    pub stream: String,
+    /// Shards of a stream created at startup; an existing stream keeps its own.
+    pub shards: i32,
+    pub create_stream: bool,
+    /// How long a caught-up shard reader waits before asking its shard again (AWS allows 5 GetRecords per
+    /// second per shard, shared by every consumer).
+    pub poll_interval_ms: u64,
+}
+
+/// A transport between the bridge and the projectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Kafka,
+    Kinesis,
+}
+
+/// `["kafka", "kinesis"]` in a file, or `"kafka,kinesis"` (what an env var can carry): the same list.
+fn transports<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Transport>, D::Error> {
+    use serde::de::Error as _;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<Transport>),
+        Text(String),
+    }
+    let mut list = match Form::deserialize(deserializer)? {
+        Form::List(list) => list,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.to_ascii_lowercase().as_str() {
+                "kafka" => Ok(Transport::Kafka),
+                "kinesis" => Ok(Transport::Kinesis),
+                other => Err(D::Error::custom(format!("unknown transport `{other}` (kafka, kinesis)"))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeiliSettings {
@@ -176,6 +299,9 @@ impl fmt::Debug for MeiliSettings {
 pub struct BridgeSettings {
     pub poll_interval_ms: u64,
     pub batch_size: i32,
+    /// Where the bridge publishes every event: Kafka, Kinesis, or both (fan-out).
+    #[serde(deserialize_with = "transports")]
+    pub sinks: Vec<Transport>,
 }
 
 impl Settings {
@@ -196,6 +322,9 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // List keys take a comma-separated value: ORDERFLOW__SERVER__CORS_ALLOWED_ORIGINS=https://a,https://b
+                .list_separator(",")
+                .with_list_parse_key("server.cors_allowed_origins")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -220,6 +349,17 @@ impl Settings {
             self.dynamodb.operation_timeout_ms >= self.dynamodb.attempt_timeout_ms,
             "dynamodb.operation_timeout_ms must be at least dynamodb.attempt_timeout_ms"
         );
+        anyhow::ensure!(self.kinesis.shards > 0, "kinesis.shards must be at least 1");
+        anyhow::ensure!(!self.bridge.sinks.is_empty(), "bridge.sinks must name kafka, kinesis or both");
+        if self.profile == Profile::Distributed {
+            anyhow::ensure!(
+                self.bridge.sinks.contains(&self.projections.source),
+                "projections.source ({:?}) must be one of bridge.sinks ({:?}): the projectors would read a feed \
+                 nothing publishes to",
+                self.projections.source,
+                self.bridge.sinks
+            );
+        }
         Ok(())
     }
 }
@@ -282,6 +422,28 @@ mod tests {
         ]);
         assert!(Settings::load_with(None, attempt_above_operation).is_err());
         assert!(Settings::load_with(None, env(&[("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", "0")])).is_err());
+    }
+
+    #[test]
+    fn sinks_and_source_come_from_a_list_or_an_env_string() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.bridge.sinks, vec![Transport::Kafka]);
+        assert_eq!(s.projections.source, Transport::Kafka);
+        let s = Settings::load_with(
+            None,
+            env(&[
+                ("ORDERFLOW__PROFILE", "distributed"),
+                ("ORDERFLOW__BRIDGE__SINKS", "kinesis, kafka"),
+                ("ORDERFLOW__PROJECTIONS__SOURCE", "kinesis"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.bridge.sinks, vec![Transport::Kafka, Transport::Kinesis]);
+        assert_eq!(s.projections.source, Transport::Kinesis);
+        assert!(Settings::load_with(None, env(&[("ORDERFLOW__BRIDGE__SINKS", "kafka,sqs")])).is_err());
+        // The projectors must read a feed the bridge writes.
+        let lonely = [("ORDERFLOW__PROFILE", "distributed"), ("ORDERFLOW__PROJECTIONS__SOURCE", "kinesis")];
+        assert!(Settings::load_with(None, env(&lonely)).is_err());
     }
 
     #[test]

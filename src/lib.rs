@@ -16,6 +16,7 @@
 pub mod actors;
 pub mod admin_client;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod bench;

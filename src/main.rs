@@ -131,7 +131,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let host = settings.server.host.clone();
         let app = Application::build(settings).await?;
-        println!("orderflow listening on http://{host}:{}", app.port());
+        let scheme = app.scheme();
+        println!("orderflow listening on {scheme}://{host}:{}", app.port());
+        println!("console: {scheme}://{host}:{}/console", app.port());
         if let Some(token) = app.startup_admin_token() {
             println!("admin token (24 h): {token}");
         }

@@ -21,6 +21,7 @@ pub const PROJECTOR_RESTARTS: &str = "orderflow_projector_restarts_total";
 pub const BRIDGE_RECORDS: &str = "orderflow_bridge_records_total";
 pub const BRIDGE_LAG: &str = "orderflow_bridge_lag_seconds";
 pub const LIVE_AGGREGATES: &str = "orderflow_live_aggregates";
+pub const RATE_LIMITED: &str = "orderflow_http_rate_limited_total";
 
 /// How a command ended, as the `outcome` label of `orderflow_commands_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +71,15 @@ impl ProjectionOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BridgeSource {
     DynamoDbStreams,
+    /// The projectors' Kinesis readers: records they took from the stream, and how old the newest one was.
+    Kinesis,
 }
 
 impl BridgeSource {
     fn label(self) -> &'static str {
         match self {
             Self::DynamoDbStreams => "dynamodb-streams",
+            Self::Kinesis => "kinesis",
         }
     }
 }
@@ -107,6 +111,7 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(COMMANDS_TOTAL, "Commands handled, by command and outcome.");
     describe_histogram!(COMMAND_DURATION, metrics::Unit::Seconds, "Command handling time, request to durable ack.");
+    describe_counter!(RATE_LIMITED, "Requests refused with 429 by the rate limits, by route class.");
     describe_counter!(EVENTS_APPENDED, "Events durably appended to the write model, by type.");
     describe_counter!(PROJECTION_EVENTS, "Events seen by projectors, by projection and outcome.");
     describe_gauge!(PROJECTION_LAG, metrics::Unit::Seconds, "Age of the newest event a projection has applied.");
@@ -172,4 +177,110 @@ pub fn init_logging(settings: &LogSettings) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// A request refused with 429 (`class`: commands, queries, admin, anonymous).
+pub fn rate_limited(class: &'static str) {
+    counter!(RATE_LIMITED, "class" => class).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/orderflow.json");
+
+    /// The label names API.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
+    const LABELS: &[&str] = &["command", "outcome", "type", "projection", "source", "class", "le", "instance", "job"];
+
+    fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
+        let panels = dashboard["panels"].as_array().expect("panels");
+        panels
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Every `orderflow_*` name a query uses, with a histogram's `_bucket`/`_sum`/`_count` suffix taken off.
+    fn metric_names(expr: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("orderflow_") {
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// The label names of every `by (...)` clause and every `{label=...}` selector of a query.
+    fn label_names(expr: &str) -> Vec<String> {
+        let mut labels = Vec::new();
+        for (open, close) in [("by (", ')'), ("{", '}')] {
+            let mut rest = expr;
+            while let Some(at) = rest.find(open) {
+                let tail = &rest[at + open.len()..];
+                let end = tail.find(close).unwrap_or(tail.len());
+                for part in tail[..end].split(',') {
+                    let name: String =
+                        part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if !name.is_empty() {
+                        labels.push(name);
+                    }
+                }
+                rest = &tail[end..];
+            }
+        }
+        labels
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_documented_metrics_and_labels() {
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("dashboard JSON");
+        let known = [
+            COMMANDS_TOTAL,
+            COMMAND_DURATION,
+            EVENTS_APPENDED,
+            PROJECTION_EVENTS,
+            PROJECTION_LAG,
+            PROJECTION_PARKED,
+            PROJECTOR_RESTARTS,
+            BRIDGE_RECORDS,
+            BRIDGE_LAG,
+            LIVE_AGGREGATES,
+            RATE_LIMITED,
+        ];
+        let exprs = exprs(&dashboard);
+        assert!(exprs.len() >= 10, "{exprs:?}");
+        let mut used = std::collections::BTreeSet::new();
+        for expr in &exprs {
+            for name in metric_names(expr) {
+                assert!(known.contains(&name.as_str()), "{name} in {expr} is not a metric orderflow exports");
+                used.insert(name);
+            }
+            for label in label_names(expr) {
+                assert!(LABELS.contains(&label.as_str()), "label {label} in {expr} is not documented");
+            }
+        }
+        // The board covers what issue 6 asks for: command rate and latency, lag, parked events, restarts, bridge lag.
+        for wanted in
+            [COMMANDS_TOTAL, COMMAND_DURATION, PROJECTION_LAG, PROJECTION_PARKED, PROJECTOR_RESTARTS, BRIDGE_LAG]
+        {
+            assert!(used.contains(wanted), "the dashboard does not show {wanted}");
+        }
+        let ids: std::collections::BTreeSet<_> =
+            dashboard["panels"].as_array().into_iter().flatten().map(|p| p["id"].as_u64()).collect();
+        assert_eq!(ids.len(), dashboard["panels"].as_array().map_or(0, Vec::len), "panel ids must be unique");
+    }
+
+    #[test]
+    fn the_dashboard_parsers_find_names_and_labels() {
+        let expr = r#"histogram_quantile(0.99, sum by (le, command) (rate(orderflow_command_duration_seconds_bucket{instance=~"$i"}[5m])))"#;
+        assert_eq!(metric_names(expr), vec![COMMAND_DURATION.to_owned()]);
+        assert_eq!(label_names(expr), vec!["le", "command", "instance"]);
+    }
 }

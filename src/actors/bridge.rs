@@ -1,12 +1,13 @@
 //! `Bridge`: forwards the write model's change feed to the public event feed. It reads the DynamoDB Streams
-//! stream of the events table and publishes each INSERT's NEW_IMAGE as a CloudEvent (API.md §3) to Kafka,
-//! keyed by orderId, with header `content-type: application/cloudevents+json`.
+//! stream of the events table and publishes each INSERT's NEW_IMAGE as a CloudEvent (API.md §3) to every
+//! configured [`EventSink`]: Kafka (keyed by orderId, header `content-type: application/cloudevents+json`),
+//! Kinesis Data Streams (partition key = orderId), or both at once.
 //!
 //! Delivery guarantees:
 //! - **At-least-once, nothing skipped.** Each shard is read strictly in order, from its checkpoint
 //!   (`AFTER_SEQUENCE_NUMBER`) or, for a shard never read, from `TRIM_HORIZON`. One `GetRecords` page is
-//!   published and *every* delivery is confirmed before the shard's checkpoint (its last sequence number) is
-//!   saved in the checkpoints table. Any failure after the read (a Kafka delivery, the checkpoint write)
+//!   published and *every* delivery to *every* sink is confirmed before the shard's checkpoint (its last
+//!   sequence number) is saved in the checkpoints table. Any failure after the read (a sink, the checkpoint write)
 //!   drops the shard's iterator, so the next step reads the same records again from the checkpoint and
 //!   publishes them again: records may be duplicated (consumers dedupe on `id`), never lost. A restarted
 //!   bridge resumes at the checkpoints, so it repeats at most the page that was in flight.
@@ -36,15 +37,12 @@ use aws_sdk_dynamodbstreams::error::DisplayErrorContext;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, OperationType, Record, ShardIteratorType};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::parking::PoisonSwitch;
 use super::projector::ProjectionStatus;
 use crate::aws::Tables;
 use crate::config::BridgeSettings;
-use crate::feed::cloudevents::{CONTENT_TYPE, CloudEvent};
+use crate::feed::EventSink;
 use crate::store::StoredEvent;
 use crate::store::dynamo::event_from_item;
 use crate::telemetry::{self, BridgeSource};
@@ -56,8 +54,6 @@ const SOURCE: BridgeSource = BridgeSource::DynamoDbStreams;
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(15);
 /// How long to wait between looks for the events table's stream while it has none.
 const NO_STREAM_WAIT: Duration = Duration::from_secs(2);
-/// How long one enqueue may wait for room in librdkafka's queue before the page counts as failed.
-const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-attempt and per-operation limits on Streams calls: the SDK sets none, and a hung call would stall
 /// every shard behind it.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,16 +81,14 @@ impl Bridge {
         streams: aws_sdk_dynamodbstreams::Client,
         dynamo: aws_sdk_dynamodb::Client,
         tables: Tables,
-        producer: FutureProducer,
-        topic: String,
+        sinks: Vec<Arc<dyn EventSink>>,
         settings: BridgeSettings,
     ) -> Self {
         let io = Io {
             streams: streams_client_with_timeouts(&streams),
             dynamo: crate::aws::dynamo_client_with_timeouts(&dynamo),
             tables,
-            producer,
-            topic,
+            sinks,
             // DynamoDB Streams allows 1 to 1000 records per GetRecords.
             batch_size: settings.batch_size.clamp(1, 1000),
             poison: PoisonSwitch::default(),
@@ -153,7 +147,8 @@ impl Actor for Bridge {
             // A supervisor restarts an actor that stopped while its address is held: stay idle instead.
             return;
         }
-        tracing::info!(table = %self.io.tables.events, topic = %self.io.topic, "bridge started");
+        let sinks: Vec<&str> = self.io.sinks.iter().map(|s| s.name()).collect();
+        tracing::info!(table = %self.io.tables.events, ?sinks, "bridge started");
         // After a crash, wait before reading again (a record that crashes the bridge would otherwise spin).
         match self.status.crash_streak() {
             0 => ctx.notify(Step),
@@ -307,8 +302,7 @@ struct Io {
     streams: aws_sdk_dynamodbstreams::Client,
     dynamo: aws_sdk_dynamodb::Client,
     tables: Tables,
-    producer: FutureProducer,
-    topic: String,
+    sinks: Vec<Arc<dyn EventSink>>,
     batch_size: i32,
     /// The test hook that can crash the bridge (see [`PoisonSwitch::crashes_bridge`]).
     poison: PoisonSwitch,
@@ -515,7 +509,7 @@ impl Io {
         self.crash_if_asked(records);
         let next = output.next_shard_iterator().map(str::to_owned);
         let (published, last_created) =
-            self.publish(id, records).await.map_err(|e| format!("publishing shard {id} to Kafka: {e}"))?;
+            self.publish(id, records).await.map_err(|e| format!("publishing shard {id}: {e}"))?;
         let last_sequence = records
             .iter()
             .rev()
@@ -573,12 +567,11 @@ impl Io {
         }
     }
 
-    /// Publishes the page's events in order and waits for every delivery. Returns the number published and the
-    /// approximate creation time of the last one.
+    /// Publishes the page's events in order to every sink and waits until each has acknowledged all of them.
+    /// Returns the number published and the approximate creation time of the last one.
     async fn publish(&self, shard: &str, records: &[Record]) -> Result<(u64, Option<DateTime<Utc>>), String> {
-        let mut deliveries = Vec::with_capacity(records.len());
+        let mut events = Vec::with_capacity(records.len());
         let mut last_created = None;
-        let mut failed = None;
         for record in records {
             let Some(change) = record.dynamodb() else { continue };
             // Events are only ever inserted; a MODIFY or REMOVE (a manual fix, a TTL) is not an event.
@@ -588,10 +581,9 @@ impl Io {
             let sequence = change.sequence_number().unwrap_or_default();
             let Some(image) = change.new_image() else {
                 // A stream without images (KEYS_ONLY) can never be bridged: fail loudly rather than skip all.
-                failed = Some(format!(
+                return Err(format!(
                     "record {sequence} has no NEW_IMAGE: the events table's stream must include new images"
                 ));
-                break;
             };
             let event = match decode_image(image) {
                 Ok(event) => event,
@@ -603,56 +595,26 @@ impl Io {
                     continue;
                 }
             };
-            let key = event.order_id.to_string();
-            let payload = CloudEvent::encode(&event);
-            match self.enqueue(&key, &payload).await {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
             last_created = change
                 .approximate_creation_date_time()
                 .and_then(|t| t.to_millis().ok())
                 .and_then(DateTime::from_timestamp_millis)
                 .or(Some(event.recorded_at));
+            events.push(event);
         }
-        let count = deliveries.len() as u64;
-        // Await every enqueued one, even after a failure, so no delivery of this page is still in flight when
-        // the same records are published again.
-        for result in join_all(deliveries).await {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    failed.get_or_insert(e.to_string());
-                }
-                Err(_) => {
-                    failed.get_or_insert_with(|| "the producer was dropped".to_owned());
-                }
-            }
+        if events.is_empty() {
+            return Ok((0, last_created));
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((count, last_created)),
-        }
-    }
-
-    /// Hands one record to librdkafka, in order; when its queue is full, waits for room instead of letting a
-    /// later record overtake this one.
-    async fn enqueue(&self, key: &str, payload: &[u8]) -> Result<DeliveryFuture, String> {
-        let deadline = Instant::now() + ENQUEUE_TIMEOUT;
-        loop {
-            let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
-            let record = FutureRecord::to(&self.topic).key(key).payload(payload).headers(headers);
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err((e, _)) => return Err(e.to_string()),
-            }
-        }
+        // The sinks publish side by side; each keeps the page's order itself. Every one is awaited, even after
+        // one failed, so no delivery of this page is still in flight when the page is published again.
+        let results = join_all(self.sinks.iter().map(|sink| sink.publish(&events))).await;
+        let failures: Vec<String> = self
+            .sinks
+            .iter()
+            .zip(results)
+            .filter_map(|(sink, result)| result.err().map(|e| format!("{}: {}", sink.name(), e.0)))
+            .collect();
+        if failures.is_empty() { Ok((events.len() as u64, last_created)) } else { Err(failures.join("; ")) }
     }
 
     async fn load_checkpoint(&self, shard: &str) -> Result<(Option<String>, bool), String> {

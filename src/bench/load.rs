@@ -43,7 +43,12 @@ pub struct Plan {
 #[derive(Clone)]
 pub struct Target {
     pub base: String,
+    /// An admin token: observers, probes, rebuilds.
     pub auth: Option<HeaderValue>,
+    /// The workload's tokens, one per customer `cust-<i>` (see `workload::CUSTOMERS`): clients act as the
+    /// customers they are, as real ones would (an admin's command on a customer's order is audited). Empty:
+    /// the admin token (`--url` with `--token` and no secret to mint them).
+    pub customers: Arc<Vec<HeaderValue>>,
     pub pid: Option<u32>,
 }
 
@@ -60,6 +65,14 @@ impl Target {
         match &self.auth {
             Some(auth) => rb.header(header::AUTHORIZATION, auth.clone()),
             None => rb,
+        }
+    }
+
+    /// The `Authorization` of workload client `client`: its customer's token, else the admin one.
+    fn client_auth(&self, client: usize) -> Option<HeaderValue> {
+        match self.customers.len() {
+            0 => self.auth.clone(),
+            n => self.customers.get(crate::bench::workload::customer_of(client) % n).cloned(),
         }
     }
 }
@@ -265,6 +278,7 @@ pub async fn run(http: &reqwest::Client, target: &Target, plan: &Plan, observers
 async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
     let plan = &shared.plan;
     let mut state = ClientState::new(&plan.run_id, index, plan.seed);
+    let auth = shared.target.client_auth(index);
     let mut stats = LoadStats::default();
     let mut last_done = shared.measure_start;
     let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.clients as f64 / rate.max(1e-3)));
@@ -300,13 +314,16 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
         }
         let mut request = state.next_request(&plan.mix);
         let op = request.op;
+        let url = format!("{}{}", shared.target.base, request.path);
         let rb = match request.body.take() {
-            Some(body) => shared
-                .target
-                .post(&shared.http, &request.path)
-                .header(header::CONTENT_TYPE, shared.content_type.clone())
-                .body(body),
-            None => shared.target.get(&shared.http, &request.path),
+            Some(body) => {
+                shared.http.post(url).header(header::CONTENT_TYPE, shared.content_type.clone()).body(body)
+            }
+            None => shared.http.get(url),
+        };
+        let rb = match &auth {
+            Some(auth) => rb.header(header::AUTHORIZATION, auth.clone()),
+            None => rb,
         };
         let (status, version) = match rb.send().await {
             Ok(response) => {

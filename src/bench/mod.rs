@@ -208,20 +208,27 @@ impl Service {
         match &args.url {
             Some(url) => {
                 let base = service::check_loopback(url)?;
+                let secret = url_mode_secret(settings);
                 let token = match &args.token {
                     Some(token) => Some(token.clone()),
-                    None => url_mode_secret(settings).map(|secret| mint(&settings.auth, &secret)).transpose()?,
+                    None => secret.as_deref().map(|secret| mint(&settings.auth, secret)).transpose()?,
                 };
-                Ok(Self { target: target(base, token, args.pid)?, spawned: None })
+                let customers = match &secret {
+                    Some(secret) => customer_tokens(&settings.auth, secret)?,
+                    None => Vec::new(),
+                };
+                Ok(Self { target: target(base, token, customers, args.pid)?, spawned: None })
             }
             None => {
                 let secret = service::random_secret();
                 let dir = service::fresh_data_dir(args.data_dir.as_deref(), tag);
                 let spawned = service::Spawned::start(config, dir, &secret, args.keep_data)?;
-                let auth = AuthSettings { enabled: true, jwt_secret: secret.clone(), leeway_secs: 60 };
+                let auth = AuthSettings { jwt_secret: secret.clone(), ..AuthSettings::default() };
                 let token = mint(&auth, &secret)?;
+                let customers = customer_tokens(&auth, &secret)?;
                 eprintln!("bench: started orderflow (pid {}) at {}", spawned.pid, spawned.url);
-                Ok(Self { target: target(spawned.url.clone(), Some(token), Some(spawned.pid))?, spawned: Some(spawned) })
+                let target = target(spawned.url.clone(), Some(token), customers, Some(spawned.pid))?;
+                Ok(Self { target, spawned: Some(spawned) })
             }
         }
     }
@@ -246,9 +253,22 @@ fn mint(auth: &AuthSettings, secret: &str) -> anyhow::Result<String> {
     Ok(Authenticator::new(auth, secret).mint("bench", Role::Admin, 24 * 3600)?)
 }
 
-fn target(base: String, token: Option<String>, pid: Option<u32>) -> anyhow::Result<Target> {
-    let auth = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))).transpose().context("token")?;
-    Ok(Target { base, auth, pid })
+/// A token per workload customer, `cust-0` … (their `sub` is their customer id).
+fn customer_tokens(auth: &AuthSettings, secret: &str) -> anyhow::Result<Vec<String>> {
+    let authenticator = Authenticator::new(auth, secret);
+    (0..workload::CUSTOMERS)
+        .map(|i| Ok(authenticator.mint(&format!("cust-{i}"), Role::Customer, 24 * 3600)?))
+        .collect()
+}
+
+fn bearer(token: &str) -> anyhow::Result<HeaderValue> {
+    HeaderValue::from_str(&format!("Bearer {token}")).context("token")
+}
+
+fn target(base: String, token: Option<String>, customers: Vec<String>, pid: Option<u32>) -> anyhow::Result<Target> {
+    let auth = token.as_deref().map(bearer).transpose()?;
+    let customers = customers.iter().map(|t| bearer(t)).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Target { base, auth, customers: std::sync::Arc::new(customers), pid })
 }
 
 /// Waits until `/health/ready` answers 200 (bounded).
@@ -295,7 +315,7 @@ async fn mixed(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> 
     } else {
         eprintln!("bench: baseline (parse JSON and answer), {} clients …", args.clients);
         let server = baseline::Baseline::start()?;
-        let target = Target { base: server.url.clone(), auth: None, pid: None };
+        let target = Target { base: server.url.clone(), auth: None, customers: std::sync::Arc::default(), pid: None };
         let plan = plan(args, args.mix.clone(), args.warmup, stop_rule(args));
         let outcome = load::run(&http, &target, &plan, &Observers::default()).await;
         server.stop().await;

@@ -177,6 +177,14 @@ pub struct OrderRef {
 /// How many open orders a client remembers per state; older ones are simply left as they are.
 const KEEP: usize = 64;
 
+/// How many customers the workload's clients act for (`cust-0` … `cust-999`).
+pub const CUSTOMERS: usize = 1000;
+
+/// The customer number client `client` acts for.
+pub fn customer_of(client: usize) -> usize {
+    client % CUSTOMERS
+}
+
 /// One client's view of its own orders.
 #[derive(Debug)]
 pub struct ClientState {
@@ -208,7 +216,7 @@ impl ClientState {
         Self {
             rng: Rng::new(seed ^ (client as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)),
             prefix: format!("b{run}-{client}"),
-            customer: format!("cust-{}", client % 1000),
+            customer: format!("cust-{}", customer_of(client)),
             seq: 0,
             placed: VecDeque::with_capacity(KEEP),
             paid: VecDeque::with_capacity(KEEP),

@@ -18,22 +18,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use futures_util::FutureExt as _;
+use futures_util::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::cloudevents::CloudEvent;
-use super::{FeedError, FeedHealth, FeedSubscription};
+use super::cloudevents::{CONTENT_TYPE, CloudEvent};
+use super::{EventSink, FeedError, FeedHealth, FeedSubscription};
 use crate::config::KafkaSettings;
 use crate::store::StoredEvent;
 
@@ -91,26 +92,24 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
 /// How long readiness's broker check waits for the metadata answer: well inside the 2 s a readiness check gets,
 /// and far above a healthy broker's milliseconds.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one broker check's result is reused: every load balancer and orchestrator probing every instance
-/// every few seconds should not each cost the broker a metadata request.
-const HEALTH_TTL: Duration = Duration::from_secs(2);
 
-/// Readiness check `feed` on the distributed profile: a metadata request for the event topic through the
-/// bridge's producer (its connections are the ones that matter), answered within [`HEALTH_TIMEOUT`], the topic
-/// present with its partitions. The result is kept for [`HEALTH_TTL`]; concurrent probes share one request.
+/// Readiness check `feed` for Kafka (cached by [`super::FeedChecks`]): a metadata request for the event topic,
+/// answered within [`HEALTH_TIMEOUT`], the topic present with its partitions.
 pub struct KafkaHealth {
     producer: FutureProducer,
     topic: String,
-    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl KafkaHealth {
     pub fn new(producer: FutureProducer, topic: &str) -> Self {
-        Self { producer, topic: topic.to_owned(), last: tokio::sync::Mutex::new(None) }
+        Self { producer, topic: topic.to_owned() }
     }
+}
 
+#[async_trait]
+impl FeedHealth for KafkaHealth {
     /// One metadata request. librdkafka blocks its calling thread for it, so it runs on the blocking pool.
-    async fn check(&self) -> Result<(), String> {
+    async fn ping(&self) -> Result<(), FeedError> {
         let (producer, topic) = (self.producer.clone(), self.topic.clone());
         tokio::task::spawn_blocking(move || {
             let metadata = producer
@@ -126,23 +125,80 @@ impl KafkaHealth {
             }
         })
         .await
-        .map_err(|e| format!("Kafka broker check: {e}"))?
+        .map_err(|e| FeedError(format!("Kafka broker check: {e}")))?
+        .map_err(FeedError)
+    }
+}
+
+/// How long one enqueue may wait for room in librdkafka's queue before the page counts as failed.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bridge's Kafka sink: each event keyed by orderId with the `content-type` header, every delivery awaited.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaSink {
+    pub fn new(producer: FutureProducer, topic: String) -> Self {
+        Self { producer, topic }
+    }
+
+    /// Hands one record to librdkafka, in order; when its queue is full, waits for room instead of letting a
+    /// later record overtake this one.
+    async fn enqueue(&self, key: &str, payload: &[u8]) -> Result<DeliveryFuture, String> {
+        let deadline = std::time::Instant::now() + ENQUEUE_TIMEOUT;
+        loop {
+            let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+            let record = FutureRecord::to(&self.topic).key(key).payload(payload).headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
     }
 }
 
 #[async_trait]
-impl FeedHealth for KafkaHealth {
-    async fn ping(&self) -> Result<(), FeedError> {
-        // Held across the request: probes that come while one is out wait for its answer instead of sending more.
-        let mut last = self.last.lock().await;
-        if let Some((at, result)) = last.as_ref()
-            && at.elapsed() < HEALTH_TTL
-        {
-            return result.clone().map_err(FeedError);
+impl EventSink for KafkaSink {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), FeedError> {
+        let mut deliveries = Vec::with_capacity(events.len());
+        let mut failed = None;
+        for event in events {
+            match self.enqueue(event.order_id.as_ref(), &CloudEvent::encode(event)).await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        let result = self.check().await;
-        *last = Some((Instant::now(), result.clone()));
-        result.map_err(FeedError)
+        // Await every enqueued one, even after a failure, so no delivery of this page is still in flight when
+        // the same records are published again.
+        for result in join_all(deliveries).await {
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    failed.get_or_insert(e.to_string());
+                }
+                Err(_) => {
+                    failed.get_or_insert_with(|| "the producer was dropped".to_owned());
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(FeedError(format!("Kafka topic {}: {e}", self.topic))),
+            None => Ok(()),
+        }
     }
 }
 

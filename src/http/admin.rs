@@ -8,6 +8,8 @@ use super::AppState;
 use super::error::ApiError;
 use crate::actors::parking::{ParkingError, ReplayReport};
 use crate::actors::projector::RebuildError;
+use crate::audit::{self, AuditEntry};
+use crate::auth::Principal;
 use crate::domain::OrderEvent;
 use crate::views::parked::ParkedEvent;
 
@@ -22,7 +24,7 @@ use crate::views::parked::ParkedEvent;
     ),
 )]
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.admin(&req)?;
+    state.admin(&req).await?;
     Ok(HttpResponse::Ok().json(state.projections.infos()))
 }
 
@@ -79,18 +81,47 @@ impl<'a> From<&'a ParkedEvent> for ParkedBody<'a> {
     ),
 )]
 pub async fn parked(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.admin(&req)?;
+    state.admin(&req).await?;
     let parked = state.projections.parked().await?;
     Ok(HttpResponse::Ok().json(parked.iter().map(ParkedBody::from).collect::<Vec<_>>()))
 }
 
 /// The parked event named in the path, and the parking lot of its projection.
-async fn find(req: &HttpRequest, state: &AppState) -> Result<(String, crate::actors::parking::ParkingLot), ApiError> {
-    let id = req.match_info().get("id").unwrap_or_default().to_owned();
+async fn find(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(ParkedEvent, crate::actors::parking::ParkingLot), ApiError> {
+    let id = req.match_info().get("id").unwrap_or_default();
     let parked = state.projections.parked().await?;
-    let entry = parked.iter().find(|p| p.id == id).ok_or(ApiError::ParkedNotFound)?;
+    let entry = parked.into_iter().find(|p| p.id == id).ok_or(ApiError::ParkedNotFound)?;
     let lot = state.projections.lot(&entry.projection).cloned().ok_or(ApiError::ParkedNotFound)?;
-    Ok((id, lot))
+    Ok((entry, lot))
+}
+
+/// Records an admin action and how it ended in the audit log, then hands the answer on.
+async fn audited(
+    state: &AppState,
+    admin: &Principal,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+    answer: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = match &answer {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("failed: {}", e.code()),
+    };
+    audit::record(state.audit.as_ref(), AuditEntry::new(&admin.subject, action, target, outcome, detail)).await;
+    answer
+}
+
+fn parked_detail(parked: &ParkedEvent) -> serde_json::Value {
+    serde_json::json!({
+        "projection": parked.projection,
+        "orderId": parked.event.order_id.as_str(),
+        "version": parked.event.version,
+        "type": parked.event.event.type_name(),
+    })
 }
 
 fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, ApiError> {
@@ -116,10 +147,10 @@ fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, Ap
     ),
 )]
 pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let admin = state.admin(&req)?;
-    let (id, lot) = find(&req, &state).await?;
-    tracing::info!(admin = %admin.subject, id = %id, "replay of a parked event requested");
-    answer(lot.replay(&id).await)
+    let admin = state.admin(&req).await?;
+    let (parked, lot) = find(&req, &state).await?;
+    let result = answer(lot.replay(&parked.id).await);
+    audited(&state, &admin, "parked.replay", &parked.id, parked_detail(&parked), result).await
 }
 
 /// `DELETE /admin/parked/{id}`: discards the parked event (logged) and lets the events behind it proceed.
@@ -134,10 +165,10 @@ pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     ),
 )]
 pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let admin = state.admin(&req)?;
-    let (id, lot) = find(&req, &state).await?;
-    tracing::warn!(admin = %admin.subject, id = %id, "discard of a parked event requested");
-    answer(lot.discard(&id).await)
+    let admin = state.admin(&req).await?;
+    let (parked, lot) = find(&req, &state).await?;
+    let result = answer(lot.discard(&parked.id).await);
+    audited(&state, &admin, "parked.discard", &parked.id, parked_detail(&parked), result).await
 }
 
 /// `POST /admin/projections/{name}/rebuild`: 202; the view is rebuilt from the write model into a fresh copy
@@ -153,10 +184,9 @@ pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     ),
 )]
 pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let admin = state.admin(&req)?;
+    let admin = state.admin(&req).await?;
     let name = req.match_info().get("name").unwrap_or_default();
-    tracing::info!(admin = %admin.subject, projection = name, "rebuild requested");
-    match state.projections.rebuild(name).await {
+    let result = match state.projections.rebuild(name).await {
         Ok(()) => Ok(HttpResponse::Accepted().json(serde_json::json!({"projection": name, "status": "rebuilding"}))),
         Err(RebuildError::UnknownProjection(_)) => Err(ApiError::ProjectionNotFound),
         Err(e @ RebuildError::AlreadyRunning(_)) => Err(ApiError::RebuildInProgress(e.to_string())),
@@ -164,5 +194,63 @@ pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             tracing::warn!(projection = name, error = %why, "rebuild could not start");
             Err(ApiError::Unavailable)
         }
-    }
+    };
+    audited(&state, &admin, "projection.rebuild", name, serde_json::json!({"projection": name}), result).await
+}
+
+/// The query of `GET /admin/audit`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// How many entries, 1-1000 (default 100).
+    limit: Option<String>,
+    /// `nextCursor` of the previous page: entries older than it.
+    cursor: Option<String>,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AuditPage {
+    entries: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /admin/audit`: the admin actions, newest first: who did what to what, when, and how it ended.
+#[utoipa::path(
+    get, path = "/admin/audit", tag = "admin", operation_id = "auditLog",
+    summary = "The audit log of admin actions, newest first",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of the audit log", body = AuditPage),
+        super::openapi::ValidationFailed, super::openapi::Unauthorized, super::openapi::Forbidden,
+        super::openapi::Unavailable,
+    ),
+)]
+pub async fn audit_log(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.admin(&req).await?;
+    let query = web::Query::<AuditQuery>::from_query(req.query_string())
+        .map_err(|_| ApiError::field("query", "unknown or malformed query parameter"))?;
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::field("limit", "must be an integer from 1 to 1000"))?,
+    };
+    let cursor = match query.cursor.as_deref() {
+        Some(c) if uuid::Uuid::parse_str(c).is_err() => return Err(ApiError::field("cursor", "not a cursor of this log")),
+        other => other,
+    };
+    let entries = state.audit.recent(limit + 1, cursor).await.map_err(|e| {
+        tracing::warn!(error = %e, "audit log unreadable");
+        ApiError::Unavailable
+    })?;
+    let more = entries.len() > limit;
+    let entries: Vec<AuditEntry> = entries.into_iter().take(limit).collect();
+    let next_cursor = if more { entries.last().map(|e| e.id.clone()) } else { None };
+    Ok(HttpResponse::Ok().json(AuditPage { entries, next_cursor }))
 }

@@ -57,6 +57,15 @@ pub enum ApiError {
     ProjectionNotFound,
     #[error("{0}")]
     RebuildInProgress(String),
+    #[error("too many requests; retry after {} s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
+    #[error("the request target (path and query) is longer than {0} bytes")]
+    UriTooLong(usize),
+}
+
+/// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 #[derive(Serialize)]
@@ -104,6 +113,8 @@ impl ApiError {
             Self::ReplayFailed(_) => "replay_failed",
             Self::ProjectionNotFound => "not_found",
             Self::RebuildInProgress(_) => "rebuild_in_progress",
+            Self::RateLimited(_) => "rate_limited",
+            Self::UriTooLong(_) => "uri_too_long",
         }
     }
 
@@ -127,6 +138,8 @@ impl ApiError {
             | Self::RebuildInProgress(_) => "Conflict",
             Self::Unavailable => "Service unavailable",
             Self::ParkedNotFound | Self::ProjectionNotFound => "Not found",
+            Self::RateLimited(_) => "Too many requests",
+            Self::UriTooLong(_) => "URI too long",
         }
     }
 
@@ -181,6 +194,8 @@ impl ResponseError for ApiError {
             | Self::ReplayFailed(_)
             | Self::RebuildInProgress(_) => StatusCode::CONFLICT,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -193,6 +208,9 @@ impl ResponseError for ApiError {
             }
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::RateLimited(wait) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
             }
             _ => {}
         }

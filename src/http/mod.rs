@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod body;
+pub mod console;
 pub mod error;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
@@ -35,29 +37,55 @@ pub struct AppState {
     pub revenue: Arc<dyn RevenueView>,
     pub projections: Projections,
     pub auth: Authenticator,
+    pub audit: Arc<dyn crate::audit::AuditLog>,
+    pub limits: limits::RateLimits,
     pub prometheus: PrometheusHandle,
     pub min_version_wait: Duration,
+    /// Longest request target accepted (`server.max_uri_bytes`).
+    pub max_uri_bytes: usize,
 }
 
 impl AppState {
     /// The caller, from `Authorization: Bearer …`; 401 otherwise.
-    pub fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+    /// Then draws from the caller's rate-limit bucket: 429 when it is empty, and for a refused token, from the
+    /// client IP's, so that guessing tokens is limited too.
+    pub async fn principal(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.auth.authenticate(header).map_err(|e| {
-            tracing::debug!(error = %e, "request refused: bad token");
-            ApiError::Unauthorized
-        })
+        match self.auth.authenticate(header).await {
+            Ok(principal) => {
+                if self.limits.enabled() {
+                    // With auth off everyone is "anonymous": one bucket per client then, not one for all.
+                    let key = if self.auth.enabled() { principal.subject.clone() } else { limits::client_ip(req) };
+                    self.limits.check(limits::RouteClass::of(req), &key).map_err(ApiError::RateLimited)?;
+                }
+                Ok(principal)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "request refused: bad token");
+                if self.limits.enabled() {
+                    let ip = limits::client_ip(req);
+                    self.limits.check(limits::RouteClass::Anonymous, &ip).map_err(ApiError::RateLimited)?;
+                }
+                Err(ApiError::Unauthorized)
+            }
+        }
     }
 
     /// The caller, who must be an admin; 401 / 403 otherwise.
-    pub fn admin(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
-        let principal = self.principal(req)?;
+    pub async fn admin(&self, req: &HttpRequest) -> Result<Principal, ApiError> {
+        let principal = self.principal(req).await?;
         if principal.is_admin() { Ok(principal) } else { Err(ApiError::Forbidden) }
     }
 }
 
 /// All routes. Unknown routes are 404 `not_found`, known routes with another method 405, both problem+json.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    api_routes(cfg);
+    console_routes(cfg);
+}
+
+/// The API of API.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
+fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")
             .route(web::post().to(orders::place))
@@ -76,6 +104,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(get("/openapi.json", openapi::document))
     .service(get("/admin/projections", admin::projections))
     .service(get("/admin/parked", admin::parked))
+    .service(get("/admin/audit", admin::audit_log))
     .service(
         web::resource("/admin/parked/{id}")
             .route(web::delete().to(admin::discard))
@@ -84,6 +113,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(post("/admin/parked/{id}/replay", admin::replay))
     .service(post("/admin/projections/{name}/rebuild", admin::rebuild))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
+}
+
+/// The admin console's page and assets: a UI over the API, not part of it (so not in `/openapi.json`).
+fn console_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/console", console::page))
+        .service(get("/console/", console::page))
+        .service(get("/console/app.js", console::script))
+        .service(get("/console/app.css", console::style));
 }
 
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -102,6 +139,34 @@ where
     F::Output: actix_web::Responder + 'static,
 {
     web::resource(path).route(web::post().to(handler)).default_service(not_allowed("POST"))
+}
+
+/// 414 `uri_too_long` for a request target longer than `server.max_uri_bytes`, before routing (so before any
+/// handler, extractor or log line sees it).
+pub async fn limit_uri(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>, actix_web::Error>
+{
+    let max = req.app_data::<web::Data<AppState>>().map_or(usize::MAX, |s| s.max_uri_bytes);
+    let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if length > max {
+        let response = ApiError::UriTooLong(max).error_response_owned();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_left_body)
+}
+
+/// CORS for the configured origins (none: no CORS headers, browsers keep other origins out).
+pub fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, RETRY_AFTER};
+    let cors = origins.iter().fold(actix_cors::Cors::default(), |cors, origin| cors.allowed_origin(origin));
+    cors.allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([AUTHORIZATION, CONTENT_TYPE, IF_MATCH])
+        .allowed_header("Idempotency-Key")
+        .expose_headers([ETAG, LOCATION, RETRY_AFTER])
+        .expose_headers(["Idempotent-Replayed", "X-Consistency"])
+        .max_age(3600)
 }
 
 /// 405 with the `Allow` header RFC 9110 §15.5.6 asks for.

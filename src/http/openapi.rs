@@ -59,10 +59,11 @@ use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId
         admin::replay,
         admin::discard,
         admin::rebuild,
+        admin::audit_log,
         document,
     ),
     components(schemas(Problem, ProblemCode, FieldError)),
-    modifiers(&NoLicense, &Security, &RouteProblems),
+    modifiers(&NoLicense, &Security, &RouteProblems, &RateLimits),
     security(("bearerAuth" = [])),
     tags(
         (name = "orders", description = "Commands (write model) and queries (read model) on orders"),
@@ -434,6 +435,8 @@ fn every_error() -> Vec<ApiError> {
         E::ReplayFailed("the view rejected the event".to_owned()),
         E::ProjectionNotFound,
         E::RebuildInProgress("a rebuild of search is already running".to_owned()),
+        E::RateLimited(std::time::Duration::from_secs(1)),
+        E::UriTooLong(8192),
     ]
 }
 
@@ -582,8 +585,9 @@ impl Modify for Security {
             .scheme(HttpAuthScheme::Bearer)
             .bearer_format("JWT")
             .description(Some(
-                "HS256 JWT with claims `sub`, `role` (`customer` | `admin`) and `exp` (60 s of leeway). Missing, \
-                 invalid or expired: 401 `unauthorized`.",
+                "HS256 JWT with claims `sub`, `role` (`customer` | `admin`) and `exp` (60 s of leeway); with \
+                 `auth.jwks` configured, also RS256 / ES256 tokens of an identity provider, the role and customer id \
+                 taken from configurable claims. Missing, invalid or expired: 401 `unauthorized`.",
             ))
             .build();
         doc.components
@@ -614,8 +618,31 @@ impl Modify for RouteProblems {
             "Allow".to_owned(),
             HeaderBuilder::new().schema(allow).description(Some("The methods the route allows.")).build(),
         );
+        let (_, uri_too_long) = problem_response(&[ApiError::UriTooLong(8192)]);
         components.responses.insert("RouteNotFound".to_owned(), not_found.into());
         components.responses.insert("MethodNotAllowed".to_owned(), not_allowed.into());
+        components.responses.insert("UriTooLong".to_owned(), uri_too_long.into());
+    }
+}
+
+/// 429 `rate_limited` on every route that takes a token (when `rate_limit.enabled`): one shared response in
+/// `components.responses`, referenced from each of them. Runs after [`Security`], which marks open routes `[]`.
+struct RateLimits;
+
+impl Modify for RateLimits {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let (status, response) = problem_response(&[ApiError::RateLimited(std::time::Duration::from_secs(1))]);
+        doc.components.get_or_insert_with(Default::default).responses.insert("RateLimited".to_owned(), response.into());
+        for item in doc.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(Vec::is_empty) {
+                    continue;
+                }
+                let reference = Ref::new("#/components/responses/RateLimited");
+                operation.responses.responses.insert(status.clone(), RefOr::Ref(reference));
+            }
+        }
     }
 }
 
@@ -660,6 +687,8 @@ mod tests {
             E::ReplayFailed(_) => "ReplayFailed",
             E::ProjectionNotFound => "ProjectionNotFound",
             E::RebuildInProgress(_) => "RebuildInProgress",
+            E::RateLimited(_) => "RateLimited",
+            E::UriTooLong(_) => "UriTooLong",
         }
     }
 
@@ -671,6 +700,8 @@ mod tests {
         for item in doc["paths"].as_object().unwrap().values() {
             for operation in item.as_object().unwrap().values() {
                 for (status, response) in operation["responses"].as_object().unwrap() {
+                    let reference = response["$ref"].as_str().and_then(|r| r.strip_prefix('#'));
+                    let response = reference.and_then(|r| doc.pointer(r)).unwrap_or(response);
                     if let Some(examples) = response["content"][PROBLEM_JSON]["examples"].as_object() {
                         documented.extend(examples.keys().map(|code| (status.clone(), code.clone())));
                     }
@@ -685,7 +716,7 @@ mod tests {
         );
         let undocumented: Vec<String> = errors
             .iter()
-            .filter(|e| !matches!(e, ApiError::RouteNotFound | ApiError::MethodNotAllowed))
+            .filter(|e| !matches!(e, ApiError::RouteNotFound | ApiError::MethodNotAllowed | ApiError::UriTooLong(_)))
             .map(|e| (e.status_code().as_str().to_owned(), e.code().to_owned()))
             .filter(|key| !documented.contains(key))
             .map(|(status, code)| format!("{status} {code}"))

@@ -33,7 +33,7 @@ struct Days {
     ),
 )]
 pub async fn daily(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.admin(&req)?;
+    state.admin(&req).await?;
     let params = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .map_err(|_| ApiError::field("query", "the query string is malformed"))?;
     let mut errors = ValidationErrors::default();

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
@@ -18,11 +19,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use orderflow::actors::bridge::{Bridge, Shutdown};
 use orderflow::aws::Tables;
-use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous};
+use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous, Transport};
 use orderflow::domain::{OrderEvent, OrderId};
-use orderflow::feed::FeedSubscription;
+use orderflow::feed::{EventSink, FeedSubscription};
 use orderflow::feed::cloudevents::{CONTENT_TYPE, CloudEvent};
-use orderflow::feed::kafka::{self, KafkaSubscription};
+use orderflow::feed::kafka::{self, KafkaSink, KafkaSubscription};
 use orderflow::store::dynamo::DynamoEventStore;
 use orderflow::store::{AppendRequest, EventStore, StoredEvent};
 use rdkafka::ClientConfig;
@@ -34,12 +35,12 @@ use uuid::Uuid;
 
 // ---- fixtures -----------------------------------------------------------------------------------------
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     Uuid::now_v7().simple().to_string()
 }
 
 /// The broker list, or `None` (with a line saying so) when no broker answers.
-fn kafka_brokers() -> Option<String> {
+pub(crate) fn kafka_brokers() -> Option<String> {
     let brokers = std::env::var("ORDERFLOW_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
     let reachable = brokers
         .split(',')
@@ -55,7 +56,7 @@ fn kafka_brokers() -> Option<String> {
 }
 
 /// DynamoDB Local's SDK configuration, or `None` (with a line saying so) when it does not answer.
-async fn dynamodb() -> Option<aws_config::SdkConfig> {
+pub(crate) async fn dynamodb() -> Option<aws_config::SdkConfig> {
     let endpoint = std::env::var("ORDERFLOW_TEST_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".to_owned());
     let settings = AwsSettings {
         region: "us-east-1".to_owned(),
@@ -74,7 +75,7 @@ async fn dynamodb() -> Option<aws_config::SdkConfig> {
     }
 }
 
-fn kafka_settings(brokers: &str, name: &str) -> KafkaSettings {
+pub(crate) fn kafka_settings(brokers: &str, name: &str) -> KafkaSettings {
     KafkaSettings {
         brokers: brokers.to_owned(),
         topic: format!("test.{name}"),
@@ -85,7 +86,7 @@ fn kafka_settings(brokers: &str, name: &str) -> KafkaSettings {
     }
 }
 
-fn order_id(n: usize, run: &str) -> OrderId {
+pub(crate) fn order_id(n: usize, run: &str) -> OrderId {
     OrderId::parse("orderId", &format!("o-{n}-{}", &run[..8])).expect("a valid order id")
 }
 
@@ -103,7 +104,7 @@ fn event_for(version: u64) -> OrderEvent {
     serde_json::from_value(value).expect("a valid event")
 }
 
-fn stored(order: &OrderId, version: u64) -> StoredEvent {
+pub(crate) fn stored(order: &OrderId, version: u64) -> StoredEvent {
     StoredEvent {
         event_id: Uuid::now_v7(),
         order_id: order.clone(),
@@ -115,12 +116,12 @@ fn stored(order: &OrderId, version: u64) -> StoredEvent {
     }
 }
 
-fn ids(events: &[StoredEvent]) -> Vec<Uuid> {
+pub(crate) fn ids(events: &[StoredEvent]) -> Vec<Uuid> {
     events.iter().map(|e| e.event_id).collect()
 }
 
 /// Every order's events in strictly increasing version order (no repeats).
-fn assert_strict_order(events: &[StoredEvent]) {
+pub(crate) fn assert_strict_order(events: &[StoredEvent]) {
     let mut last: HashMap<&str, u64> = HashMap::new();
     for e in events {
         let previous = last.insert(e.order_id.as_str(), e.version).unwrap_or(0);
@@ -230,14 +231,14 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
 // ---- Bridge -------------------------------------------------------------------------------------------
 
 /// A record as an outside consumer sees it.
-struct Seen {
+pub(crate) struct Seen {
     key: Option<String>,
     content_type: Option<String>,
     value: Value,
 }
 
 /// A plain consumer of the topic in its own group, from the earliest offset: what a downstream team runs.
-fn outside_consumer(brokers: &str, topic: &str) -> StreamConsumer {
+pub(crate) fn outside_consumer(brokers: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("outside.{}", unique()))
@@ -251,7 +252,7 @@ fn outside_consumer(brokers: &str, topic: &str) -> StreamConsumer {
 }
 
 /// Reads records into `seen` until `done(seen)` or the deadline.
-async fn consume_until(
+pub(crate) async fn consume_until(
     consumer: &StreamConsumer,
     seen: &mut Vec<Seen>,
     within: Duration,
@@ -275,11 +276,11 @@ async fn consume_until(
     }
 }
 
-fn distinct_ids(seen: &[Seen]) -> HashSet<String> {
+pub(crate) fn distinct_ids(seen: &[Seen]) -> HashSet<String> {
     seen.iter().filter_map(|s| s.value["id"].as_str().map(str::to_owned)).collect()
 }
 
-async fn append_versions(
+pub(crate) async fn append_versions(
     store: &DynamoEventStore,
     orders: &[OrderId],
     versions: std::ops::RangeInclusive<u64>,
@@ -301,7 +302,7 @@ async fn append_versions(
 }
 
 /// The bridge's shard checkpoints (items `bridge#<shardId>` of the checkpoints table).
-async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<HashMap<String, AttributeValue>> {
+pub(crate) async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<HashMap<String, AttributeValue>> {
     let output =
         dynamo.scan().table_name(&tables.checkpoints).consistent_read(true).send().await.expect("scan checkpoints");
     output
@@ -312,7 +313,7 @@ async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<
         .collect()
 }
 
-async fn stop(bridge: &actix::Addr<Bridge>) {
+pub(crate) async fn stop(bridge: &actix::Addr<Bridge>) {
     bridge.send(Shutdown).await.expect("the bridge takes Shutdown");
     let deadline = Instant::now() + Duration::from_secs(30);
     while bridge.connected() {
@@ -343,18 +344,11 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
     let kafka = kafka_settings(&brokers, &run);
     kafka::ensure_topic(&kafka).await.expect("create the topic");
     // Small pages, so the first bridge is stopped between checkpoints of one shard.
-    let bridge_settings = BridgeSettings { poll_interval_ms: 100, batch_size: 3 };
+    let bridge_settings = BridgeSettings { poll_interval_ms: 100, batch_size: 3, sinks: vec![Transport::Kafka] };
     let start_bridge = || {
         let producer = kafka::producer(&kafka).expect("producer");
-        Bridge::new(
-            streams.clone(),
-            dynamo.clone(),
-            tables.clone(),
-            producer,
-            kafka.topic.clone(),
-            bridge_settings.clone(),
-        )
-        .start()
+        let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
+        Bridge::new(streams.clone(), dynamo.clone(), tables.clone(), sinks, bridge_settings.clone()).start()
     };
 
     let orders: Vec<OrderId> = (0..5).map(|n| order_id(n, &run)).collect();
@@ -474,8 +468,9 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     let appended = append_versions(&store, &orders, 1..=3).await;
     let producer = kafka::producer(&kafka).expect("producer");
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-    let settings = BridgeSettings { poll_interval_ms: 50, batch_size: 4 };
-    let bridge = Bridge::new(streams, dynamo, tables, producer, kafka.topic.clone(), settings).start();
+    let settings = BridgeSettings { poll_interval_ms: 50, batch_size: 4, sinks: vec![Transport::Kafka] };
+    let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
+    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings).start();
 
     let consumer = outside_consumer(&kafka.brokers, &kafka.topic);
     let mut seen = Vec::new();

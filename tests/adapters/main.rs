@@ -3,7 +3,9 @@
 //! (DynamoDB Local at `ORDERFLOW_TEST_DYNAMODB`, default http://127.0.0.1:8000) and are skipped, with a line
 //! saying so, when the service is not reachable.
 
+mod audit;
 mod dynamo_revenue;
 mod dynamo_store;
 mod kafka_feed;
+mod kinesis_feed;
 mod meili_search;

@@ -439,3 +439,108 @@ async fn metrics_and_health_need_no_token() {
         assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
 }
+
+// ------------------------------------------------------------------ tokens of an identity provider (JWKS)
+
+const JWKS_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwks");
+
+fn jwks_token(alg: Algorithm, kid: &str, key_file: &str, claims: &Value) -> String {
+    let pem = std::fs::read(format!("{JWKS_FIXTURES}/{key_file}")).expect("fixture key");
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        Algorithm::HS256 => Ok(EncodingKey::from_secret(&pem)),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .expect("key");
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, &key).expect("token")
+}
+
+/// A Cognito-shaped setup: keys from a JWKS file, the role from `cognito:groups`, `iss` and `aud` checked.
+#[actix_web::test]
+async fn identity_provider_tokens_are_accepted_with_the_role_from_a_configured_claim() {
+    let dir = tempfile::tempdir().expect("dir");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::copy(format!("{JWKS_FIXTURES}/jwks.json"), &jwks).expect("copy");
+    let jwks = jwks.display().to_string();
+    let app = crate::helpers::spawn_app_with(&[
+        ("ORDERFLOW__AUTH__JWKS", jwks.as_str()),
+        ("ORDERFLOW__AUTH__ISSUER", "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST"),
+        ("ORDERFLOW__AUTH__AUDIENCE", "orderflow-client"),
+        ("ORDERFLOW__AUTH__ROLE_CLAIM", "cognito:groups"),
+    ])
+    .await;
+    let claims = |sub: &str, groups: &[&str]| {
+        json!({
+            "sub": sub, "cognito:groups": groups, "exp": now() + 600,
+            "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST", "aud": "orderflow-client",
+        })
+    };
+    let admin = jwks_token(Algorithm::RS256, "rsa-1", "rsa1.pem", &claims("ops-1", &["admin"]));
+    let customer = jwks_token(Algorithm::ES256, "ec-1", "ec1.pem", &claims("c-idp", &[]));
+
+    assert_eq!(app.get("/admin/projections", &admin).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/admin/projections", &customer).await.status(), StatusCode::FORBIDDEN);
+    let id = new_id("idp");
+    let placed = app.post("/orders", &customer, &order_body(&id, "c-idp", 1, 500)).await;
+    assert_eq!(placed.status(), StatusCode::CREATED, "the customer id is the token's sub");
+    let other = app.post("/orders", &customer, &order_body(&new_id("idp"), "c-other", 1, 500)).await;
+    assert_problem(other, 403, "forbidden").await;
+    // HS256 tokens of the configured secret still work beside the identity provider's.
+    assert_eq!(app.get(&format!("/orders/{id}?consistency=strong"), &app.admin()).await.status(), StatusCode::OK);
+
+    let refused = [
+        jwks_token(Algorithm::RS256, "rsa-9", "rsa1.pem", &claims("ops-1", &["admin"])),
+        jwks_token(Algorithm::RS256, "rsa-1", "rsa2.pem", &claims("ops-1", &["admin"])),
+        jwks_token(Algorithm::HS256, "rsa-1", "rsa1.pub.pem", &claims("ops-1", &["admin"])),
+        jwks_token(Algorithm::RS256, "rsa-1", "rsa1.pem", &json!({"sub": "ops-1", "cognito:groups": ["admin"], "exp": now() + 600, "aud": "orderflow-client", "iss": "https://elsewhere"})),
+        jwks_token(Algorithm::RS256, "rsa-1", "rsa1.pem", &json!({"sub": "ops-1", "cognito:groups": ["admin"], "exp": now() - 300, "aud": "orderflow-client", "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST"})),
+    ];
+    for token in refused {
+        assert_problem(app.get("/admin/projections", &token).await, 401, "unauthorized").await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- rate limits
+
+#[actix_web::test]
+async fn a_subject_past_its_rate_limit_gets_429_and_others_are_unaffected() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("ORDERFLOW__RATE_LIMIT__ENABLED", "true"),
+        ("ORDERFLOW__RATE_LIMIT__QUERIES__PER_SECOND", "1"),
+        ("ORDERFLOW__RATE_LIMIT__QUERIES__BURST", "3"),
+        ("ORDERFLOW__RATE_LIMIT__ANONYMOUS__PER_SECOND", "1"),
+        ("ORDERFLOW__RATE_LIMIT__ANONYMOUS__BURST", "2"),
+    ])
+    .await;
+    let noisy = app.customer("c-noisy");
+    let calm = app.customer("c-calm");
+    for _ in 0..3 {
+        assert_eq!(app.get("/orders?limit=1", &noisy).await.status(), StatusCode::OK);
+    }
+    let limited = app.get("/orders?limit=1", &noisy).await;
+    let retry_after = limited.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_problem(limited, 429, "rate_limited").await;
+    let secs: u64 = retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=2).contains(&secs), "{secs}");
+    // Another subject has its own bucket; the noisy one's commands have theirs too.
+    assert_eq!(app.get("/orders?limit=1", &calm).await.status(), StatusCode::OK);
+    let id = new_id("rl");
+    assert_eq!(app.post("/orders", &noisy, &order_body(&id, "c-noisy", 1, 10)).await.status(), StatusCode::CREATED);
+
+    // Without a valid token the client's address is the key: guessing tokens is limited too.
+    for _ in 0..2 {
+        assert_problem(app.get("/orders", "garbage").await, 401, "unauthorized").await;
+    }
+    assert_problem(app.get("/orders", "garbage").await, 429, "rate_limited").await;
+    // Open routes are never limited.
+    for _ in 0..5 {
+        assert_eq!(app.request(Method::GET, "/health/live", None, None, &[]).await.status(), StatusCode::OK);
+    }
+    let metrics = app.request(Method::GET, "/metrics", None, None, &[]).await.text().await.unwrap_or_default();
+    let counted = |class: &str| {
+        metrics.lines().any(|l| l.starts_with(&format!("orderflow_http_rate_limited_total{{class=\"{class}\"}} ")))
+    };
+    assert!(counted("queries") && counted("anonymous"), "{metrics}");
+}

@@ -31,7 +31,10 @@ pub struct TestApp {
 
 /// True when the suite runs against the distributed profile (`ORDERFLOW_TEST_PROFILE=distributed`):
 /// DynamoDB Local and the Kafka broker of `scripts/services.sh`, and Meilisearch at `MEILI_URL` (with
-/// `MEILI_MASTER_KEY`) or, without it, the in-process contract mock.
+/// `MEILI_MASTER_KEY`) or, without it, the in-process contract mock. The feed between the bridge and the
+/// projectors is Kafka unless `ORDERFLOW_TEST_SINKS` (`kafka`, `kinesis`, `kafka,kinesis`) and
+/// `ORDERFLOW_TEST_SOURCE` (`kafka`, `kinesis`) say otherwise; Kinesis is kinesalite at `ORDERFLOW_TEST_KINESIS`
+/// (default `http://127.0.0.1:4567`).
 pub fn distributed() -> bool {
     std::env::var("ORDERFLOW_TEST_PROFILE").is_ok_and(|p| p == "distributed")
 }
@@ -74,6 +77,13 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)>
             ("ORDERFLOW__MEILISEARCH__URL", meili),
             ("ORDERFLOW__MEILISEARCH__API_KEY", var_or("MEILI_MASTER_KEY", "")),
             ("ORDERFLOW__MEILISEARCH__INDEX", format!("orders_{unique}")),
+            ("ORDERFLOW__KINESIS__ENDPOINT_URL", var_or("ORDERFLOW_TEST_KINESIS", "http://127.0.0.1:4567")),
+            ("ORDERFLOW__KINESIS__STREAM", format!("orders-events-{unique}")),
+            // Two shards: enough to spread orders over several readers, light on kinesalite.
+            ("ORDERFLOW__KINESIS__SHARDS", "2".to_owned()),
+            ("ORDERFLOW__KINESIS__POLL_INTERVAL_MS", "100".to_owned()),
+            ("ORDERFLOW__BRIDGE__SINKS", var_or("ORDERFLOW_TEST_SINKS", "kafka")),
+            ("ORDERFLOW__PROJECTIONS__SOURCE", var_or("ORDERFLOW_TEST_SOURCE", "kafka")),
         ];
         env.extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
@@ -253,12 +263,17 @@ pub struct Process {
 
 /// Starts `orderflow serve` on `dir` and waits for its "listening on" line.
 pub fn spawn_process(dir: &Path) -> Process {
+    spawn_process_with(dir, &[], Stdio::null())
+}
+
+/// The same, with extra `ORDERFLOW__…` settings and its stderr (the logs) where the test wants it.
+pub fn spawn_process_with(dir: &Path, overrides: &[(&str, &str)], stderr: impl Into<Stdio>) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(test_env(dir, &[]))
+        .envs(test_env(dir, overrides))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("orderflow starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -275,6 +290,12 @@ pub fn spawn_process(dir: &Path) -> Process {
 }
 
 impl Process {
+    /// SIGTERM, and waits for the process to exit (flushing its logs).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -14,3 +14,6 @@ mod commands;
 mod errors;
 mod auth;
 mod openapi;
+mod console;
+mod audit;
+mod hardening;

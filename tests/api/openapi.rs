@@ -25,10 +25,10 @@ fn content_type(response: &Response) -> String {
     response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
 }
 
-/// The paths `routes()` serves, read from its source: every `"/…"` literal in the function.
+/// The paths `api_routes()` serves, read from its source: every `"/…"` literal in the function.
 fn routed_paths() -> BTreeSet<String> {
     let source = include_str!("../../src/http/mod.rs");
-    let start = source.find("pub fn routes(").expect("routes() in src/http/mod.rs");
+    let start = source.find("fn api_routes(").expect("api_routes() in src/http/mod.rs");
     let body = &source[start..];
     let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
     body.split('"').skip(1).step_by(2).filter(|s| s.starts_with('/')).map(str::to_owned).collect()

@@ -1,0 +1,93 @@
+//! The admin console (`/console`): its assets are served from the binary with a strict CSP, and a headless
+//! Chromium drives it end to end (tests/console/e2e.mjs): sign in, search with live updates, an order's
+//! timeline, the revenue chart, projections and parked events with replay and discard, and a screenshot
+//! with real content. The browser part needs Node, playwright-core and Chromium: `scripts/test.sh` installs
+//! them (scripts/services.sh) and sets `PLAYWRIGHT_PREFIX`; without it that test says "skipped".
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{eventually, new_id, spawn_app, spawn_app_with};
+use crate::queries::header;
+
+#[actix_web::test]
+async fn console_assets_are_served_from_the_binary_with_a_strict_policy() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/app.css", "text/css"),
+    ] {
+        // No token: the page is public, the data behind it is not.
+        let response = app.request(Method::GET, path, None, None, &[]).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(header(&response, "content-type").unwrap_or_default().starts_with(kind), "{path}");
+        let csp = header(&response, "content-security-policy").unwrap_or_default();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(header(&response, "x-content-type-options").as_deref(), Some("nosniff"));
+        assert!(!response.text().await.unwrap_or_default().is_empty(), "{path}");
+    }
+    let page = app.request(Method::GET, "/console", None, None, &[]).await.text().await.unwrap_or_default();
+    // Everything comes from this origin: no CDN.
+    assert!(page.contains("/console/app.js") && !page.contains("https://"), "{page}");
+    let wrong = app.request(Method::POST, "/console", None, None, &[]).await;
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+async fn parked_count(app: &crate::helpers::TestApp) -> usize {
+    let response = app.get("/admin/parked", &app.admin()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json::<Vec<Value>>().await.map(|v| v.len()).unwrap_or_default()
+}
+
+#[actix_web::test]
+async fn the_console_works_end_to_end_in_headless_chromium() {
+    let Ok(prefix) = std::env::var("PLAYWRIGHT_PREFIX") else {
+        println!("skipped: PLAYWRIGHT_PREFIX is not set (scripts/test.sh sets it; scripts/services.sh installs it)");
+        return;
+    };
+    let app = spawn_app_with(&[
+        ("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"),
+        ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5"),
+        ("ORDERFLOW__PROJECTIONS__POISON_ORDER_PREFIX", "poisoned-"),
+    ])
+    .await;
+    let paid = new_id("console-paid");
+    app.place(&paid, "c-console", 2, 1250).await;
+    assert_eq!(app.pay(&paid, "pay-console", 2500).await.status(), StatusCode::OK);
+    app.projected(&paid, 2).await;
+    let poison = new_id("poisoned");
+    app.place(&poison, "c-console", 1, 100).await;
+    // Parked in both views before the browser looks.
+    eventually(|| async { (parked_count(&app).await >= 2).then_some(()) }).await;
+    let before = parked_count(&app).await;
+
+    let screenshot = app.dir.path().join("console.png");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/console/e2e.mjs");
+    let mut command = std::process::Command::new("node");
+    command
+        .arg(script)
+        .env("PLAYWRIGHT_PREFIX", &prefix)
+        .env("CONSOLE_URL", &app.address)
+        .env("ADMIN_TOKEN", app.admin())
+        .env("PAID_ORDER", &paid)
+        .env("PAID_AMOUNT", "2500")
+        .env("POISON_ORDER", &poison)
+        .env("LIVE_ORDER", new_id("console-live"))
+        .env("SCREENSHOT", &screenshot);
+    // The service runs on this test's thread: wait for the browser on another one.
+    let output = actix_web::rt::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("node runs (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "console e2e failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    // What the clicks did, seen from the server: exactly one parked event discarded, the live order placed.
+    assert_eq!(parked_count(&app).await, before - 1);
+    let png = std::fs::read(&screenshot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot of {} bytes", png.len());
+}
