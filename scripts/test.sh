@@ -6,15 +6,20 @@
 #      (DynamoDB Local + the tansu Kafka broker, started here; Meilisearch: MEILI_URL if set, else the
 #      in-process contract mock), then once more with the bridge fanning out to Kafka and Kinesis (kinesalite)
 #      and the projectors reading Kinesis;
-#   4. only with ORDERFLOW_RUN_OUTAGES=1 (not yet part of CI, see README "Status"): the dependency-outage tests
-#      (tests/api/outage.rs), alone and one at a time: each freezes the broker, DynamoDB Local or the
-#      Meilisearch mock for 10 s under load, which would break any test running beside it.
-# Services are installed and started by scripts/services.sh and stopped on exit, pass or fail.
+#   4. the dependency-outage tests (tests/api/outage.rs), after the distributed suites, alone and one at a time:
+#      each freezes the broker, DynamoDB Local or the Meilisearch mock for 10 s under load, which would break
+#      any test running beside it (about 80 s in all).
+# Services are installed and started by scripts/services.sh and stopped on exit, pass or fail. Their ports are
+# ORDERFLOW_SERVICES_{DYNAMODB,KAFKA,KINESIS}_PORT (defaults 8000 / 9092 / 4567); the tests follow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Only step 4 may freeze services: an ORDERFLOW_TEST_OUTAGES left in the caller's environment must not make the
 # outage tests run inside the parallel suites of steps 1 and 3 (without it they print "skipped" and pass).
 unset ORDERFLOW_TEST_OUTAGES
+# The tests talk to the services this script starts, on the ports it starts them on.
+export ORDERFLOW_TEST_DYNAMODB="http://127.0.0.1:${ORDERFLOW_SERVICES_DYNAMODB_PORT:-8000}"
+export ORDERFLOW_TEST_KAFKA="127.0.0.1:${ORDERFLOW_SERVICES_KAFKA_PORT:-9092}"
+export ORDERFLOW_TEST_KINESIS="http://127.0.0.1:${ORDERFLOW_SERVICES_KINESIS_PORT:-4567}"
 # The OpenAPI validator that scripts/services.sh installs (tests/api/openapi.rs skips its check without it).
 export OPENAPI_VALIDATOR_PYTHON="$PWD/.services/pytools/bin/python"
 # playwright-core for the console's headless-Chromium test (tests/api/console.rs skips it without this).
@@ -42,9 +47,7 @@ ORDERFLOW_TEST_PROFILE=distributed cargo nextest run --test api --no-fail-fast |
 echo "== distributed profile, bridge → Kafka + Kinesis, projectors on Kinesis (black-box API suite) =="
 ORDERFLOW_TEST_PROFILE=distributed ORDERFLOW_TEST_SINKS=kafka,kinesis ORDERFLOW_TEST_SOURCE=kinesis \
   cargo nextest run --test api --no-fail-fast || status=1
-if [ "${ORDERFLOW_RUN_OUTAGES:-}" = 1 ]; then
-  echo "== dependency outages (distributed profile, serial: each test freezes a shared service for 10 s) =="
-  ORDERFLOW_TEST_PROFILE=distributed ORDERFLOW_TEST_OUTAGES=1 \
-    cargo nextest run --test api --test-threads 1 --no-fail-fast -E 'test(/^outage::/)' || status=1
-fi
+echo "== dependency outages (distributed profile, serial: each test freezes a shared service for 10 s) =="
+ORDERFLOW_TEST_PROFILE=distributed ORDERFLOW_TEST_OUTAGES=1 \
+  cargo nextest run --test api --test-threads 1 --no-fail-fast -E 'test(/^outage::/)' || status=1
 exit $status

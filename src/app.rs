@@ -6,7 +6,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
@@ -19,9 +18,9 @@ use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings, Transport};
-use crate::feed::kafka::{self, KafkaSink, KafkaSubscription};
-use crate::feed::kinesis::{self, CheckpointStore, KinesisSink, KinesisSubscription};
-use crate::feed::{EventSink, FeedError, FeedSubscription};
+use crate::feed::kafka::{self, KafkaHealth, KafkaSink, KafkaSubscription};
+use crate::feed::kinesis::{self, CheckpointStore, KinesisHealth, KinesisSink, KinesisSubscription};
+use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::feed::tail::LogTail;
 use crate::http::{self, AppState};
 use crate::store::{EventStore, RebuildSource};
@@ -40,6 +39,7 @@ const READ_CONNECTIONS: usize = 4;
 /// The adapters of one profile, and its running projectors.
 struct Wiring {
     store: Arc<dyn EventStore>,
+    feed: Arc<dyn FeedHealth>,
     search: Arc<dyn SearchView>,
     revenue: Arc<dyn RevenueView>,
     projections: Projections,
@@ -99,14 +99,16 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
     }
     let projections = Projections::new(handles, kit.parked, kit.poison, source);
     let audit = SqliteAuditLog::open(dir).context("audit log")?;
-    Ok(Wiring { store, search, revenue, projections, audit })
+    Ok(Wiring { store, feed: Arc::new(InProcessFeed), search, revenue, projections, audit })
 }
 
 /// DynamoDB (write model, revenue view) → Streams bridge → Kafka and/or Kinesis → projectors (reading one of
 /// them) → Meilisearch / DynamoDB.
 async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let sdk = crate::aws::sdk_config(&settings.aws).await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    // Every DynamoDB user (store, revenue view, parked events, audit, the bridge's checkpoints) gets the
+    // timeouts of `[dynamodb]`.
+    let dynamo = crate::aws::dynamo_client(&sdk, &settings.dynamodb);
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
     let tables = Tables::new(&settings.dynamodb.table_prefix);
     let create = settings.dynamodb.create_tables;
@@ -117,12 +119,15 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
     let uses = |t: Transport| settings.bridge.sinks.contains(&t) || settings.projections.source == t;
     let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    // Readiness check `feed`: every transport this instance publishes to or reads from.
+    let mut feed_checks: Vec<Arc<dyn FeedHealth>> = Vec::new();
     if uses(Transport::Kafka) {
         if settings.kafka.create_topic {
             kafka::ensure_topic(&settings.kafka).await.context("creating the Kafka topic")?;
         }
+        let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
+        feed_checks.push(Arc::new(KafkaHealth::new(producer.clone(), &settings.kafka.topic)));
         if settings.bridge.sinks.contains(&Transport::Kafka) {
-            let producer = kafka::producer(&settings.kafka).context("Kafka producer")?;
             sinks.push(Arc::new(KafkaSink::new(producer, settings.kafka.topic.clone())));
         }
     }
@@ -134,6 +139,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         if settings.bridge.sinks.contains(&Transport::Kinesis) {
             sinks.push(Arc::new(KinesisSink::new(client.clone(), settings.kinesis.stream.clone())));
         }
+        feed_checks.push(Arc::new(KinesisHealth::new(client.clone(), &settings.kinesis.stream)));
         Some(client)
     } else {
         None
@@ -148,7 +154,11 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
     let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
     let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));
-    Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).with_leases(leases).start();
+    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone())
+        .with_poison(kit.poison.clone())
+        .with_leases(leases);
+    let bridge_status = bridge.status();
+    let bridge = bridge.start_supervised();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
         let name = projection.name();
@@ -177,8 +187,9 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     }
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
     let source: Arc<dyn RebuildSource> = store.clone();
-    let projections = Projections::new(handles, kit.parked, kit.poison, source);
-    Ok(Wiring { store, search, revenue, projections, audit })
+    let projections = Projections::new(handles, kit.parked, kit.poison, source).with_bridge(bridge, bridge_status);
+    let feed = Arc::new(FeedChecks::new(feed_checks));
+    Ok(Wiring { store, feed, search, revenue, projections, audit })
 }
 
 pub struct Application {
@@ -202,7 +213,7 @@ impl Application {
             Profile::Embedded => embedded(&settings).await?,
             Profile::Distributed => distributed(&settings).await?,
         };
-        let Wiring { store, search, revenue, projections, audit } = wiring;
+        let Wiring { store, feed, search, revenue, projections, audit } = wiring;
 
         let registry = OrderRegistry::new(
             Arc::clone(&store),
@@ -213,6 +224,7 @@ impl Application {
         let state = web::Data::new(AppState {
             registry,
             store,
+            feed,
             search,
             revenue,
             projections,

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
     StreamViewType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use crate::config::AwsSettings;
+use crate::config::{AwsSettings, DynamoSettings};
 
 /// The SDK configuration for every AWS client (DynamoDB, DynamoDB Streams, Kinesis).
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
@@ -95,32 +95,51 @@ impl Tables {
 // Table definitions and creation, shared by the event store and the revenue view (and read by the bridge).
 // ---------------------------------------------------------------------------------------------------------
 
-/// How long one DynamoDB attempt, and one whole operation with the SDK's retries, may take before the adapters
-/// give up and answer "unavailable". The SDK sets no operation timeout by default, and a hung connection must
-/// become a 503, not a request that never returns.
-///
-/// Not shorter, although DynamoDB itself answers in milliseconds: DynamoDB Local on a small shared machine takes
-/// seconds under a burst of commands (50 concurrent commands, measured: p50 2 s per command on a fresh DynamoDB
-/// Local, p50 3 s and p99 11 s on one whose 512 MiB heap the suites had filled), and 2 s / 5 s (tried for
-/// tests/api/outage.rs, so that commands answer 503 *during* a 10 s freeze of DynamoDB rather than wait it out)
-/// turned that slowness into 503s in the normal suites; so did cutting calls short after 3 s or 6 s in which
-/// DynamoDB answered none of them. So a command that meets a hung DynamoDB waits up to one operation timeout,
-/// then answers 503 with `Retry-After`. A write retried after a timed-out attempt is safe: every write is
-/// conditional, a transaction carries the SDK's idempotency token, and the event store recognises its own
-/// earlier attempt (`store::dynamo`, `own_earlier_attempt`).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// The attempt and operation timeouts of a DynamoDB client built without [`dynamo_client`] (the adapter tests
+/// build their own): generous, for a DynamoDB Local that a parallel test suite keeps busy. The service itself
+/// takes its timeouts from `[dynamodb]` (see [`dynamo_client`]).
+const FALLBACK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const FALLBACK_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long `ensure_tables` waits for a new table to become ACTIVE (seconds on AWS, instant on DynamoDB Local).
 const ACTIVE_WAIT: Duration = Duration::from_secs(120);
 
-/// The client with attempt and operation timeouts, where the configuration has none of its own.
-pub fn dynamo_client_with_timeouts(client: &aws_sdk_dynamodb::Client) -> aws_sdk_dynamodb::Client {
-    let config = client.config();
-    let wanted = TimeoutConfig::builder()
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
+/// The service's DynamoDB client: the SDK configuration plus the attempt and operation timeouts of `[dynamodb]`.
+///
+/// The SDK sets no operation timeout by default, and a hung DynamoDB (a frozen process, a black-holed
+/// connection) must become a prompt 503 with `Retry-After`, not a command that waits as long as the outage. One
+/// attempt may take `attempt_timeout_ms`; the SDK retries a timed-out attempt (standard retry mode) until
+/// `operation_timeout_ms` is spent, so a command that meets a hung DynamoDB answers 503 after at most about one
+/// operation timeout. The defaults (1 s / 3 s) are far above DynamoDB's own latency (milliseconds);
+/// `config/distributed.toml` gives DynamoDB Local, which takes seconds under a burst on a small machine, more.
+///
+/// A write retried after a timed-out attempt is safe: every write is conditional, a transaction carries the
+/// SDK's idempotency token (one per operation, the same for each of its attempts), and a plain put recognises
+/// its own earlier attempt (`store::dynamo`, `own_earlier_attempt`). A write whose whole operation timed out
+/// may still land later (the request can sit in a frozen server's socket): the command answered 503, the order
+/// actor reloads its state before the next command, and a client retry with the same `Idempotency-Key` gets the
+/// first response, since the idempotency record is written in the same transaction as the events.
+pub fn dynamo_client(sdk: &SdkConfig, settings: &DynamoSettings) -> aws_sdk_dynamodb::Client {
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_millis(settings.attempt_timeout_ms))
+        .operation_timeout(Duration::from_millis(settings.operation_timeout_ms))
         .build();
+    let base = aws_sdk_dynamodb::Client::new(sdk);
+    with_timeouts(base.config(), timeouts)
+}
+
+/// The client with attempt and operation timeouts, where its configuration has none of its own (a client from
+/// [`dynamo_client`] keeps the configured ones).
+pub fn dynamo_client_with_timeouts(client: &aws_sdk_dynamodb::Client) -> aws_sdk_dynamodb::Client {
+    let wanted = TimeoutConfig::builder()
+        .operation_attempt_timeout(FALLBACK_ATTEMPT_TIMEOUT)
+        .operation_timeout(FALLBACK_OPERATION_TIMEOUT)
+        .build();
+    with_timeouts(client.config(), wanted)
+}
+
+/// `config` with `wanted` filled into the timeouts it leaves unset.
+fn with_timeouts(config: &aws_sdk_dynamodb::Config, wanted: TimeoutConfig) -> aws_sdk_dynamodb::Client {
     let timeouts = match config.timeout_config() {
         // Keep what the configuration says (connect timeout, …); fill in only what it leaves unset.
         Some(current) => current.clone().to_builder().take_unset_from(wanted.into_builder()).build(),

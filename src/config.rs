@@ -210,6 +210,9 @@ impl fmt::Debug for AwsSettings {
 pub struct DynamoSettings {
     pub table_prefix: String,
     pub create_tables: bool,
+    /// One attempt of a DynamoDB call, and one whole call with the SDK's retries (see `aws::dynamo_client`).
+    pub attempt_timeout_ms: u64,
+    pub operation_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -343,6 +346,11 @@ impl Settings {
             "bridge.batch_size must be from 1 to 1000"
         );
         anyhow::ensure!(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
+        anyhow::ensure!(self.dynamodb.attempt_timeout_ms > 0, "dynamodb.attempt_timeout_ms must be at least 1");
+        anyhow::ensure!(
+            self.dynamodb.operation_timeout_ms >= self.dynamodb.attempt_timeout_ms,
+            "dynamodb.operation_timeout_ms must be at least dynamodb.attempt_timeout_ms"
+        );
         anyhow::ensure!(self.kinesis.shards > 0, "kinesis.shards must be at least 1");
         anyhow::ensure!(!self.bridge.sinks.is_empty(), "bridge.sinks must name kafka, kinesis or both");
         if self.profile == Profile::Distributed {
@@ -403,6 +411,19 @@ mod tests {
         let s = Settings::load_with(Some(&path), env(&[])).unwrap();
         assert_eq!(s.profile, Profile::Distributed);
         assert_eq!(s.aws.endpoint_url, "http://127.0.0.1:8000");
+        assert!(s.dynamodb.operation_timeout_ms >= s.dynamodb.attempt_timeout_ms);
+    }
+
+    #[test]
+    fn dynamodb_timeouts_are_prompt_by_default_and_checked() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert!(s.dynamodb.operation_timeout_ms <= 5000, "a hung DynamoDB must become a prompt 503");
+        let attempt_above_operation = env(&[
+            ("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", "5000"),
+            ("ORDERFLOW__DYNAMODB__OPERATION_TIMEOUT_MS", "1000"),
+        ]);
+        assert!(Settings::load_with(None, attempt_above_operation).is_err());
+        assert!(Settings::load_with(None, env(&[("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", "0")])).is_err());
     }
 
     #[test]

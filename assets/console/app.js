@@ -283,7 +283,8 @@ async function projections() {
       el('td', {}, p.name), el('td', {}, el('span', { class: `status ${p.status}` }, p.status)),
       el('td', { class: 'num' }, p.position), el('td', { class: 'num' }, Number(p.lagSeconds).toFixed(3)),
       el('td', { class: 'num' }, p.restarts), el('td', { class: 'num' }, p.parked),
-      el('td', {}, el('button', { type: 'button', onclick: () => rebuild(p.name) }, 'Rebuild'))));
+      // The Streams bridge (distributed profile) has a row too, but no view to rebuild.
+      el('td', {}, p.name === 'bridge' ? '' : el('button', { type: 'button', onclick: () => rebuild(p.name) }, 'Rebuild'))));
   }
   const parkedBody = $('#parked-table tbody');
   parkedBody.replaceChildren();

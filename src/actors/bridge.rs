@@ -16,6 +16,12 @@
 //!   the end), so an order's events reach Kafka in version order, where the key keeps them on one partition.
 //! - **Stops cleanly.** The loop is one [`Step`] message at a time, handled atomically, so a [`Shutdown`] (or
 //!   the system stopping) lands between steps, after the step's checkpoint is saved.
+//! - **Supervised.** A step runs as its own task, so a panic in it (a bug, a record that crashes the code) is
+//!   caught as a crash: the actor stops and its actix [`Supervisor`] restarts it with a fresh worker, which
+//!   reads the shard list and every shard's checkpoint again, after a bounded exponential backoff with jitter.
+//!   A failed step (an unreachable table or broker) is not a crash: it is retried with the same backoff. Both
+//!   show in the bridge's [`ProjectionStatus`] (`/admin/projections` row `bridge`, readiness
+//!   `projection:bridge`); restarts count in `orderflow_projector_restarts_total{projection="bridge"}`.
 //!
 //! - **One reader per shard.** With several instances (see [`Bridge::with_leases`]), a shard is read only by
 //!   the instance that holds its lease (`crate::lease`); another takes it over, from the checkpoint, once the
@@ -35,6 +41,8 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, OperationTyp
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
+use super::parking::PoisonSwitch;
+use super::projector::ProjectionStatus;
 use crate::aws::Tables;
 use crate::config::BridgeSettings;
 use crate::feed::EventSink;
@@ -55,11 +63,21 @@ const NO_STREAM_WAIT: Duration = Duration::from_secs(2);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The name the bridge shows under in `/admin/projections`, readiness and the restart metric.
+pub const NAME: &str = "bridge";
+
 pub struct Bridge {
-    /// Lent to the step in progress (`None` while one runs).
+    /// Lent to the step in progress (`None` while one runs; lost with a step that panicked).
     worker: Option<Worker>,
+    /// What a fresh worker is made from after a crash.
+    io: Io,
     poll_interval: Duration,
     failures: u32,
+    status: Arc<ProjectionStatus>,
+    /// Records published since the process started: the `position` `/admin/projections` shows.
+    published: u64,
+    /// [`Shutdown`] came: no more steps, also after a supervisor's restart.
+    shut_down: bool,
 }
 
 impl Bridge {
@@ -77,27 +95,47 @@ impl Bridge {
             sinks,
             // DynamoDB Streams allows 1 to 1000 records per GetRecords.
             batch_size: settings.batch_size.clamp(1, 1000),
+            poison: PoisonSwitch::default(),
+            leases: None,
         };
         Self {
-            worker: Some(Worker {
-                io,
-                leases: None,
-                stream_arn: None,
-                shards: BTreeMap::new(),
-                next_discovery: None,
-                told_no_stream: false,
-            }),
+            worker: Some(Worker::new(io.clone())),
+            io,
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(1)),
             failures: 0,
+            status: ProjectionStatus::new(NAME),
+            published: 0,
+            shut_down: false,
         }
     }
 
     /// Reads only the shards whose lease this instance holds (several instances on one table).
     pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
+        self.io.leases = Some(Arc::clone(&leases));
         if let Some(worker) = &mut self.worker {
-            worker.leases = Some(leases);
+            worker.io.leases = Some(leases);
         }
         self
+    }
+
+    /// The `projections.poison_order_prefix` test hook: its `bridge!prefix` rule crashes the bridge.
+    pub fn with_poison(mut self, poison: PoisonSwitch) -> Self {
+        self.io.poison = poison.clone();
+        if let Some(worker) = &mut self.worker {
+            worker.io.poison = poison;
+        }
+        self
+    }
+
+    /// The bridge's live status, for `/admin/projections` and readiness.
+    pub fn status(&self) -> Arc<ProjectionStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// Starts the bridge under an actix [`Supervisor`]: a step that panics stops the actor, and the supervisor
+    /// restarts it from the checkpoints.
+    pub fn start_supervised(self) -> Addr<Self> {
+        Supervisor::start(|_| self)
     }
 }
 
@@ -119,15 +157,37 @@ impl Actor for Bridge {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Some(worker) = &self.worker {
-            let sinks: Vec<&str> = worker.io.sinks.iter().map(|s| s.name()).collect();
-            tracing::info!(table = %worker.io.tables.events, ?sinks, "bridge started");
+        if self.shut_down {
+            // A supervisor restarts an actor that stopped while its address is held: stay idle instead.
+            return;
         }
-        ctx.notify(Step);
+        let sinks: Vec<&str> = self.io.sinks.iter().map(|s| s.name()).collect();
+        tracing::info!(table = %self.io.tables.events, ?sinks, "bridge started");
+        // After a crash, wait before reading again (a record that crashes the bridge would otherwise spin).
+        match self.status.crash_streak() {
+            0 => ctx.notify(Step),
+            crashes => {
+                ctx.notify_later(Step, backoff(u32::try_from(crashes).unwrap_or(u32::MAX)));
+            }
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         tracing::info!("bridge stopped");
+    }
+}
+
+impl Supervised for Bridge {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if self.shut_down {
+            return;
+        }
+        let crashes = self.status.record_restart();
+        // The crashed step took its worker (iterators, shard list) with it; a fresh one starts from the saved
+        // checkpoints, so at most the page in flight is published again.
+        self.worker = Some(Worker::new(self.io.clone()));
+        self.failures = 0;
+        tracing::warn!(crashes, "bridge restarted by its supervisor");
     }
 }
 
@@ -145,6 +205,7 @@ impl Handler<Shutdown> for Bridge {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.shut_down = true;
         ctx.stop();
     }
 }
@@ -157,18 +218,36 @@ impl Handler<Step> for Bridge {
             ctx.notify_later(Step, Duration::from_millis(10));
             return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         };
-        let work = async move {
+        // The step runs as its own task so that a panic in it is caught here as a crash instead of unwinding
+        // through the arbiter.
+        let work = actix::spawn(async move {
             let outcome = worker.step().await;
             (worker, outcome)
-        };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(worker, outcome), act, ctx| {
+        });
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|joined, act, ctx| {
+            let Ok((worker, outcome)) = joined else {
+                let crashes = act.status.record_crash();
+                tracing::error!(crashes, "bridge step panicked; restarting from the checkpoints");
+                ctx.stop();
+                return;
+            };
             act.worker = Some(worker);
             let next = match outcome {
-                Ok(Progress::More) => Duration::ZERO,
-                Ok(Progress::Idle) => act.poll_interval,
-                Ok(Progress::NoStream) => NO_STREAM_WAIT,
+                Ok(step) => {
+                    act.published = act.published.saturating_add(step.published);
+                    // Finding the stream and the shards is not yet reading them: a record that crashes the
+                    // bridge is behind those, so only a step that published or caught up ends a crash streak.
+                    let past_crashes = step.published > 0 || matches!(step.progress, Progress::Idle);
+                    act.status.record_progress(act.published, step.lag, past_crashes);
+                    match step.progress {
+                        Progress::More => Duration::ZERO,
+                        Progress::Idle => act.poll_interval,
+                        Progress::NoStream => NO_STREAM_WAIT,
+                    }
+                }
                 Err(error) => {
                     act.failures = act.failures.saturating_add(1);
+                    act.status.record_failure();
                     let wait = backoff(act.failures);
                     tracing::warn!(
                         %error, failures = act.failures, ?wait,
@@ -193,6 +272,13 @@ fn backoff(failures: u32) -> Duration {
     let base = 200u64.saturating_mul(1 << failures.min(8)).min(30_000);
     let jitter = rand::random_range(0..=base / 4);
     Duration::from_millis(base + jitter)
+}
+
+/// What one step did: how to go on, records published, the lag it saw (when it could tell).
+struct StepDone {
+    progress: Progress,
+    published: u64,
+    lag: Option<Duration>,
 }
 
 enum Progress {
@@ -228,18 +314,22 @@ struct PageOutcome {
 }
 
 /// The clients and names the steps work with.
+#[derive(Clone)]
 struct Io {
     streams: aws_sdk_dynamodbstreams::Client,
     dynamo: aws_sdk_dynamodb::Client,
     tables: Tables,
     sinks: Vec<Arc<dyn EventSink>>,
     batch_size: i32,
+    /// The test hook that can crash the bridge (see [`PoisonSwitch::crashes_bridge`]).
+    poison: PoisonSwitch,
+    /// Several instances: a shard is read only while this instance holds its lease.
+    leases: Option<Arc<Leases>>,
 }
 
 /// The bridge's state, moved into each step's future and back.
 struct Worker {
     io: Io,
-    leases: Option<Arc<Leases>>,
     stream_arn: Option<String>,
     shards: BTreeMap<String, ShardState>,
     /// When the shard list is read next; `None` = now.
@@ -248,9 +338,14 @@ struct Worker {
 }
 
 impl Worker {
-    async fn step(&mut self) -> Result<Progress, String> {
+    /// A worker that knows no stream or shard yet: its first steps find them and load their checkpoints.
+    fn new(io: Io) -> Self {
+        Self { io, stream_arn: None, shards: BTreeMap::new(), next_discovery: None, told_no_stream: false }
+    }
+
+    async fn step(&mut self) -> Result<StepDone, String> {
         let Some(arn) = self.stream_arn.clone() else {
-            return self.find_stream().await;
+            return self.find_stream().await.map(|progress| StepDone { progress, published: 0, lag: None });
         };
         if self.next_discovery.is_none_or(|at| Instant::now() >= at) {
             self.discover(&arn).await?;
@@ -296,22 +391,24 @@ impl Worker {
             }
         }
         telemetry::bridge_records(SOURCE, published);
-        match oldest_last {
-            Some(created) => telemetry::bridge_lag(SOURCE, (Utc::now() - created).to_std().unwrap_or_default()),
-            None if !more && first_error.is_none() => telemetry::bridge_lag(SOURCE, Duration::ZERO),
-            None => {}
+        let lag = match oldest_last {
+            Some(created) => Some((Utc::now() - created).to_std().unwrap_or_default()),
+            None if !more && first_error.is_none() => Some(Duration::ZERO),
+            None => None,
+        };
+        if let Some(lag) = lag {
+            telemetry::bridge_lag(SOURCE, lag);
         }
         match first_error {
             Some(e) => Err(e),
-            None if more => Ok(Progress::More),
-            None => Ok(Progress::Idle),
+            None => Ok(StepDone { progress: if more { Progress::More } else { Progress::Idle }, published, lag }),
         }
     }
 
     /// Whether this instance may read the shard now. On getting a lease (back), the shard's checkpoint is read
     /// again: another instance may have moved it, or finished the shard.
     async fn lease(&self, id: &str, shard: &mut ShardState) -> Result<bool, String> {
-        let Some(leases) = &self.leases else { return Ok(true) };
+        let Some(leases) = &self.io.leases else { return Ok(true) };
         let held = leases.hold(id).await.map_err(|e| format!("lease of shard {id}: {e}"))?;
         if held && !shard.held {
             let (checkpoint, finished) = self.io.load_checkpoint(id).await?;
@@ -401,7 +498,7 @@ impl Worker {
         }
         // Load every new shard's checkpoint before adding any: a child must never be seen without its parent.
         let mut found = Vec::new();
-        let held = self.leases.is_none();
+        let held = self.io.leases.is_none();
         for (id, parent) in listed {
             if self.shards.contains_key(&id) {
                 continue;
@@ -455,6 +552,7 @@ impl Io {
             }
         };
         let records = output.records();
+        self.crash_if_asked(records);
         let next = output.next_shard_iterator().map(str::to_owned);
         let (published, last_created) =
             self.publish(id, records).await.map_err(|e| format!("publishing shard {id}: {e}"))?;
@@ -472,6 +570,18 @@ impl Io {
         shard.iterator = next;
         shard.finished = finished;
         Ok(PageOutcome { published, last_created, more: !records.is_empty() || finished })
+    }
+
+    /// The test hook: panics on a record of an order that the `bridge!prefix` rule names, before anything of
+    /// the page is published (so the restarted bridge reads the page again from the checkpoint).
+    fn crash_if_asked(&self, records: &[Record]) {
+        for image in records.iter().filter_map(|r| r.dynamodb().and_then(|d| d.new_image())) {
+            if let Ok(event) = decode_image(image)
+                && self.poison.crashes_bridge(&event)
+            {
+                panic!("injected bridge crash for order {} (poison_order_prefix)", event.order_id);
+            }
+        }
     }
 
     /// An iterator just after the checkpoint, or at the trim horizon for a shard never read. `None` when a

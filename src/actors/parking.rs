@@ -255,7 +255,9 @@ impl ParkingLot {
 
 /// A test hook (config `projections.poison_order_prefix`): the wrapped view refuses the events of orders whose
 /// id starts with the prefix, as a view refuses a poison event; `prefix:EventType` refuses only that type;
-/// `panic!prefix` panics instead (a crash, for the supervisor). Empty: off. Tests turn it off at run time to "fix" the failure before replaying.
+/// `panic!prefix` panics instead (a crash, for the supervisor); `bridge!prefix` makes the Streams bridge panic on
+/// reading them instead (distributed profile). Empty: off. Tests turn it off at run time to "fix" the failure
+/// before replaying.
 #[derive(Clone, Default)]
 pub struct PoisonSwitch(Arc<RwLock<String>>);
 
@@ -272,6 +274,9 @@ impl PoisonSwitch {
     /// for the supervisor) rather than refuse it.
     fn poisons(&self, event: &StoredEvent) -> Option<bool> {
         let rule = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if rule.starts_with(BRIDGE_CRASH) {
+            return None;
+        }
         let (panics, rule) = match rule.strip_prefix("panic!") {
             Some(rest) => (true, rest),
             None => (false, rule.as_str()),
@@ -286,6 +291,19 @@ impl PoisonSwitch {
         hit.then_some(panics)
     }
 }
+
+impl PoisonSwitch {
+    /// Whether the Streams bridge should crash (panic) on reading this event: the rule `bridge!prefix`, for the
+    /// bridge's supervisor. The views are not affected by such a rule.
+    pub fn crashes_bridge(&self, event: &StoredEvent) -> bool {
+        let rule = self.0.read().unwrap_or_else(|p| p.into_inner());
+        rule.strip_prefix(BRIDGE_CRASH)
+            .is_some_and(|prefix| !prefix.is_empty() && event.order_id.as_str().starts_with(prefix))
+    }
+}
+
+/// The [`PoisonSwitch`] rule prefix that crashes the bridge instead of a view.
+const BRIDGE_CRASH: &str = "bridge!";
 
 /// A view behind the [`PoisonSwitch`].
 pub struct Poisonable {

@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 
 use crate::feed::{FeedError, FeedSubscription};
 use crate::telemetry::{self, ProjectionOutcome};
+use super::bridge::Bridge;
 use super::parking::{EventFailure, ParkingLot, PoisonSwitch};
 use crate::store::RebuildSource;
 use crate::views::Rebuilder;
@@ -164,6 +165,54 @@ impl ProjectionStatus {
     /// Records where the view starts (its stored checkpoint).
     pub fn set_position(&self, position: u64) {
         self.position.store(position, Ordering::Relaxed);
+    }
+
+    // What another supervised actor (the Streams bridge) reports into a status of its own, so that it shows in
+    // `/admin/projections` and readiness as the projectors do.
+
+    /// A step went through: the failure streak ends, and the crash streak too when the step got past where a
+    /// crash can happen (`past_crashes`: it read its records, not only set itself up after a restart).
+    pub(crate) fn record_progress(&self, position: u64, lag: Option<Duration>, past_crashes: bool) {
+        if past_crashes {
+            self.consecutive_crashes.store(0, Ordering::Relaxed);
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.position.store(position, Ordering::Relaxed);
+        if let Some(lag) = lag {
+            self.lag_millis.store(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        if self.consecutive_crashes.load(Ordering::Relaxed) < 3 {
+            self.set_state(ProjectorState::Running);
+        }
+    }
+
+    /// A step failed (it is retried): the failure streak, after this one.
+    pub(crate) fn record_failure(&self) -> u64 {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.consecutive_crashes.load(Ordering::Relaxed) < 3 {
+            self.set_state(ProjectorState::Retrying);
+        }
+        failures
+    }
+
+    /// The actor crashed (it stops; its supervisor restarts it): the crash streak, after this one.
+    pub(crate) fn record_crash(&self) -> u64 {
+        self.consecutive_crashes.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The supervisor restarts the actor: counted (`orderflow_projector_restarts_total`), and shown as
+    /// restarting, or as crash-looping from the third crash in a row.
+    pub(crate) fn record_restart(&self) -> u64 {
+        let crashes = self.consecutive_crashes.load(Ordering::Relaxed);
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        telemetry::projector_restarted(self.name);
+        self.set_state(if crashes >= 3 { ProjectorState::CrashLooping } else { ProjectorState::Restarting });
+        crashes
+    }
+
+    /// Crashes in a row so far (0 once a step went through).
+    pub(crate) fn crash_streak(&self) -> u64 {
+        self.consecutive_crashes.load(Ordering::Relaxed)
     }
 
     /// Changes after every batch the view applied.
@@ -522,6 +571,9 @@ pub struct Projections {
     poison: PoisonSwitch,
     /// Where rebuilds read the write model from.
     source: Arc<dyn RebuildSource>,
+    /// The Streams bridge's status and address, where there is a bridge.
+    bridge: Option<Arc<ProjectionStatus>>,
+    bridge_addr: Option<Addr<Bridge>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -551,7 +603,7 @@ impl Projections {
         poison: PoisonSwitch,
         source: Arc<dyn RebuildSource>,
     ) -> Self {
-        Self { handles: Arc::new(handles), parked, poison, source }
+        Self { handles: Arc::new(handles), parked, poison, source, bridge: None, bridge_addr: None }
     }
 
     /// Starts rebuilding a view from the write model into a fresh copy, swapped in when it has caught up.
@@ -599,17 +651,26 @@ impl Projections {
         &self.poison
     }
 
+    /// Shows the Streams bridge (distributed profile) beside the projectors: in `/admin/projections` and in
+    /// readiness (`projection:bridge`). It has no view, so nothing to rebuild, replay or park.
+    pub fn with_bridge(mut self, addr: Addr<Bridge>, status: Arc<ProjectionStatus>) -> Self {
+        // Held for the supervisor: it restarts a crashed actor only while someone still holds its address.
+        self.bridge_addr = Some(addr);
+        self.bridge = Some(status);
+        self
+    }
+
     pub fn infos(&self) -> Vec<ProjectionInfo> {
-        self.handles.iter().map(|h| h.status.info()).collect()
+        self.handles.iter().map(|h| &h.status).chain(&self.bridge).map(|s| s.info()).collect()
     }
 
     pub fn status(&self, name: &str) -> Option<&Arc<ProjectionStatus>> {
-        self.handles.iter().find(|h| h.status.name == name).map(|h| &h.status)
+        self.handles.iter().map(|h| &h.status).chain(&self.bridge).find(|s| s.name == name)
     }
 
     /// Every projector is running and not stuck failing.
     pub fn healthy(&self) -> bool {
-        self.handles.iter().all(|h| h.addr.connected() && h.status.healthy())
+        self.handles.iter().all(|h| h.addr.connected() && h.status.healthy()) && self.bridge.iter().all(|s| s.healthy())
     }
 
     /// The parking lot of one projection.

@@ -30,11 +30,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::cloudevents::{CONTENT_TYPE, CloudEvent};
-use super::{EventSink, FeedError, FeedSubscription};
+use super::{EventSink, FeedError, FeedHealth, FeedSubscription};
 use crate::config::KafkaSettings;
 use crate::store::StoredEvent;
 
@@ -87,6 +87,47 @@ pub fn producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
         .set("message.timeout.ms", "30000")
         .create()
         .context("Kafka producer")
+}
+
+/// How long readiness's broker check waits for the metadata answer: well inside the 2 s a readiness check gets,
+/// and far above a healthy broker's milliseconds.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Readiness check `feed` for Kafka (cached by [`super::FeedChecks`]): a metadata request for the event topic,
+/// answered within [`HEALTH_TIMEOUT`], the topic present with its partitions.
+pub struct KafkaHealth {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaHealth {
+    pub fn new(producer: FutureProducer, topic: &str) -> Self {
+        Self { producer, topic: topic.to_owned() }
+    }
+}
+
+#[async_trait]
+impl FeedHealth for KafkaHealth {
+    /// One metadata request. librdkafka blocks its calling thread for it, so it runs on the blocking pool.
+    async fn ping(&self) -> Result<(), FeedError> {
+        let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), HEALTH_TIMEOUT)
+                .map_err(|e| format!("Kafka broker metadata: {e}"))?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            match found {
+                None => Err(format!("Kafka topic {topic} is missing")),
+                Some(t) if t.error().is_some() => Err(format!("Kafka topic {topic}: {:?}", t.error())),
+                Some(t) if t.partitions().is_empty() => Err(format!("Kafka topic {topic} has no partitions")),
+                Some(_) => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| FeedError(format!("Kafka broker check: {e}")))?
+        .map_err(FeedError)
+    }
 }
 
 /// How long one enqueue may wait for room in librdkafka's queue before the page counts as failed.

@@ -40,7 +40,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use super::cloudevents::CloudEvent;
-use super::{EventSink, FeedError, FeedSubscription};
+use super::{EventSink, FeedError, FeedHealth, FeedSubscription};
 use crate::config::{AwsSettings, KinesisSettings};
 use crate::store::StoredEvent;
 use crate::telemetry::{self, BridgeSource};
@@ -104,6 +104,39 @@ pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, settings: &KinesisS
             "Kinesis stream {stream} is not ACTIVE after {ACTIVE_WAIT:?}: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long readiness's Kinesis check waits for `DescribeStreamSummary`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Readiness check `feed` for Kinesis (cached by [`super::FeedChecks`]): the stream answers
+/// `DescribeStreamSummary` within [`HEALTH_TIMEOUT`] and is ACTIVE (or UPDATING, which still reads and writes).
+pub struct KinesisHealth {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+}
+
+impl KinesisHealth {
+    pub fn new(client: aws_sdk_kinesis::Client, stream: &str) -> Self {
+        Self { client, stream: stream.to_owned() }
+    }
+}
+
+#[async_trait]
+impl FeedHealth for KinesisHealth {
+    async fn ping(&self) -> Result<(), FeedError> {
+        let stream = &self.stream;
+        let call = self.client.describe_stream_summary().stream_name(stream).send();
+        let summary = match tokio::time::timeout(HEALTH_TIMEOUT, call).await {
+            Ok(Ok(summary)) => summary,
+            Ok(Err(e)) => return Err(FeedError(format!("Kinesis stream {stream}: {}", DisplayErrorContext(&e)))),
+            Err(_) => return Err(FeedError(format!("Kinesis stream {stream}: no answer within {HEALTH_TIMEOUT:?}"))),
+        };
+        match summary.stream_description_summary().map(|d| d.stream_status().clone()) {
+            Some(StreamStatus::Active | StreamStatus::Updating) => Ok(()),
+            status => Err(FeedError(format!("Kinesis stream {stream} is {status:?}"))),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod kinesis;
 pub mod tail;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,58 @@ pub struct FeedError(pub String);
 impl From<StoreUnavailable> for FeedError {
     fn from(e: StoreUnavailable) -> Self {
         FeedError(e.0)
+    }
+}
+
+/// The feed's broker as readiness sees it: `/health/ready` check `feed`.
+#[async_trait]
+pub trait FeedHealth: Send + Sync {
+    async fn ping(&self) -> Result<(), FeedError>;
+}
+
+/// The embedded feed is the event store's own log, read in process: nothing to reach beyond the store, which
+/// readiness checks as `eventStore`.
+pub struct InProcessFeed;
+
+#[async_trait]
+impl FeedHealth for InProcessFeed {
+    async fn ping(&self) -> Result<(), FeedError> {
+        Ok(())
+    }
+}
+
+/// How long one feed check's result is reused: every load balancer and orchestrator probing every instance
+/// every few seconds should not each cost the broker a request.
+const HEALTH_TTL: Duration = Duration::from_secs(2);
+
+/// The distributed profile's `feed` check: every transport the instance uses (Kafka, Kinesis), checked
+/// together; the result is kept for [`HEALTH_TTL`], and concurrent probes share one round of requests.
+pub struct FeedChecks {
+    checks: Vec<Arc<dyn FeedHealth>>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
+
+impl FeedChecks {
+    pub fn new(checks: Vec<Arc<dyn FeedHealth>>) -> Self {
+        Self { checks, last: tokio::sync::Mutex::new(None) }
+    }
+}
+
+#[async_trait]
+impl FeedHealth for FeedChecks {
+    async fn ping(&self) -> Result<(), FeedError> {
+        // Held across the requests: probes that come while some are out wait for their answer.
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < HEALTH_TTL
+        {
+            return result.clone().map_err(FeedError);
+        }
+        let results = futures_util::future::join_all(self.checks.iter().map(|c| c.ping())).await;
+        let failures: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| e.0)).collect();
+        let result = if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) };
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result.map_err(FeedError)
     }
 }
 

@@ -22,6 +22,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::actors::OrderRegistry;
 use crate::actors::projector::Projections;
 use crate::auth::{Authenticator, Principal};
+use crate::feed::FeedHealth;
 use crate::store::EventStore;
 use crate::trace::TraceParent;
 use crate::views::{RevenueView, SearchView};
@@ -31,6 +32,8 @@ use error::ApiError;
 pub struct AppState {
     pub registry: OrderRegistry,
     pub store: Arc<dyn EventStore>,
+    /// The event feed's broker, for readiness.
+    pub feed: Arc<dyn FeedHealth>,
     pub search: Arc<dyn SearchView>,
     pub revenue: Arc<dyn RevenueView>,
     pub projections: Projections,

@@ -59,7 +59,7 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(
     get, path = "/health/ready", tag = "operations", operation_id = "ready",
     summary = "Readiness",
-    description = "Checks every backend (event store, views) and every projector.",
+    description = "Checks every backend (event store, event feed broker, views) and every projector.",
     security(()),
     responses(
         (status = 200, description = "Ready: every check is `ok`", body = Health),
@@ -73,9 +73,14 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         ok &= result.is_ok();
         checks.insert(name, result.map_or_else(|e| format!("failing: {e}"), |()| "ok".to_owned()));
     };
-    let (store, search, revenue) =
-        tokio::join!(bounded(state.store.ping()), bounded(state.search.ping()), bounded(state.revenue.ping()));
+    let (store, feed, search, revenue) = tokio::join!(
+        bounded(state.store.ping()),
+        bounded(state.feed.ping()),
+        bounded(state.search.ping()),
+        bounded(state.revenue.ping())
+    );
     check("eventStore".to_owned(), store);
+    check("feed".to_owned(), feed);
     check("searchView".to_owned(), search);
     check("revenueView".to_owned(), revenue);
     for info in state.projections.infos() {

@@ -348,15 +348,21 @@ enum Outcome {
     Failed(AppendError),
 }
 
-/// True when the event item that failed its condition is this very write: the SDK retries an attempt that timed
-/// out (`aws::ATTEMPT_TIMEOUT`), and when the timed-out attempt had in fact been written, the retry finds its
-/// own event (same `eventId`, made once per append) in place. That is a success, not a lost race: reporting a
-/// conflict would make the actor re-decide against its own write and answer, say, 409 `order_already_exists` to
-/// a place that went through. (Transactions need no such check: the SDK's idempotency token makes DynamoDB
-/// answer a retried transaction with the first one's success.)
+/// True when the item that failed its condition is this very write: the SDK retries an attempt that timed out
+/// (`[dynamodb] attempt_timeout_ms`), and when the timed-out attempt had in fact been written, the retry finds
+/// its own item in place. That is a success, not a lost race: reporting a conflict would make the actor
+/// re-decide against its own write and answer, say, 409 `order_already_exists` to a place that went through, and
+/// a taken key would answer 422 `idempotency_key_reused` to the request that took it. An event is this write's
+/// when its `eventId` (made once per append) matches; an idempotency record (written alone when a command makes
+/// no event) when it is the same item, down to its `createdAt` millisecond. (Transactions need no such check:
+/// the SDK's idempotency token makes DynamoDB answer a retried transaction with the first one's success.)
 fn own_earlier_attempt(write: &Write, existing: Option<&Item>) -> bool {
-    write.kind == Kind::Event
-        && existing.and_then(|item| item.get("eventId")).is_some_and(|id| write.item.get("eventId") == Some(id))
+    let Some(existing) = existing else { return false };
+    match write.kind {
+        Kind::Event => existing.get("eventId").is_some_and(|id| write.item.get("eventId") == Some(id)),
+        Kind::Idempotency => existing == &write.item,
+        Kind::Snapshot => false,
+    }
 }
 
 /// The error when the condition of an item of this kind fails.
@@ -667,7 +673,26 @@ mod tests {
         other.insert("eventId".into(), string(Uuid::now_v7().to_string()));
         assert!(!own_earlier_attempt(&write(Kind::Event, &event), Some(&other)));
         assert!(!own_earlier_attempt(&write(Kind::Event, &event), None));
-        assert!(!own_earlier_attempt(&write(Kind::Idempotency, &event), Some(&event)));
+        assert!(!own_earlier_attempt(&write(Kind::Snapshot, &event), Some(&event)));
+    }
+
+    #[test]
+    fn a_retried_put_that_finds_its_own_idempotency_record_succeeded() {
+        let record = HashMap::from([
+            ("scope".to_owned(), string("admin POST /orders k1")),
+            ("requestHash".to_owned(), string("h1")),
+            ("status".to_owned(), num(200)),
+            ("body".to_owned(), string("{}")),
+            ("createdAt".to_owned(), num(1_700_000_000_123_i64)),
+            ("expiresAt".to_owned(), num(1_700_086_400_i64)),
+        ]);
+        let write = Write { kind: Kind::Idempotency, table: "t".into(), item: record.clone(), condition: None };
+        assert!(own_earlier_attempt(&write, Some(&record)));
+        // Another request's record under the same key (another body, or the same body a moment apart) is not.
+        let mut other = record.clone();
+        other.insert("createdAt".into(), num(1_700_000_000_124_i64));
+        assert!(!own_earlier_attempt(&write, Some(&other)));
+        assert!(!own_earlier_attempt(&write, None));
     }
 
     #[test]

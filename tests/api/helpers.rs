@@ -66,6 +66,11 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)>
             ("ORDERFLOW__AWS__ACCESS_KEY_ID", "local".to_owned()),
             ("ORDERFLOW__AWS__SECRET_ACCESS_KEY", "local".to_owned()),
             ("ORDERFLOW__DYNAMODB__TABLE_PREFIX", format!("t{unique}")),
+            // One DynamoDB Local serves the whole parallel suite on two cores, and takes seconds per call under
+            // its bursts (p99 11 s measured): the production timeouts (1 s / 3 s) would turn that slowness into
+            // 503s. The DynamoDB outage test, which runs alone, uses the production values.
+            ("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", "5000".to_owned()),
+            ("ORDERFLOW__DYNAMODB__OPERATION_TIMEOUT_MS", "15000".to_owned()),
             ("ORDERFLOW__KAFKA__BROKERS", var_or("ORDERFLOW_TEST_KAFKA", "127.0.0.1:9092")),
             ("ORDERFLOW__KAFKA__TOPIC", format!("orders.events.{unique}")),
             ("ORDERFLOW__KAFKA__GROUP_PREFIX", format!("g{unique}")),

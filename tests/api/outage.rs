@@ -9,11 +9,14 @@
 //! service (a hung peer, not a refused connection). Meilisearch is the in-process contract mock, paused with
 //! its switch (every request hangs unanswered).
 //!
-//! These tests freeze services that other tests (and other people's test runs) share, so they run only when
-//! asked for, serially: `ORDERFLOW_TEST_OUTAGES=1` with the distributed profile (`scripts/test.sh` runs them
-//! after the distributed suite, `--test-threads 1`). Without it they print "skipped" and pass. A frozen service
-//! is always resumed: by a drop guard (also when the test panics) and, should the test process die before
-//! that, by a watchdog process of its own that sends `SIGCONT` after a deadline.
+//! These tests freeze services that other tests share, so they run alone, serially, and only where
+//! `ORDERFLOW_TEST_OUTAGES=1` says so with the distributed profile: `scripts/test.sh` (so CI) runs them after
+//! the distributed suite, `--test-threads 1`. Without it they print "skipped" and pass, so the parallel suites
+//! never freeze anything. They freeze whatever listens on the ports of `ORDERFLOW_TEST_DYNAMODB` /
+//! `ORDERFLOW_TEST_KAFKA`: point those at services of your own (`scripts/services.sh` takes its ports from
+//! env) when others share the machine's. A frozen service is always resumed: by a drop guard (also when the
+//! test panics) and, should the test process die before that, by a watchdog process of its own that sends
+//! `SIGCONT` after a deadline.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use futures_util::stream;
+use orderflow::config::Settings;
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -552,20 +556,23 @@ async fn the_kafka_broker_frozen_for_10_s_under_load_loses_nothing_and_the_views
     }
     let app = spawn_app().await;
     let load = Load::new(&app);
-    // Late in the freeze: how many orders the search view holds, and how many had been started by then.
-    let search_during = || async {
-        tokio::time::sleep(OUTAGE_FOR - Duration::from_secs(3)).await;
+    // Early in the freeze, readiness; late in it, how many orders the search view holds, and how many had been
+    // started by then.
+    let during = || async {
+        let ready = ready_during_outage(&app).await;
+        tokio::time::sleep_until(load.at(OUTAGE_AT + OUTAGE_FOR - Duration::from_secs(3))).await;
         let started = load.orders() as u64;
-        (estimated_total(&app, "limit=1").await, started)
+        (ready, estimated_total(&app, "limit=1").await, started)
     };
-    let outage = under_outage(&load, || Frozen::freeze("kafka", kafka_port()), search_during).await;
+    let outage = under_outage(&load, || Frozen::freeze("kafka", kafka_port()), during).await;
 
     // The write model does not need the broker: commands keep being acknowledged throughout.
     let answers = check_answers(&load, &outage);
     assert_eq!(answers.unavailable, 0, "commands were refused while only the broker was down");
     // The freeze was real: orders placed during it could not reach the search view.
-    let (seen, started) = outage.probe.expect("the search view answered during the outage");
+    let (ready, seen, started) = outage.probe.expect("readiness and the search view answered during the outage");
     assert!(seen.is_some_and(|seen| seen < started), "search view held {seen:?} of {started} orders during the freeze");
+    assert_names_failing(Some(ready), "feed");
     check_durable(&app, &load).await;
     check_views_converge(&app, &load).await;
     check_ready_again(&app).await;
@@ -576,14 +583,23 @@ async fn dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing
     if !outages_enabled("dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing") {
         return;
     }
-    let app = spawn_app().await;
+    // The production timeouts (`[dynamodb]` of config/default.toml), not the suites' generous ones.
+    let defaults = Settings::load_with(None, Vec::new()).expect("the default settings load").dynamodb;
+    let operation_timeout = Duration::from_millis(defaults.operation_timeout_ms);
+    let (attempt_ms, operation_ms) =
+        (defaults.attempt_timeout_ms.to_string(), defaults.operation_timeout_ms.to_string());
+    let app = spawn_app_with(&[
+        ("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", &attempt_ms),
+        ("ORDERFLOW__DYNAMODB__OPERATION_TIMEOUT_MS", &operation_ms),
+    ])
+    .await;
     let load = Load::new(&app);
     let outage =
         under_outage(&load, || Frozen::freeze("dynamodb", dynamodb_port()), || ready_during_outage(&app)).await;
 
-    // Commands need the store. While it is frozen they wait for it at most the store's operation timeout (15 s,
-    // `aws::OPERATION_TIMEOUT`): those it outlasts answer 503 with Retry-After, the others go through once it is
-    // back. No 500, and no answer later than the client's 30 s (`check_answers`).
+    // Commands need the store. While it is frozen, each waits for it at most about one operation timeout
+    // (`dynamodb.operation_timeout_ms`), then answers 503 with Retry-After: promptly, not after the outage. No
+    // 500, and no answer later than the client's 30 s (`check_answers`).
     let answers = check_answers(&load, &outage);
     {
         let log = load.log.lock().expect("log");
@@ -592,6 +608,16 @@ async fn dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing
         let frozen = (outage.from + Duration::from_secs(1))..outage.to;
         let during: Vec<&Sent> = log.iter().filter(acknowledged).filter(|s| frozen.contains(&s.answered)).collect();
         assert!(during.is_empty(), "acknowledged while DynamoDB was frozen: {during:?}");
+        // Prompt: a command asked while DynamoDB was frozen had its answer (a 503) within two operation timeouts
+        // (one for the call that hung, one of slack for a loaded machine), well before the freeze ended.
+        let prompt = operation_timeout * 2;
+        let slow: Vec<&Sent> = log
+            .iter()
+            .filter(|s| frozen.contains(&s.asked) && s.asked + prompt < outage.to)
+            .filter(|s| s.answered - s.asked > prompt)
+            .collect();
+        assert!(slow.is_empty(), "answered later than {prompt:?} during the freeze: {slow:?}");
+        assert!(answers.unavailable_during_outage > 0, "no command was refused during the freeze");
         // After the outage commands go through again.
         assert!(
             log.iter().filter(acknowledged).any(|s| s.asked > outage.to),

@@ -976,6 +976,9 @@ async fn health_endpoints_answer_without_a_token() {
     assert_eq!(ready["status"], "ok", "{ready}");
     let checks = ready["checks"].as_object().unwrap_or_else(|| panic!("checks: {ready}"));
     assert!(!checks.is_empty(), "ready checks every backend: {ready}");
+    for check in ["eventStore", "feed", "searchView", "revenueView"] {
+        assert_eq!(checks.get(check).and_then(Value::as_str), Some("ok"), "{check}: {ready}");
+    }
 
     let response = app.request(Method::GET, "/health/live", None, None, &[]).await;
     assert_eq!(response.status(), StatusCode::OK);
