@@ -103,6 +103,12 @@ impl WriteConn {
         Self(Arc::new(Mutex::new(conn)))
     }
 
+    /// Runs `f` on the write connection on this thread (start-up work, before anything else uses it).
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
     /// Runs `f` on the write connection on the blocking thread pool.
     pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
     where
