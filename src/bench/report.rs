@@ -383,7 +383,7 @@ pub fn human(results: &Results) -> String {
         let d = &r.drain;
         let _ = writeln!(
             out,
-            "after the load: revenue view caught up in {} (expected {} got {}); search view holds {} orders",
+            "after the load: revenue view caught up in {} (expected {} got {}); search view estimatedTotal {} (counts up to 10,000)",
             opt(d.revenue_caught_up_ms, " ms"),
             d.revenue_expected,
             d.revenue_seen.map_or("n/a".into(), |g| g.to_string()),
