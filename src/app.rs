@@ -156,7 +156,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));
     let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone())
         .with_poison(kit.poison.clone())
-        .with_leases(leases);
+        .with_leases(Arc::clone(&leases));
     let bridge_status = bridge.status();
     let bridge = bridge.start_supervised();
     let mut handles = Vec::new();
@@ -165,10 +165,11 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         let feed: FeedFactory = match (&settings.projections.source, &kinesis_client) {
             (Transport::Kinesis, Some(client)) => {
                 // Each (re)start lists the shards again and resumes after the checkpoints saved on ack.
-                let (client, checkpoints, kinesis) =
-                    (client.clone(), checkpoints.clone(), settings.kinesis.clone());
+                let (client, checkpoints, kinesis, leases) =
+                    (client.clone(), checkpoints.clone(), settings.kinesis.clone(), Arc::clone(&leases));
                 Arc::new(move || {
-                    let subscription = KinesisSubscription::new(client.clone(), checkpoints.clone(), &kinesis, name);
+                    let subscription = KinesisSubscription::new(client.clone(), checkpoints.clone(), &kinesis, name)
+                        .with_leases(Arc::clone(&leases));
                     Box::pin(std::future::ready(Ok(Box::new(subscription) as Box<dyn FeedSubscription>)))
                 })
             }

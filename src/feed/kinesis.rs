@@ -28,6 +28,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -42,6 +43,7 @@ use futures_util::future::join_all;
 use super::cloudevents::CloudEvent;
 use super::{EventSink, FeedError, FeedHealth, FeedSubscription};
 use crate::config::{AwsSettings, KinesisSettings};
+use crate::lease::Leases;
 use crate::store::StoredEvent;
 use crate::telemetry::{self, BridgeSource};
 
@@ -366,6 +368,9 @@ struct ShardReader {
     /// Records of the shard up to the checkpoint: their sum is the position `/admin` shows, like the sum of the
     /// committed offsets on Kafka.
     records: u64,
+    /// This instance holds the shard's lease for this projection (always, without leases). On getting it (back)
+    /// the checkpoint is read again: another instance may have moved it.
+    held: bool,
 }
 
 /// How a read moves one shard's reader once its batch is acked.
@@ -401,6 +406,7 @@ pub struct KinesisSubscription {
     shards: BTreeMap<String, ShardReader>,
     next_discovery: Option<Instant>,
     held: Option<HeldBatch>,
+    leases: Option<Arc<Leases>>,
 }
 
 impl KinesisSubscription {
@@ -422,7 +428,41 @@ impl KinesisSubscription {
             shards: BTreeMap::new(),
             next_discovery: None,
             held: None,
+            leases: None,
         }
+    }
+
+    /// Several instances: each shard is read, for this projection, only by the instance holding its lease.
+    pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// The readable shards whose lease this instance holds (all of them without leases).
+    async fn leased(&mut self, readable: Vec<String>) -> Result<Vec<String>, FeedError> {
+        let Some(leases) = self.leases.clone() else { return Ok(readable) };
+        let mut mine = Vec::new();
+        for id in readable {
+            let held = leases.hold(&self.checkpoint_id(&id)).await.map_err(|e| FeedError(e.to_string()))?;
+            let was = self.shards.get(&id).is_some_and(|r| r.held);
+            if held && !was {
+                let (checkpoint, finished, records) = self.load_checkpoint(&id).await?;
+                if let Some(reader) = self.shards.get_mut(&id) {
+                    let parents = std::mem::take(&mut reader.parents);
+                    *reader = ShardReader { parents, checkpoint, iterator: None, finished, records, held: true };
+                }
+            } else if !held
+                && was
+                && let Some(reader) = self.shards.get_mut(&id)
+            {
+                reader.held = false;
+                reader.iterator = None;
+            }
+            if held && self.shards.get(&id).is_some_and(|r| !r.finished) {
+                mine.push(id);
+            }
+        }
+        Ok(mine)
     }
 
     fn checkpoint_id(&self, shard: &str) -> String {
@@ -458,13 +498,23 @@ impl KinesisSubscription {
         }
         let still: HashSet<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
         self.shards.retain(|id, _| still.contains(id.as_str()));
+        // Shards another instance reads: whether it finished them (their children wait for that).
+        let others: Vec<String> =
+            self.shards.iter().filter(|(_, r)| !r.held && !r.finished).map(|(id, _)| id.clone()).collect();
+        for id in others {
+            let finished = self.load_checkpoint(&id).await?.1;
+            if let Some(reader) = self.shards.get_mut(&id) {
+                reader.finished = finished;
+            }
+        }
         let mut found = Vec::new();
         for (id, parents) in listed {
             if self.shards.contains_key(&id) {
                 continue;
             }
             let (checkpoint, finished, records) = self.load_checkpoint(&id).await?;
-            found.push((id, ShardReader { parents, checkpoint, iterator: None, finished, records }));
+            let held = self.leases.is_none();
+            found.push((id, ShardReader { parents, checkpoint, iterator: None, finished, records, held }));
         }
         for (id, reader) in found {
             tracing::debug!(
@@ -657,6 +707,7 @@ impl FeedSubscription for KinesisSubscription {
                 self.discover().await?;
             }
             let readable = self.readable();
+            let readable = self.leased(readable).await?;
             let limit = (max / readable.len().max(1)).clamp(1, 10_000) as i32;
             let reads = join_all(readable.iter().map(|id| self.read_shard(id, limit))).await;
             let mut events = Vec::new();
@@ -742,8 +793,9 @@ impl FeedSubscription for KinesisSubscription {
             .await
             .into_iter()
             .collect::<Result<Vec<()>, _>>()?;
+        let held = self.leases.is_none();
         for reader in self.shards.values_mut() {
-            *reader = ShardReader { parents: std::mem::take(&mut reader.parents), ..ShardReader::default() };
+            *reader = ShardReader { parents: std::mem::take(&mut reader.parents), held, ..ShardReader::default() };
         }
         tracing::info!(stream = %self.stream, projection = self.projection, shards = ids.len(), "Kinesis feed rewound");
         Ok(())

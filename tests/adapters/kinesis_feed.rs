@@ -185,8 +185,12 @@ async fn bridge_fans_out_and_an_outside_kinesis_consumer_sees_every_event_as_a_c
         Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
         Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),
     ];
-    let bridge_settings =
-        BridgeSettings { poll_interval_ms: 100, batch_size: 5, sinks: vec![Transport::Kafka, Transport::Kinesis], lease_period_ms: 10_000 };
+    let bridge_settings = BridgeSettings {
+        poll_interval_ms: 100,
+        batch_size: 5,
+        sinks: vec![Transport::Kafka, Transport::Kinesis],
+        lease_period_ms: 10_000,
+    };
     let bridge = Bridge::new(
         aws_sdk_dynamodbstreams::Client::new(&sdk),
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -258,8 +262,12 @@ async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once
         Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
         Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),
     ];
-    let bridge_settings =
-        BridgeSettings { poll_interval_ms: 100, batch_size: 100, sinks: vec![Transport::Kafka, Transport::Kinesis], lease_period_ms: 10_000 };
+    let bridge_settings = BridgeSettings {
+        poll_interval_ms: 100,
+        batch_size: 100,
+        sinks: vec![Transport::Kafka, Transport::Kinesis],
+        lease_period_ms: 10_000,
+    };
     let bridge =
         Bridge::new(aws_sdk_dynamodbstreams::Client::new(&sdk), dynamo.clone(), tables.clone(), sinks, bridge_settings)
             .start();
@@ -440,4 +448,47 @@ async fn a_subscription_resumes_after_its_acked_checkpoints_and_replays_from_the
     drop(second);
     let mut third = subscription(&client, &sdk, &tables, &settings, "search");
     assert_exactly_once_in_order(&drain(&mut third, all.len(), 50).await, &all);
+}
+
+#[actix_web::test]
+async fn two_instances_with_leases_read_every_event_once_between_them() {
+    let Some(endpoint) = kinesalite() else { return };
+    let Some(sdk) = dynamodb().await else { return };
+    let run = unique();
+    let (settings, client, _store, tables) = setup(&endpoint, &sdk, &run, 4).await;
+    let sink = KinesisSink::new(client.clone(), settings.stream.clone());
+    let orders: Vec<OrderId> = (0..12).map(|n| order_id(n, &run)).collect();
+    let all: Vec<StoredEvent> = (1..=3).flat_map(|version| orders.iter().map(move |o| stored(o, version))).collect();
+    sink.publish(&all).await.expect("publish");
+    let leases = |owner: &str| {
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        Arc::new(orderflow::lease::Leases::new(
+            dynamo,
+            tables.checkpoints.clone(),
+            owner.to_owned(),
+            Duration::from_secs(30),
+        ))
+    };
+    let mut a = subscription(&client, &sdk, &tables, &settings, "search").with_leases(leases("a"));
+    let mut b = subscription(&client, &sdk, &tables, &settings, "search").with_leases(leases("b"));
+    // Both poll in turns: a shard is read only by the instance holding its lease (without leases, each would
+    // read every shard and every event would arrive twice).
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got_a.len() + got_b.len() < all.len() {
+        assert!(Instant::now() < deadline, "only {} of {} events", got_a.len() + got_b.len(), all.len());
+        for (sub, got) in [(&mut a, &mut got_a), (&mut b, &mut got_b)] {
+            let batch = sub.next_batch(5, Duration::from_millis(100)).await.expect("next_batch");
+            sub.ack(&batch).await.expect("ack");
+            got.extend(batch);
+        }
+    }
+    for (sub, got) in [(&mut a, &mut got_a), (&mut b, &mut got_b)] {
+        let extra = sub.next_batch(100, Duration::from_millis(300)).await.expect("next_batch");
+        got.extend(extra);
+    }
+    let mut together = got_a.clone();
+    together.extend(got_b.iter().cloned());
+    assert_exactly_once_in_order(&together, &all);
 }
