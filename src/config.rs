@@ -183,6 +183,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// OTLP/HTTP endpoint for the spans (binaries built with the `otlp` feature); empty: no export.
+    pub otlp_endpoint: String,
 }
 
 #[derive(Clone, Deserialize)]

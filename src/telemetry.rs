@@ -171,12 +171,72 @@ pub fn live_aggregate_stopped() {
 
 /// Sets up `tracing` (text or JSON lines on stderr). `RUST_LOG` wins over `log.level`. Safe to call twice.
 pub fn init_logging(settings: &LogSettings) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match settings.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match settings.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otlp::layer(&settings.otlp_endpoint));
+    #[cfg(not(feature = "otlp"))]
+    if !settings.otlp_endpoint.is_empty() {
+        eprintln!("orderflow: log.otlp_endpoint is set, but this binary was built without the `otlp` feature");
+    }
+    let _ = registry.try_init();
+}
+
+/// OTLP/HTTP export of the spans (feature `otlp`). The `http.request` span takes the request's W3C trace as
+/// its remote parent, so the exported trace has the trace id the logs, the event store and Kafka carry.
+#[cfg(feature = "otlp")]
+pub mod otlp {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
+    };
+    use opentelemetry_otlp::WithExportConfig as _;
+
+    use crate::trace::TraceParent;
+
+    pub fn layer<S>(endpoint: &str) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        if endpoint.is_empty() {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(endpoint).build() {
+            Ok(exporter) => exporter,
+            Err(e) => {
+                eprintln!("orderflow: OTLP export off, the exporter could not be built: {e}");
+                return None;
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name("orderflow").build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("orderflow");
+        opentelemetry::global::set_tracer_provider(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    /// Makes `parent` the remote parent of `span` in the exported trace.
+    pub fn set_parent(span: &tracing::Span, parent: &TraceParent) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = SpanContext::new(
+            TraceId::from_bytes(parent.trace_id_bytes()),
+            SpanId::from_bytes(parent.span_id_bytes()),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+    }
 }
 
 /// A request refused with 429 (`class`: commands, queries, admin, anonymous).

@@ -57,6 +57,14 @@ impl TraceParent {
     pub fn span_id(&self) -> String {
         format!("{:016x}", self.span_id)
     }
+
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id.to_be_bytes()
+    }
+
+    pub fn span_id_bytes(&self) -> [u8; 8] {
+        self.span_id.to_be_bytes()
+    }
 }
 
 /// The header value: `00-<trace id>-<span id>-<flags>`.

@@ -167,7 +167,9 @@ pub async fn trace_request(
     use actix_web::HttpMessage;
     use tracing::Instrument;
     let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
-    let trace = incoming.map_or_else(TraceParent::root, |parent| parent.child());
+    // The caller's span is this one's parent; without one, a new trace whose root is this request.
+    let parent = incoming.unwrap_or_else(TraceParent::root);
+    let trace = parent.child();
     req.extensions_mut().insert(trace);
     let span = tracing::info_span!(
         "http.request",
@@ -177,6 +179,8 @@ pub async fn trace_request(
         span_id = %trace.span_id(),
         status = tracing::field::Empty,
     );
+    #[cfg(feature = "otlp")]
+    crate::telemetry::otlp::set_parent(&span, &parent);
     let response = next.call(req).instrument(span.clone()).await?;
     span.record("status", response.status().as_u16());
     Ok(response)
