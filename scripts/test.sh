@@ -32,6 +32,8 @@ fi
 
 # Build first, so that service start-up does not compete with the compiler for the two cores.
 cargo nextest run --all-targets --no-run
+# The optional OTLP exporter (feature `otlp`) at least compiles.
+cargo check --features otlp
 
 scripts/services.sh start
 # Quietly, so that the last line this script prints is the last nextest summary.
