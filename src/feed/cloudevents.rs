@@ -1,6 +1,8 @@
 //! The public event format (API.md §3): a CloudEvents 1.0 structured-mode JSON object per event, the same on
 //! Kafka and Kinesis. `id` is the eventId, `subject` the orderId, `sequence` the version (a string), `type`
 //! `orders.<EventName>`, `data` the event's fields. Consumers dedupe on `id` or on (`subject`, `sequence`).
+//! Two extension attributes ride along: `schemaversion` (for upcasting) and, when the command had one, the
+//! Distributed Tracing extension's `traceparent`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,10 @@ pub struct CloudEvent {
     /// Extension attribute: the stored event's schema version, for upcasting.
     #[serde(default = "default_schema_version")]
     pub schemaversion: u32,
+    /// Extension attribute of the CloudEvents Distributed Tracing extension: the W3C trace context of the
+    /// command that appended the event (also the Kafka header `traceparent`; Kinesis records have no headers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub data: Value,
 }
 
@@ -58,6 +64,7 @@ impl CloudEvent {
             datacontenttype: "application/json".into(),
             sequence: event.version.to_string(),
             schemaversion: event.schema_version,
+            traceparent: event.traceparent.clone(),
             data,
         }
     }
@@ -87,8 +94,7 @@ impl CloudEvent {
             position: 0,
             schema_version: self.schemaversion,
             recorded_at: self.time,
-            // Carried beside the value (the Kafka header `traceparent`), not in it.
-            traceparent: None,
+            traceparent: self.traceparent.as_deref().and_then(crate::trace::TraceParent::parse).map(|t| t.to_string()),
             event,
         })
     }

@@ -368,7 +368,8 @@ fn take(message: &BorrowedMessage<'_>, events: &mut Vec<StoredEvent>, offsets: &
     *slot = (*slot).max(offset);
     match message.payload().map(CloudEvent::decode) {
         Some(Ok(mut event)) => {
-            event.traceparent = traceparent(message);
+            // The header, as the CloudEvents Kafka binding puts it; the value's extension attribute otherwise.
+            event.traceparent = traceparent(message).or(event.traceparent);
             events.push(event)
         }
         Some(Err(e)) => {
