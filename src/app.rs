@@ -151,7 +151,12 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
     let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
-    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).with_poison(kit.poison.clone());
+    let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
+    let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
+    let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));
+    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone())
+        .with_poison(kit.poison.clone())
+        .with_leases(leases);
     let bridge_status = bridge.status();
     let bridge = bridge.start_supervised();
     let mut handles = Vec::new();
@@ -254,6 +259,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), http::cors(&origins)))
                 .wrap(actix_web::middleware::from_fn(http::limit_uri))
+                .wrap(actix_web::middleware::from_fn(http::trace_request))
                 .configure(http::routes)
         })
         .shutdown_timeout(server.shutdown_timeout_secs)

@@ -302,6 +302,8 @@ pub struct BridgeSettings {
     /// Where the bridge publishes every event: Kafka, Kinesis, or both (fan-out).
     #[serde(deserialize_with = "transports")]
     pub sinks: Vec<Transport>,
+    /// How long a silent instance keeps a Streams shard's lease (see `lease`).
+    pub lease_period_ms: u64,
 }
 
 impl Settings {

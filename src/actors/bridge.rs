@@ -23,9 +23,12 @@
 //!   show in the bridge's [`ProjectionStatus`] (`/admin/projections` row `bridge`, readiness
 //!   `projection:bridge`); restarts count in `orderflow_projector_restarts_total{projection="bridge"}`.
 //!
-//! Not yet here: leases, so two instances running a bridge would both publish every record (duplicates, still
-//! at-least-once); items that do not decode as events are logged at error level and not published (parking
-//! them is a later change).
+//! - **One reader per shard.** With several instances (see [`Bridge::with_leases`]), a shard is read only by
+//!   the instance that holds its lease (`crate::lease`); another takes it over, from the checkpoint, once the
+//!   holder stopped renewing for a lease period. Around a takeover a page may be published twice, never lost.
+//!
+//! Not yet here: items that do not decode as events are logged at error level and not published (parking them
+//! is a later change).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -43,6 +46,7 @@ use super::projector::ProjectionStatus;
 use crate::aws::Tables;
 use crate::config::BridgeSettings;
 use crate::feed::EventSink;
+use crate::lease::Leases;
 use crate::store::StoredEvent;
 use crate::store::dynamo::event_from_item;
 use crate::telemetry::{self, BridgeSource};
@@ -92,6 +96,7 @@ impl Bridge {
             // DynamoDB Streams allows 1 to 1000 records per GetRecords.
             batch_size: settings.batch_size.clamp(1, 1000),
             poison: PoisonSwitch::default(),
+            leases: None,
         };
         Self {
             worker: Some(Worker::new(io.clone())),
@@ -102,6 +107,15 @@ impl Bridge {
             published: 0,
             shut_down: false,
         }
+    }
+
+    /// Reads only the shards whose lease this instance holds (several instances on one table).
+    pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
+        self.io.leases = Some(Arc::clone(&leases));
+        if let Some(worker) = &mut self.worker {
+            worker.io.leases = Some(leases);
+        }
+        self
     }
 
     /// The `projections.poison_order_prefix` test hook: its `bridge!prefix` rule crashes the bridge.
@@ -286,6 +300,9 @@ struct ShardState {
     iterator: Option<String>,
     /// Closed and read to the end.
     finished: bool,
+    /// This instance holds the shard's lease (always, without leases). When it gets the lease back after
+    /// another instance read the shard, the checkpoint is read again first.
+    held: bool,
 }
 
 /// The result of one page of one shard.
@@ -306,6 +323,8 @@ struct Io {
     batch_size: i32,
     /// The test hook that can crash the bridge (see [`PoisonSwitch::crashes_bridge`]).
     poison: PoisonSwitch,
+    /// Several instances: a shard is read only while this instance holds its lease.
+    leases: Option<Arc<Leases>>,
 }
 
 /// The bridge's state, moved into each step's future and back.
@@ -344,7 +363,11 @@ impl Worker {
         let mut first_error = None;
         for id in readable {
             let Some(mut shard) = self.shards.remove(&id) else { continue };
-            let result = self.io.read_page(&arn, &id, &mut shard).await;
+            let result = match self.lease(&id, &mut shard).await {
+                Ok(true) => self.io.read_page(&arn, &id, &mut shard).await,
+                Ok(false) => Ok(PageOutcome { published: 0, last_created: None, more: false }),
+                Err(e) => Err(e),
+            };
             if shard.finished {
                 tracing::info!(shard = %id, checkpoint = ?shard.checkpoint, "stream shard finished");
                 // Its children (a split, or the next shard after a rollover) may now be read.
@@ -380,6 +403,24 @@ impl Worker {
             Some(e) => Err(e),
             None => Ok(StepDone { progress: if more { Progress::More } else { Progress::Idle }, published, lag }),
         }
+    }
+
+    /// Whether this instance may read the shard now. On getting a lease (back), the shard's checkpoint is read
+    /// again: another instance may have moved it, or finished the shard.
+    async fn lease(&self, id: &str, shard: &mut ShardState) -> Result<bool, String> {
+        let Some(leases) = &self.io.leases else { return Ok(true) };
+        let held = leases.hold(id).await.map_err(|e| format!("lease of shard {id}: {e}"))?;
+        if held && !shard.held {
+            let (checkpoint, finished) = self.io.load_checkpoint(id).await?;
+            tracing::info!(shard = %id, ?checkpoint, finished, owner = leases.owner(), "reading stream shard (lease held)");
+            *shard = ShardState { checkpoint, finished, iterator: None, held: true, parent: shard.parent.take() };
+        }
+        if !held && shard.held {
+            tracing::info!(shard = %id, "stream shard's lease is another instance's; not reading it");
+            shard.held = false;
+            shard.iterator = None;
+        }
+        Ok(held && !shard.finished)
     }
 
     async fn find_stream(&mut self) -> Result<Progress, String> {
@@ -451,14 +492,19 @@ impl Worker {
             }
             keep
         });
+        // Shards another instance reads: whether it finished them (their children wait for that).
+        for (id, shard) in self.shards.iter_mut().filter(|(_, s)| !s.held && !s.finished) {
+            shard.finished = self.io.load_checkpoint(id).await?.1;
+        }
         // Load every new shard's checkpoint before adding any: a child must never be seen without its parent.
         let mut found = Vec::new();
+        let held = self.io.leases.is_none();
         for (id, parent) in listed {
             if self.shards.contains_key(&id) {
                 continue;
             }
             let (checkpoint, finished) = self.io.load_checkpoint(&id).await?;
-            found.push((id, ShardState { parent, checkpoint, iterator: None, finished }));
+            found.push((id, ShardState { parent, checkpoint, iterator: None, finished, held }));
         }
         for (id, shard) in found {
             tracing::info!(

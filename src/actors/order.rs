@@ -47,6 +47,8 @@ pub struct Execute {
     /// For a customer: only their own orders exist for them.
     pub visible_to: Option<CustomerId>,
     pub idempotency: Option<IdempotencyDraft>,
+    /// The trace the command belongs to (its HTTP request's).
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 /// A command that succeeded: the order after it, its response (as stored under the idempotency key),
@@ -246,6 +248,7 @@ async fn attempt(
         events,
         snapshot,
         idempotency: msg.idempotency.as_ref().map(|d| d.record(response.clone())),
+        traceparent: msg.trace.map(|t| t.child().to_string()),
     };
     match store.append(request).await {
         Ok(appended) => Ok((Some(after.clone()), Executed { order: after, response, appended })),

@@ -373,6 +373,17 @@ impl Handler<NextBatch> for Projector {
     }
 }
 
+/// The last hop of a command's trace: one debug line per projected event, with the trace id its command had
+/// (stored with the event, carried by the feed). Skipped entirely unless debug logging is on.
+fn traced(projection: &'static str, events: &[crate::store::StoredEvent]) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for event in events {
+            let trace_id = crate::trace::trace_id_of(event.traceparent.as_deref());
+            tracing::debug!(projection, order_id = %event.order_id, version = event.version, trace_id, "event projected");
+        }
+    }
+}
+
 async fn run_batch(feed: &mut dyn FeedSubscription, lot: &ParkingLot, status: &ProjectionStatus, max: usize) -> BatchOutcome {
     let name = status.name;
     let events = match feed.next_batch(max, IDLE_WAIT).await {
@@ -395,6 +406,7 @@ async fn run_batch(feed: &mut dyn FeedSubscription, lot: &ParkingLot, status: &P
         Some(Ok(report)) => {
             telemetry::projection_events(name, ProjectionOutcome::Applied, report.applied);
             telemetry::projection_events(name, ProjectionOutcome::Skipped, report.skipped);
+            traced(name, &events);
         }
         Some(Err(ViewError::Unavailable(e))) => {
             telemetry::projection_events(name, ProjectionOutcome::Failed, events.len() as u64);
@@ -412,6 +424,7 @@ async fn run_batch(feed: &mut dyn FeedSubscription, lot: &ParkingLot, status: &P
                     Ok(report) => {
                         telemetry::projection_events(name, ProjectionOutcome::Applied, report.applied);
                         telemetry::projection_events(name, ProjectionOutcome::Skipped, report.skipped);
+                        traced(name, std::slice::from_ref(event));
                         Ok(())
                     }
                     Err(EventFailure::Transient(e)) => {

@@ -87,6 +87,8 @@ impl CloudEvent {
             position: 0,
             schema_version: self.schemaversion,
             recorded_at: self.time,
+            // Carried beside the value (the Kafka header `traceparent`), not in it.
+            traceparent: None,
             event,
         })
     }
@@ -106,6 +108,7 @@ mod tests {
             position: 0,
             schema_version: 1,
             recorded_at: DateTime::from_timestamp_millis(1_700_000_000_123).unwrap(),
+            traceparent: None,
             event: OrderEvent::PaymentConfirmed {
                 payment_id: Text::parse("p", "pay-1", 10).unwrap(),
                 amount: Money::from_minor(2500),

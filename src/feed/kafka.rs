@@ -133,6 +133,9 @@ impl FeedHealth for KafkaHealth {
 /// How long one enqueue may wait for room in librdkafka's queue before the page counts as failed.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The Kafka header that carries a record's W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// The bridge's Kafka sink: each event keyed by orderId with the `content-type` header, every delivery awaited.
 pub struct KafkaSink {
     producer: FutureProducer,
@@ -146,10 +149,14 @@ impl KafkaSink {
 
     /// Hands one record to librdkafka, in order; when its queue is full, waits for room instead of letting a
     /// later record overtake this one.
-    async fn enqueue(&self, key: &str, payload: &[u8]) -> Result<DeliveryFuture, String> {
+    async fn enqueue(&self, key: &str, payload: &[u8], traceparent: Option<&str>) -> Result<DeliveryFuture, String> {
         let deadline = std::time::Instant::now() + ENQUEUE_TIMEOUT;
         loop {
-            let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+            let mut headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+            if let Some(traceparent) = traceparent {
+                // W3C Trace Context over Kafka: the command's trace, for consumers that continue it.
+                headers = headers.insert(Header { key: TRACEPARENT, value: Some(traceparent) });
+            }
             let record = FutureRecord::to(&self.topic).key(key).payload(payload).headers(headers);
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
@@ -174,7 +181,8 @@ impl EventSink for KafkaSink {
         let mut deliveries = Vec::with_capacity(events.len());
         let mut failed = None;
         for event in events {
-            match self.enqueue(event.order_id.as_ref(), &CloudEvent::encode(event)).await {
+            let traceparent = event.traceparent.as_deref();
+            match self.enqueue(event.order_id.as_ref(), &CloudEvent::encode(event), traceparent).await {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(e) => {
                     failed = Some(e);
@@ -343,6 +351,15 @@ fn lost_ownership(error: &KafkaError) -> bool {
     )
 }
 
+/// The record's `traceparent` header, when it has a well-formed one.
+fn traceparent(message: &BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    let value = headers.iter().find(|h| h.key == TRACEPARENT)?.value?;
+    let value = std::str::from_utf8(value).ok()?;
+    crate::trace::TraceParent::parse(value).map(|t| t.to_string())
+}
+
 /// Decodes one record into the batch; a record that is not an orderflow CloudEvent is logged and skipped,
 /// but its offset still counts so acking moves past it (parking such records is for a later change).
 fn take(message: &BorrowedMessage<'_>, events: &mut Vec<StoredEvent>, offsets: &mut BTreeMap<(String, i32), i64>) {
@@ -350,7 +367,10 @@ fn take(message: &BorrowedMessage<'_>, events: &mut Vec<StoredEvent>, offsets: &
     let slot = offsets.entry((topic.to_owned(), partition)).or_insert(offset);
     *slot = (*slot).max(offset);
     match message.payload().map(CloudEvent::decode) {
-        Some(Ok(event)) => events.push(event),
+        Some(Ok(mut event)) => {
+            event.traceparent = traceparent(message);
+            events.push(event)
+        }
         Some(Err(e)) => {
             tracing::error!(topic, partition, offset, error = %e, "Kafka record is not an orderflow event; skipped")
         }

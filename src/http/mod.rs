@@ -24,6 +24,7 @@ use crate::actors::projector::Projections;
 use crate::auth::{Authenticator, Principal};
 use crate::feed::FeedHealth;
 use crate::store::EventStore;
+use crate::trace::TraceParent;
 use crate::views::{RevenueView, SearchView};
 use error::ApiError;
 
@@ -155,6 +156,36 @@ pub async fn limit_uri(
         return Ok(req.into_response(response).map_into_right_body());
     }
     next.call(req).await.map(actix_web::dev::ServiceResponse::map_into_left_body)
+}
+
+/// Every request runs in a span (`http.request`) with the W3C trace it belongs to: the caller's `traceparent`
+/// continued, or a new trace. Handlers find it in the request's extensions; commands store it with their events.
+pub async fn trace_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    use tracing::Instrument;
+    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let trace = incoming.map_or_else(TraceParent::root, |parent| parent.child());
+    req.extensions_mut().insert(trace);
+    let span = tracing::info_span!(
+        "http.request",
+        method = %req.method(),
+        path = %req.path(),
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        status = tracing::field::Empty,
+    );
+    let response = next.call(req).instrument(span.clone()).await?;
+    span.record("status", response.status().as_u16());
+    Ok(response)
+}
+
+/// The trace of a request (see [`trace_request`]).
+pub fn request_trace(req: &HttpRequest) -> Option<TraceParent> {
+    use actix_web::HttpMessage;
+    req.extensions().get::<TraceParent>().copied()
 }
 
 /// CORS for the configured origins (none: no CORS headers, browsers keep other origins out).

@@ -239,7 +239,8 @@ async fn run_command(
             Err(e) => return Err(ApiError::Validation(vec![e])),
         },
     };
-    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone() };
+    let trace = super::request_trace(req);
+    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone(), trace };
     match state.registry.execute(&order_id, msg).await {
         Ok(executed) => {
             // An admin acting on a customer's order is an admin action: audited (with auth on; with auth off
@@ -299,6 +300,7 @@ async fn remember_error(
         events: vec![],
         snapshot: None,
         idempotency: Some(draft.record(error.to_stored())),
+        traceparent: None,
     };
     match state.store.append(request).await {
         Ok(_) => Err(error),

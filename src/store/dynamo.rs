@@ -92,13 +92,14 @@ pub fn event_from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredE
         schema_version: attr::n(item, "schemaVersion")?,
         recorded_at: DateTime::from_timestamp_millis(recorded_at)
             .ok_or_else(|| format!("attribute recordedAt is out of range: {recorded_at}"))?,
+        traceparent: attr::opt_s(item, "traceparent")?,
         event,
     })
 }
 
 fn event_item(event: &StoredEvent) -> Result<Item, String> {
     let payload = serde_json::to_string(&event.event).map_err(|e| e.to_string())?;
-    Ok(HashMap::from([
+    let mut item = HashMap::from([
         ("orderId".to_owned(), string(event.order_id.as_str())),
         ("version".to_owned(), num(event.version)),
         ("eventId".to_owned(), string(event.event_id.to_string())),
@@ -106,7 +107,11 @@ fn event_item(event: &StoredEvent) -> Result<Item, String> {
         ("schemaVersion".to_owned(), num(event.schema_version)),
         ("recordedAt".to_owned(), num(event.recorded_at.timestamp_millis())),
         ("payload".to_owned(), string(payload)),
-    ]))
+    ]);
+    if let Some(traceparent) = &event.traceparent {
+        item.insert("traceparent".to_owned(), string(traceparent));
+    }
+    Ok(item)
 }
 
 pub struct DynamoEventStore {
@@ -428,6 +433,7 @@ impl EventStore for DynamoEventStore {
                 position: 0,
                 schema_version: EVENT_SCHEMA_VERSION,
                 recorded_at: now,
+                traceparent: request.traceparent.clone(),
                 event: event.clone(),
             })
             .collect();
@@ -625,6 +631,8 @@ mod tests {
             position: 0,
             schema_version: EVENT_SCHEMA_VERSION,
             recorded_at: now_ms(),
+            // Stored with the event and read back with it (the bridge hands it on as a Kafka header).
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             event: OrderEvent::PaymentConfirmed {
                 payment_id: Text::parse("paymentId", "p-1", 128).unwrap(),
                 amount: Money::from_minor(1250),

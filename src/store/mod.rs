@@ -26,6 +26,9 @@ pub struct StoredEvent {
     pub position: u64,
     pub schema_version: u32,
     pub recorded_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the command that appended it (see `trace`), handed on to the feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     #[serde(flatten)]
     pub event: OrderEvent,
 }
@@ -77,6 +80,8 @@ pub struct AppendRequest {
     /// State after the events, when it is time for a snapshot.
     pub snapshot: Option<Order>,
     pub idempotency: Option<IdempotencyRecord>,
+    /// The command's W3C `traceparent`, stored with each of its events.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

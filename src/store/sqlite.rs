@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS events (
     schema_version INTEGER NOT NULL,
     recorded_at    INTEGER NOT NULL,
     payload        TEXT    NOT NULL,
+    trace          TEXT,
     UNIQUE (order_id, version)
 );
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at);
 ";
 
-const EVENT_COLUMNS: &str = "event_id, order_id, version, position, schema_version, recorded_at, payload";
+const EVENT_COLUMNS: &str = "event_id, order_id, version, position, schema_version, recorded_at, payload, trace";
 
 type Reply = oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>;
 
@@ -71,6 +72,13 @@ impl SqliteEventStore {
         let path = dir.join("events.db");
         let conn = sql::open(&path, settings.synchronous)?;
         conn.execute_batch(SCHEMA)?;
+        // Event logs written before events carried a trace get the column (NULL for their events).
+        let has_trace: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'trace'")?
+            .exists([])?;
+        if !has_trace {
+            conn.execute_batch("ALTER TABLE events ADD COLUMN trace TEXT")?;
+        }
         let head_position: u64 = conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))?;
         let readers = ReadPool::open(&path, read_connections)?;
         let (head_tx, head) = watch::channel(head_position);
@@ -226,6 +234,7 @@ fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>
     let version: u64 = row.get(2)?;
     let position: u64 = row.get(3)?;
     let schema_version: u32 = row.get(4)?;
+    let traceparent: Option<String> = row.get(7)?;
     Ok((|| {
         Ok(StoredEvent {
             event_id: Uuid::parse_str(&event_id).map_err(|e| e.to_string())?,
@@ -234,6 +243,7 @@ fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>
             position,
             schema_version,
             recorded_at: DateTime::from_timestamp_millis(recorded_at).ok_or("bad recorded_at")?,
+            traceparent,
             event: serde_json::from_str::<OrderEvent>(&payload).map_err(|e| e.to_string())?,
         })
     })())
@@ -364,8 +374,8 @@ fn write_append(
     let mut stored = Vec::with_capacity(request.events.len());
     let mut insert = tx
         .prepare_cached(
-            "INSERT INTO events (order_id, version, event_id, type, schema_version, recorded_at, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO events (order_id, version, event_id, type, schema_version, recorded_at, payload, trace)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(db_err)?;
     for (i, event) in request.events.iter().enumerate() {
@@ -379,7 +389,8 @@ fn write_append(
             event.type_name(),
             EVENT_SCHEMA_VERSION,
             now.timestamp_millis(),
-            payload
+            payload,
+            request.traceparent.as_deref()
         ]);
         match result {
             Ok(_) => {}
@@ -393,6 +404,7 @@ fn write_append(
             position: tx.last_insert_rowid() as u64,
             schema_version: EVENT_SCHEMA_VERSION,
             recorded_at: now,
+            traceparent: request.traceparent.clone(),
             event: event.clone(),
         });
     }

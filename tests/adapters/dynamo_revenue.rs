@@ -62,6 +62,7 @@ fn ev(id: &OrderId, version: u64, event: OrderEvent) -> StoredEvent {
         position: 0,
         schema_version: EVENT_SCHEMA_VERSION,
         recorded_at: Utc::now(),
+        traceparent: None,
         event,
     }
 }

@@ -174,7 +174,7 @@ pub fn cancelled(refund: u64, cancelled_at: DateTime<Utc>) -> OrderEvent {
 }
 
 fn append(id: &OrderId, expected_version: u64, events: Vec<OrderEvent>) -> AppendRequest {
-    AppendRequest { order_id: id.clone(), expected_version, events, snapshot: None, idempotency: None }
+    AppendRequest { order_id: id.clone(), expected_version, events, snapshot: None, idempotency: None, traceparent: None }
 }
 
 fn record(scope: &str, hash: &str, status: u16, etag: Option<&str>, location: Option<&str>) -> IdempotencyRecord {

@@ -21,9 +21,9 @@ use orderflow::actors::bridge::{Bridge, Shutdown};
 use orderflow::aws::Tables;
 use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous, Transport};
 use orderflow::domain::{OrderEvent, OrderId};
-use orderflow::feed::{EventSink, FeedSubscription};
 use orderflow::feed::cloudevents::{CONTENT_TYPE, CloudEvent};
 use orderflow::feed::kafka::{self, KafkaSink, KafkaSubscription};
+use orderflow::feed::{EventSink, FeedSubscription};
 use orderflow::store::dynamo::DynamoEventStore;
 use orderflow::store::{AppendRequest, EventStore, StoredEvent};
 use rdkafka::ClientConfig;
@@ -112,8 +112,14 @@ pub(crate) fn stored(order: &OrderId, version: u64) -> StoredEvent {
         position: 0,
         schema_version: 1,
         recorded_at: Utc::now(),
+        traceparent: Some(trace_for(version)),
         event: event_for(version),
     }
+}
+
+/// A well-formed W3C `traceparent`, different per version.
+pub(crate) fn trace_for(version: u64) -> String {
+    format!("00-{:032x}-00f067aa0ba902b7-01", 0x4bf9_2f35_0000u128 + u128::from(version))
 }
 
 pub(crate) fn ids(events: &[StoredEvent]) -> Vec<Uuid> {
@@ -175,7 +181,9 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
     producer.send(garbage, Duration::from_secs(10)).await.expect("produce a foreign record");
     for event in &events {
         let payload = CloudEvent::encode(event);
-        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "content-type", value: Some(CONTENT_TYPE) })
+            .insert(Header { key: "traceparent", value: event.traceparent.as_deref() });
         let record = FutureRecord::to(&settings.topic).key(event.order_id.as_str()).payload(&payload).headers(headers);
         producer.send(record, Duration::from_secs(10)).await.expect("produce");
     }
@@ -189,6 +197,10 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
     let mut sub1 = KafkaSubscription::new(&settings, "search").expect("subscription");
     let first = next_nonempty(&mut sub1, 3).await;
     assert!(first.len() <= 3, "a batch holds at most max events");
+    for event in &first {
+        let sent = events.iter().find(|e| e.event_id == event.event_id).expect("a sent event");
+        assert_eq!(event.traceparent, sent.traceparent, "the traceparent header comes back with the event");
+    }
     // Not acked: the same batch again, however long we wait.
     let again = sub1.next_batch(3, Duration::from_millis(200)).await.expect("next_batch");
     assert_eq!(ids(&again), ids(&first), "an un-acked batch is delivered again as is");
@@ -234,6 +246,7 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
 pub(crate) struct Seen {
     key: Option<String>,
     content_type: Option<String>,
+    traceparent: Option<String>,
     value: Value,
 }
 
@@ -262,15 +275,18 @@ pub(crate) async fn consume_until(
     while !done(seen) && Instant::now() < deadline {
         let Ok(message) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
         let message = message.expect("consume");
-        let content_type = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-        });
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key.eq_ignore_ascii_case(name))
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+        };
         seen.push(Seen {
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            content_type,
+            content_type: header("content-type"),
+            traceparent: header("traceparent"),
             value: serde_json::from_slice(message.payload().unwrap_or_default()).expect("the value is JSON"),
         });
     }
@@ -294,6 +310,7 @@ pub(crate) async fn append_versions(
                 events: vec![event_for(version)],
                 snapshot: None,
                 idempotency: None,
+                traceparent: Some(trace_for(version)),
             };
             appended.extend(store.append(request).await.expect("append"));
         }
@@ -302,7 +319,10 @@ pub(crate) async fn append_versions(
 }
 
 /// The bridge's shard checkpoints (items `bridge#<shardId>` of the checkpoints table).
-pub(crate) async fn checkpoints(dynamo: &aws_sdk_dynamodb::Client, tables: &Tables) -> Vec<HashMap<String, AttributeValue>> {
+pub(crate) async fn checkpoints(
+    dynamo: &aws_sdk_dynamodb::Client,
+    tables: &Tables,
+) -> Vec<HashMap<String, AttributeValue>> {
     let output =
         dynamo.scan().table_name(&tables.checkpoints).consistent_read(true).send().await.expect("scan checkpoints");
     output
@@ -344,7 +364,8 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
     let kafka = kafka_settings(&brokers, &run);
     kafka::ensure_topic(&kafka).await.expect("create the topic");
     // Small pages, so the first bridge is stopped between checkpoints of one shard.
-    let bridge_settings = BridgeSettings { poll_interval_ms: 100, batch_size: 3, sinks: vec![Transport::Kafka] };
+    let bridge_settings =
+        BridgeSettings { poll_interval_ms: 100, batch_size: 3, sinks: vec![Transport::Kafka], lease_period_ms: 10_000 };
     let start_bridge = || {
         let producer = kafka::producer(&kafka).expect("producer");
         let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
@@ -399,6 +420,7 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
         let order = event.order_id.as_str();
         assert_eq!(record.key.as_deref(), Some(order), "key = orderId");
         assert_eq!(record.content_type.as_deref(), Some("application/cloudevents+json"));
+        assert_eq!(record.traceparent, event.traceparent, "the command's trace travels as a Kafka header");
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["source"], "orderflow");
         assert_eq!(v["type"], format!("orders.{}", event.event.type_name()));
@@ -468,7 +490,8 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     let appended = append_versions(&store, &orders, 1..=3).await;
     let producer = kafka::producer(&kafka).expect("producer");
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-    let settings = BridgeSettings { poll_interval_ms: 50, batch_size: 4, sinks: vec![Transport::Kafka] };
+    let settings =
+        BridgeSettings { poll_interval_ms: 50, batch_size: 4, sinks: vec![Transport::Kafka], lease_period_ms: 10_000 };
     let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
     let bridge = Bridge::new(streams, dynamo, tables, sinks, settings).start();
 
@@ -489,4 +512,54 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     for (order, versions) in firsts {
         assert_eq!(versions, vec![1, 2, 3], "order {order} first arrived as {versions:?}");
     }
+}
+
+#[actix_web::test]
+async fn two_bridges_with_leases_publish_each_shard_once_and_one_takes_over_when_the_other_stops() {
+    let Some(brokers) = kafka_brokers() else { return };
+    let Some(sdk) = dynamodb().await else { return };
+    let run = unique();
+    let tables = Tables::new(&format!("t{run}"));
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let store_settings = StoreSettings {
+        snapshot_every: 0,
+        max_batch: 64,
+        queue_capacity: 1024,
+        idempotency_ttl_hours: 24,
+        synchronous: Synchronous::Normal,
+    };
+    let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &store_settings, true).await.expect("store");
+    let kafka = kafka_settings(&brokers, &run);
+    kafka::ensure_topic(&kafka).await.expect("create the topic");
+    let period = Duration::from_millis(800);
+    let settings =
+        BridgeSettings { poll_interval_ms: 50, batch_size: 100, sinks: vec![Transport::Kafka], lease_period_ms: 800 };
+    let start = |owner: &str| {
+        let producer = kafka::producer(&kafka).expect("producer");
+        let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
+        let leases =
+            orderflow::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner.to_owned(), period);
+        Bridge::new(streams.clone(), dynamo.clone(), tables.clone(), sinks, settings.clone())
+            .with_leases(Arc::new(leases))
+            .start()
+    };
+    let orders: Vec<OrderId> = (0..4).map(|n| order_id(n, &run)).collect();
+    let mut appended = append_versions(&store, &orders, 1..=3).await;
+    let (a, b) = (start("a"), start("b"));
+    let consumer = outside_consumer(&brokers, &kafka.topic);
+    let mut seen = Vec::new();
+    consume_until(&consumer, &mut seen, Duration::from_secs(60), |s| distinct_ids(s).len() >= appended.len()).await;
+    consume_until(&consumer, &mut seen, Duration::from_secs(2), |_| false).await;
+    assert_eq!(seen.len(), appended.len(), "two bridges, one lease per shard: every record once");
+
+    // Whichever holds the shard stops (without handing its lease back); the other takes over after a period.
+    stop(&a).await;
+    stop(&b).await;
+    let survivor = start("b");
+    appended.extend(append_versions(&store, &orders, 4..=5).await);
+    let expected: HashSet<String> = appended.iter().map(|e| e.event_id.to_string()).collect();
+    consume_until(&consumer, &mut seen, Duration::from_secs(60), |s| distinct_ids(s) == expected).await;
+    stop(&survivor).await;
+    assert_eq!(distinct_ids(&seen), expected, "the survivor publishes what was written after the stop");
 }

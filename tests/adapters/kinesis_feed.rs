@@ -186,7 +186,7 @@ async fn bridge_fans_out_and_an_outside_kinesis_consumer_sees_every_event_as_a_c
         Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),
     ];
     let bridge_settings =
-        BridgeSettings { poll_interval_ms: 100, batch_size: 5, sinks: vec![Transport::Kafka, Transport::Kinesis] };
+        BridgeSettings { poll_interval_ms: 100, batch_size: 5, sinks: vec![Transport::Kafka, Transport::Kinesis], lease_period_ms: 10_000 };
     let bridge = Bridge::new(
         aws_sdk_dynamodbstreams::Client::new(&sdk),
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -259,7 +259,7 @@ async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once
         Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),
     ];
     let bridge_settings =
-        BridgeSettings { poll_interval_ms: 100, batch_size: 100, sinks: vec![Transport::Kafka, Transport::Kinesis] };
+        BridgeSettings { poll_interval_ms: 100, batch_size: 100, sinks: vec![Transport::Kafka, Transport::Kinesis], lease_period_ms: 10_000 };
     let bridge =
         Bridge::new(aws_sdk_dynamodbstreams::Client::new(&sdk), dynamo.clone(), tables.clone(), sinks, bridge_settings)
             .start();

@@ -120,6 +120,7 @@ fn event(order: &OrderId, version: u64, event: Value) -> StoredEvent {
         position: 0,
         schema_version: EVENT_SCHEMA_VERSION,
         recorded_at: Utc::now(),
+        traceparent: None,
         event: serde_json::from_value::<OrderEvent>(event).expect("a valid event"),
     }
 }

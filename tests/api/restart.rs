@@ -13,7 +13,7 @@ use orderflow::config::Settings;
 use reqwest::Client;
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, Process, spawn_process, test_env};
+use crate::helpers::{SECRET, spawn_process, test_env};
 
 const ORDERS: usize = 1000;
 /// Concurrent requests in flight.
@@ -21,10 +21,10 @@ const CONCURRENCY: usize = 32;
 
 /// One command of the script: where it goes, its body, and its idempotency key.
 #[derive(Clone)]
-struct Step {
-    path: String,
-    body: Value,
-    key: String,
+pub(crate) struct Step {
+    pub(crate) path: String,
+    pub(crate) body: Value,
+    pub(crate) key: String,
 }
 
 // Order `i` costs 100 + i, is in USD one time in five, is paid two times in three and cancelled (paid or
@@ -46,7 +46,7 @@ fn cancels(i: usize) -> bool {
 }
 
 /// The command script for order `i`.
-fn script(run: &str, i: usize) -> Vec<Step> {
+pub(crate) fn script(run: &str, i: usize) -> Vec<Step> {
     let id = format!("rs{run}-{i}");
     let (total, currency) = (total(i), currency(i));
     let mut steps = vec![Step {
@@ -72,10 +72,10 @@ fn script(run: &str, i: usize) -> Vec<Step> {
     steps
 }
 
-/// Totals per currency: [gross, refunds, paidOrders, cancelledOrders], from the script alone.
-fn expected_totals() -> BTreeMap<String, [u64; 4]> {
+/// Totals per currency: [gross, refunds, paidOrders, cancelledOrders], from the scripts of orders 0..n alone.
+pub(crate) fn expected_totals(n: usize) -> BTreeMap<String, [u64; 4]> {
     let mut totals: BTreeMap<String, [u64; 4]> = BTreeMap::new();
-    for i in 0..ORDERS {
+    for i in 0..n {
         let row = totals.entry(currency(i).to_owned()).or_default();
         if pays(i) {
             row[0] += total(i);
@@ -90,7 +90,7 @@ fn expected_totals() -> BTreeMap<String, [u64; 4]> {
 }
 
 /// Sends one step; `true` once it has an answer (2xx, or the 409 of a command that had already run).
-async fn send(client: &Client, address: &str, token: &str, step: &Step) -> bool {
+pub(crate) async fn send(client: &Client, address: &str, token: &str, step: &Step) -> bool {
     let response = client
         .post(format!("{address}{}", step.path))
         .bearer_auth(token)
@@ -126,10 +126,10 @@ async fn run_scripts(client: &Client, address: &str, token: &str, orders: Vec<Ve
         .await
 }
 
-async fn revenue_totals(client: &Client, process: &Process, token: &str) -> Option<BTreeMap<String, [u64; 4]>> {
+pub(crate) async fn revenue_totals(client: &Client, address: &str, token: &str) -> Option<BTreeMap<String, [u64; 4]>> {
     let today = chrono::Utc::now().date_naive();
     let (from, to) = (today - chrono::Duration::days(1), today + chrono::Duration::days(1));
-    let url = format!("{}/revenue/daily?from={from}&to={to}", process.address);
+    let url = format!("{address}/revenue/daily?from={from}&to={to}");
     let body: Value = client.get(url).bearer_auth(token).send().await.ok()?.json().await.ok()?;
     let mut totals: BTreeMap<String, [u64; 4]> = BTreeMap::new();
     for day in body["days"].as_array()? {
@@ -173,10 +173,10 @@ async fn a_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice() {
     }
     assert!(pending.is_empty(), "{} scripts never acknowledged", pending.len());
 
-    let expected = expected_totals();
+    let expected = expected_totals(ORDERS);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let totals = revenue_totals(&client, &process, &token).await;
+        let totals = revenue_totals(&client, &process.address, &token).await;
         if totals.as_ref() == Some(&expected) {
             break;
         }
