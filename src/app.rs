@@ -11,21 +11,21 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
 use crate::actors::bridge::Bridge;
-use crate::audit::{AuditLog, DynamoAuditLog, SqliteAuditLog};
 use crate::actors::parking::{ParkingLot, PoisonSwitch, Poisonable, RetryPolicy};
 use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
 use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
+use crate::audit::{AuditLog, DynamoAuditLog, SqliteAuditLog};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings, Transport};
 use crate::feed::kafka::{self, KafkaHealth, KafkaSink, KafkaSubscription};
 use crate::feed::kinesis::{self, CheckpointStore, KinesisHealth, KinesisSink, KinesisSubscription};
-use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::feed::tail::LogTail;
+use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::http::{self, AppState};
-use crate::store::{EventStore, RebuildSource};
 use crate::store::dynamo::DynamoEventStore;
 use crate::store::sqlite::SqliteEventStore;
+use crate::store::{EventStore, RebuildSource};
 use crate::views::parked::{DynamoParkedStore, ParkedStore, SqliteParkedStore};
 use crate::views::revenue_dynamo::DynamoRevenueView;
 use crate::views::revenue_sqlite::SqliteRevenueView;
@@ -54,7 +54,12 @@ struct ProjectorKit<'a> {
 }
 
 impl ProjectorKit<'_> {
-    async fn start(&self, view: Arc<dyn Projection>, feed: FeedFactory, position: u64) -> anyhow::Result<ProjectionHandle> {
+    async fn start(
+        &self,
+        view: Arc<dyn Projection>,
+        feed: FeedFactory,
+        position: u64,
+    ) -> anyhow::Result<ProjectionHandle> {
         let status = ProjectionStatus::new(view.name());
         status.set_position(position);
         let projection: Arc<dyn Projection> = Arc::new(Poisonable { inner: view, switch: self.poison.clone() });
@@ -115,7 +120,8 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &settings.store, create)
         .await
         .context("DynamoDB event store")?;
-    let revenue = DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
+    let revenue =
+        DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
     let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
     let uses = |t: Transport| settings.bridge.sinks.contains(&t) || settings.projections.source == t;
     let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
@@ -277,13 +283,7 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        Ok(Self {
-            port,
-            tls,
-            server: server.run(),
-            state,
-            secret_in_data_dir: settings.auth.jwt_secret.is_empty(),
-        })
+        Ok(Self { port, tls, server: server.run(), state, secret_in_data_dir: settings.auth.jwt_secret.is_empty() })
     }
 
     /// `https` when TLS is configured, else `http`.

@@ -85,7 +85,9 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Commands::Serve) {
         Commands::Serve => serve(settings),
         Commands::Token { role, sub, ttl } => token(&settings, role, &sub, ttl),
-        Commands::Rebuild { name, url } => admin(&settings, url.as_deref(), |c| Box::pin(async move { c.rebuild(&name).await })),
+        Commands::Rebuild { name, url } => {
+            admin(&settings, url.as_deref(), |c| Box::pin(async move { c.rebuild(&name).await }))
+        }
         Commands::Parked { action, url } => admin(&settings, url.as_deref(), |c| {
             Box::pin(async move {
                 match action {

@@ -201,7 +201,9 @@ pub mod otlp {
 
     use crate::trace::TraceParent;
 
-    pub fn layer<S>(endpoint: &str) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
+    pub fn layer<S>(
+        endpoint: &str,
+    ) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {

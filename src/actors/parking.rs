@@ -57,7 +57,9 @@ pub struct ReplayReport {
 pub enum ParkingError {
     #[error("no parked event {0}")]
     NotFound(String),
-    #[error("parked event {id} waits behind {earlier}, an earlier event of the same order: replay or discard that first")]
+    #[error(
+        "parked event {id} waits behind {earlier}, an earlier event of the same order: replay or discard that first"
+    )]
     NotFirst { id: String, earlier: String },
     #[error(transparent)]
     View(#[from] ViewError),
@@ -323,7 +325,9 @@ impl Projection for Poisonable {
                 Some(true) => panic!("injected panic for order {} (poison_order_prefix)", event.order_id),
                 Some(false) => {
                     let order = &event.order_id;
-                    return Err(ViewError::Rejected(format!("injected failure for order {order} (poison_order_prefix)")));
+                    return Err(ViewError::Rejected(format!(
+                        "injected failure for order {order} (poison_order_prefix)"
+                    )));
                 }
                 None => {}
             }

@@ -15,14 +15,14 @@ use tokio::sync::watch;
 
 use futures_util::future::BoxFuture;
 
-use crate::feed::{FeedError, FeedSubscription};
-use crate::telemetry::{self, ProjectionOutcome};
 use super::bridge::Bridge;
 use super::parking::{EventFailure, ParkingLot, PoisonSwitch};
+use crate::feed::{FeedError, FeedSubscription};
 use crate::store::RebuildSource;
+use crate::telemetry::{self, ProjectionOutcome};
 use crate::views::Rebuilder;
-use crate::views::parked::{ParkedEvent, ParkedStore};
 use crate::views::ViewError;
+use crate::views::parked::{ParkedEvent, ParkedStore};
 
 /// Live state of one projection, shared with `/admin/projections` and readiness.
 pub struct ProjectionStatus {
@@ -222,8 +222,7 @@ impl ProjectionStatus {
 }
 
 /// Opens the projection's feed at the view's last checkpoint: at start and after every crash.
-pub type FeedFactory =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Box<dyn FeedSubscription>, FeedError>> + Send + Sync>;
+pub type FeedFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Box<dyn FeedSubscription>, FeedError>> + Send + Sync>;
 
 pub struct Projector {
     lot: ParkingLot,
@@ -384,7 +383,12 @@ fn traced(projection: &'static str, events: &[crate::store::StoredEvent]) {
     }
 }
 
-async fn run_batch(feed: &mut dyn FeedSubscription, lot: &ParkingLot, status: &ProjectionStatus, max: usize) -> BatchOutcome {
+async fn run_batch(
+    feed: &mut dyn FeedSubscription,
+    lot: &ParkingLot,
+    status: &ProjectionStatus,
+    max: usize,
+) -> BatchOutcome {
     let name = status.name;
     let events = match feed.next_batch(max, IDLE_WAIT).await {
         Ok(events) => events,
@@ -635,7 +639,9 @@ impl Projections {
             match result {
                 Ok(events) => tracing::info!(projection = status.name, events, elapsed = ?started.elapsed(),
                     rate = events as f64 / started.elapsed().as_secs_f64().max(1e-9), "rebuild swapped in"),
-                Err(e) => tracing::error!(projection = status.name, error = %e, "rebuild failed; the current view stays"),
+                Err(e) => {
+                    tracing::error!(projection = status.name, error = %e, "rebuild failed; the current view stays")
+                }
             }
         });
         Ok(())
@@ -680,7 +686,8 @@ impl Projections {
 
     /// Replays the whole feed into one view (see [`Replay`]).
     pub async fn replay(&self, name: &str) -> Result<(), String> {
-        let handle = self.handles.iter().find(|h| h.status.name == name).ok_or_else(|| format!("no projection {name}"))?;
+        let handle =
+            self.handles.iter().find(|h| h.status.name == name).ok_or_else(|| format!("no projection {name}"))?;
         handle.addr.send(Replay).await.map_err(|e| e.to_string())?
     }
 }

@@ -35,7 +35,12 @@ struct Inner {
 pub struct OrderRegistry(Arc<Inner>);
 
 impl OrderRegistry {
-    pub fn new(store: Arc<dyn EventStore>, mailbox_capacity: usize, snapshot_every: u64, idle_timeout: Duration) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        mailbox_capacity: usize,
+        snapshot_every: u64,
+        idle_timeout: Duration,
+    ) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         Self(Arc::new(Inner { shards, store, mailbox_capacity, snapshot_every, idle_timeout }))
     }

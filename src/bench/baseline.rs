@@ -38,19 +38,31 @@ impl Baseline {
                     let page = page.clone();
                     App::new()
                         .route("/orders", web::post().to(|body: web::Bytes| async move { command(&body, 201, 1) }))
-                        .route("/orders", web::get().to(move || {
-                            let page = page.clone();
-                            async move { HttpResponse::Ok().content_type("application/json").body(page) }
-                        }))
-                        .route("/orders/{id}", web::get().to(|| async {
-                            HttpResponse::Ok()
-                                .insert_header((header::ETAG, "\"2\""))
-                                .content_type("application/json")
-                                .body(DOC)
-                        }))
-                        .route("/orders/{id}/confirm-payment", web::post().to(|b: web::Bytes| async move { command(&b, 200, 2) }))
+                        .route(
+                            "/orders",
+                            web::get().to(move || {
+                                let page = page.clone();
+                                async move { HttpResponse::Ok().content_type("application/json").body(page) }
+                            }),
+                        )
+                        .route(
+                            "/orders/{id}",
+                            web::get().to(|| async {
+                                HttpResponse::Ok()
+                                    .insert_header((header::ETAG, "\"2\""))
+                                    .content_type("application/json")
+                                    .body(DOC)
+                            }),
+                        )
+                        .route(
+                            "/orders/{id}/confirm-payment",
+                            web::post().to(|b: web::Bytes| async move { command(&b, 200, 2) }),
+                        )
                         .route("/orders/{id}/ship", web::post().to(|b: web::Bytes| async move { command(&b, 200, 3) }))
-                        .route("/orders/{id}/cancel", web::post().to(|b: web::Bytes| async move { command(&b, 200, 3) }))
+                        .route(
+                            "/orders/{id}/cancel",
+                            web::post().to(|b: web::Bytes| async move { command(&b, 200, 3) }),
+                        )
                 })
                 .listen(listener)?
                 .run();

@@ -180,7 +180,11 @@ impl CpuSnapshot {
 }
 
 /// Cores used per thread group between two readings.
-fn by_thread(start: &BTreeMap<String, u64>, end: &BTreeMap<String, u64>, cores: impl Fn(u64) -> f64) -> BTreeMap<String, f64> {
+fn by_thread(
+    start: &BTreeMap<String, u64>,
+    end: &BTreeMap<String, u64>,
+    cores: impl Fn(u64) -> f64,
+) -> BTreeMap<String, f64> {
     end.iter()
         .map(|(name, t)| (name.clone(), round2(cores(t.saturating_sub(*start.get(name).unwrap_or(&0))))))
         .filter(|(_, c)| *c > 0.0)
@@ -283,7 +287,8 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
     let mut last_done = shared.measure_start;
     let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.clients as f64 / rate.max(1e-3)));
     // Open loop: clients' schedules are spread evenly over one interval.
-    let mut next_at = shared.start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(index as f64 / plan.clients as f64));
+    let mut next_at =
+        shared.start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(index as f64 / plan.clients as f64));
     let end = match plan.stop {
         Stop::After(d) => Some(shared.measure_start + d),
         Stop::Requests(_) => None,
@@ -316,9 +321,7 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
         let op = request.op;
         let url = format!("{}{}", shared.target.base, request.path);
         let rb = match request.body.take() {
-            Some(body) => {
-                shared.http.post(url).header(header::CONTENT_TYPE, shared.content_type.clone()).body(body)
-            }
+            Some(body) => shared.http.post(url).header(header::CONTENT_TYPE, shared.content_type.clone()).body(body),
             None => shared.http.get(url),
         };
         let rb = match &auth {
@@ -339,7 +342,8 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
         };
         let done = Instant::now();
         let ok = status == Some(op.expected_status());
-        if ok && op == Op::Pay
+        if ok
+            && op == Op::Pay
             && let (Some(ledger), Some(order)) = (&shared.observers.revenue, &request.order)
         {
             ledger.paid(order.total);

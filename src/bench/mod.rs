@@ -177,7 +177,12 @@ pub fn run(args: BenchArgs, config: Option<&Path>, settings: &Settings) -> anyho
     Ok(())
 }
 
-async fn run_all(args: &BenchArgs, config: Option<&Path>, settings: &Settings, threads: usize) -> anyhow::Result<Results> {
+async fn run_all(
+    args: &BenchArgs,
+    config: Option<&Path>,
+    settings: &Settings,
+    threads: usize,
+) -> anyhow::Result<Results> {
     let mut results = Results::new(args, threads);
     if matches!(args.scenario, Scenario::Mixed | Scenario::All) {
         results.mixed = Some(mixed(args, config, settings).await?);
@@ -256,9 +261,7 @@ fn mint(auth: &AuthSettings, secret: &str) -> anyhow::Result<String> {
 /// A token per workload customer, `cust-0` … (their `sub` is their customer id).
 fn customer_tokens(auth: &AuthSettings, secret: &str) -> anyhow::Result<Vec<String>> {
     let authenticator = Authenticator::new(auth, secret);
-    (0..workload::CUSTOMERS)
-        .map(|i| Ok(authenticator.mint(&format!("cust-{i}"), Role::Customer, 24 * 3600)?))
-        .collect()
+    (0..workload::CUSTOMERS).map(|i| Ok(authenticator.mint(&format!("cust-{i}"), Role::Customer, 24 * 3600)?)).collect()
 }
 
 fn bearer(token: &str) -> anyhow::Result<HeaderValue> {
@@ -330,7 +333,8 @@ async fn mixed(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> 
     service.stop();
     let mut report = result?;
     if let Some(baseline) = baseline {
-        report.ratio_to_baseline = Some(load::round2(report.orderflow.requests_per_s / baseline.requests_per_s.max(1e-9)));
+        report.ratio_to_baseline =
+            Some(load::round2(report.orderflow.requests_per_s / baseline.requests_per_s.max(1e-9)));
         report.baseline = Some(baseline);
     }
     Ok(report)
@@ -362,13 +366,20 @@ async fn memory(args: &BenchArgs, config: Option<&Path>, settings: &Settings) ->
 }
 
 /// The orderflow half of the mixed scenario: load with lag probes and revenue watcher, drain, rebuild.
-async fn measure_mixed(args: &BenchArgs, target: &Target, http: &reqwest::Client, side: &reqwest::Client) -> anyhow::Result<MixedReport> {
+async fn measure_mixed(
+    args: &BenchArgs,
+    target: &Target,
+    http: &reqwest::Client,
+    side: &reqwest::Client,
+) -> anyhow::Result<MixedReport> {
     wait_ready(side, target).await?;
     let load_average_before = service::load_average();
     let ledger = std::sync::Arc::new(RevenueLedger::default());
-    let watcher = RevenueWatcher::start(side.clone(), target.clone(), Duration::from_millis(args.revenue_poll_ms.max(1))).await;
+    let watcher =
+        RevenueWatcher::start(side.clone(), target.clone(), Duration::from_millis(args.revenue_poll_ms.max(1))).await;
     let monitor = Monitor::start(side.clone(), target.clone(), Duration::from_secs(1));
-    let probes = (args.lag_sample > 0.0).then(|| LagProbes::new(args.lag_sample, args.lag_method, side.clone(), target.clone()));
+    let probes =
+        (args.lag_sample > 0.0).then(|| LagProbes::new(args.lag_sample, args.lag_method, side.clone(), target.clone()));
     let observers = Observers { lag: probes.clone(), revenue: Some(ledger.clone()), attach: args.attach.clone() };
     let plan = plan(args, args.mix.clone(), args.warmup, stop_rule(args));
     eprintln!(
@@ -449,7 +460,12 @@ async fn measure_mixed(args: &BenchArgs, target: &Target, http: &reqwest::Client
 }
 
 /// Places `--orders` orders and follows RSS and live actors, then rebuilds over the log.
-async fn measure_memory(args: &BenchArgs, target: &Target, http: &reqwest::Client, side: &reqwest::Client) -> anyhow::Result<MemoryReport> {
+async fn measure_memory(
+    args: &BenchArgs,
+    target: &Target,
+    http: &reqwest::Client,
+    side: &reqwest::Client,
+) -> anyhow::Result<MemoryReport> {
     wait_ready(side, target).await?;
     let load_average_before = service::load_average();
     let started = Instant::now();

@@ -92,7 +92,8 @@ impl LagProbes {
             lock(&self.counts).skipped += 1;
             return;
         };
-        let (http, target, counts, method) = (self.http.clone(), self.target.clone(), Arc::clone(&self.counts), self.method);
+        let (http, target, counts, method) =
+            (self.http.clone(), self.target.clone(), Arc::clone(&self.counts), self.method);
         tokio::spawn(async move {
             let (seen, errors) = probe(&http, &target, method, &order_id, version, acked).await;
             let mut c = lock(&counts);
@@ -264,7 +265,12 @@ pub struct RevenueLagReport {
 
 /// For each payment acknowledged in `[from, to)`: the time from its ack to the first poll whose gross reached
 /// the running sum at its ack. Both lists are in time order and their sums never decrease, so one sweep does.
-pub fn revenue_lags(acks: &[(Instant, u64)], polls: &[(Instant, u64)], from: Instant, to: Instant) -> (Histogram<u64>, u64) {
+pub fn revenue_lags(
+    acks: &[(Instant, u64)],
+    polls: &[(Instant, u64)],
+    from: Instant,
+    to: Instant,
+) -> (Histogram<u64>, u64) {
     let mut h = histogram();
     let mut not_visible = 0;
     let mut p = 0;

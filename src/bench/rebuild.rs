@@ -56,9 +56,14 @@ fn rebuilding(entry: &Value) -> bool {
     fields.iter().filter(|(k, _)| k.to_ascii_lowercase().contains("rebuild")).any(|(_, v)| match v {
         Value::Null | Value::Bool(false) => false,
         Value::Object(o) => {
-            let done = ["done", "finished", "complete", "completed"].iter().any(|k| o.get(*k) == Some(&Value::Bool(true)));
-            let state = ["status", "state"].iter().filter_map(|k| o.get(*k)?.as_str()).next().map(str::to_ascii_lowercase);
-            !done && !state.is_some_and(|s| ["done", "finished", "complete", "completed", "idle", "swapped"].contains(&s.as_str()))
+            let done =
+                ["done", "finished", "complete", "completed"].iter().any(|k| o.get(*k) == Some(&Value::Bool(true)));
+            let state =
+                ["status", "state"].iter().filter_map(|k| o.get(*k)?.as_str()).next().map(str::to_ascii_lowercase);
+            !done
+                && !state.is_some_and(|s| {
+                    ["done", "finished", "complete", "completed", "idle", "swapped"].contains(&s.as_str())
+                })
         }
         _ => true,
     })

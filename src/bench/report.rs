@@ -232,7 +232,13 @@ fn thousands(n: f64) -> String {
 }
 
 fn ms(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0}") } else if v >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn cpu_line(cpu: &CpuSplit) -> String {
@@ -275,7 +281,11 @@ fn load_table(out: &mut String, title: &str, r: &LoadReport) {
         r.errors,
         r.window_s
     );
-    let _ = writeln!(out, "  {:<9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  statuses", "kind", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms");
+    let _ = writeln!(
+        out,
+        "  {:<9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  statuses",
+        "kind", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
     let names = Op::ALL.iter().map(|o| o.name()).chain(["commands", "queries", "all"]);
     for name in names {
         let Some(p) = r.latency.get(name) else { continue };
@@ -340,7 +350,11 @@ pub fn human(results: &Results) -> String {
         Some(rate) => format!("open loop at {rate} requests/s"),
         None => "closed loop".into(),
     };
-    let _ = writeln!(out, "{} clients, {mode}, mix {}, load generator threads {}", s.clients, s.mix, s.load_generator_threads);
+    let _ = writeln!(
+        out,
+        "{} clients, {mode}, mix {}, load generator threads {}",
+        s.clients, s.mix, s.load_generator_threads
+    );
     if let Some(r) = &results.mixed {
         let _ = writeln!(out, "\n== mixed workload (load average before: {})", r.load_average_before);
         if let Some(b) = &r.baseline {
@@ -392,10 +406,19 @@ pub fn human(results: &Results) -> String {
         let gauges: Vec<String> = r.lag_gauge_max_s.iter().map(|(k, v)| format!("{k} {v} s")).collect();
         let _ = writeln!(out, "orderflow_projection_lag_seconds, highest seen (1 s samples): {}", gauges.join(", "));
         rebuild_lines(&mut out, &r.rebuild);
-        let _ = writeln!(out, "service RSS: peak (VmHWM) {}, at the end {}", opt(r.peak_rss_mib, " MiB"), opt(r.end_rss_mib, " MiB"));
+        let _ = writeln!(
+            out,
+            "service RSS: peak (VmHWM) {}, at the end {}",
+            opt(r.peak_rss_mib, " MiB"),
+            opt(r.end_rss_mib, " MiB")
+        );
     }
     if let Some(r) = &results.memory {
-        let _ = writeln!(out, "\n== memory: {} orders placed (load average before: {})", r.orders_placed, r.load_average_before);
+        let _ = writeln!(
+            out,
+            "\n== memory: {} orders placed (load average before: {})",
+            r.orders_placed, r.load_average_before
+        );
         load_table(&mut out, "placing", &r.load);
         let _ = writeln!(
             out,
@@ -412,7 +435,14 @@ pub fn human(results: &Results) -> String {
             .samples
             .iter()
             .step_by(step)
-            .map(|s| format!("{}s:{}MiB/{}", s.t.round(), s.rss_mib.map_or(0.0, f64::round), s.live_aggregates.unwrap_or(0.0)))
+            .map(|s| {
+                format!(
+                    "{}s:{}MiB/{}",
+                    s.t.round(),
+                    s.rss_mib.map_or(0.0, f64::round),
+                    s.live_aggregates.unwrap_or(0.0)
+                )
+            })
             .collect();
         let _ = writeln!(out, "RSS / live actors over time: {}", line.join("  "));
         rebuild_lines(&mut out, &r.rebuild);
@@ -533,14 +563,24 @@ pub fn markdown(results: &Results) -> String {
 
 fn rebuild_rows(row: &mut impl FnMut(&str, &str, String, Option<bool>), r: &RebuildReport, what: &str) {
     if !r.available {
-        row(&format!("rebuild ({what})"), "≥ 100,000 events/s", r.note.clone().unwrap_or_else(|| "not available".into()), None);
+        row(
+            &format!("rebuild ({what})"),
+            "≥ 100,000 events/s",
+            r.note.clone().unwrap_or_else(|| "not available".into()),
+            None,
+        );
         return;
     }
     for v in &r.views {
         row(
             &format!("rebuild of the {} view ({what})", v.name),
             "≥ 100,000 events/s",
-            format!("{} events/s ({} events in {} s)", thousands(v.events_per_s), thousands(v.events as f64), v.seconds),
+            format!(
+                "{} events/s ({} events in {} s)",
+                thousands(v.events_per_s),
+                thousands(v.events as f64),
+                v.seconds
+            ),
             Some(v.finished && v.events_per_s >= 100_000.0),
         );
     }

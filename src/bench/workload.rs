@@ -162,7 +162,8 @@ const PRODUCTS: [(&str, &str); 16] = [
 ];
 
 /// Words that `GET /orders?q=` looks for (prefixes of words of the catalogue).
-const QUERIES: [&str; 12] = ["mug", "tea", "coffee", "roast", "kettle", "press", "paper", "honey", "bisc", "blue", "green", "bamboo"];
+const QUERIES: [&str; 12] =
+    ["mug", "tea", "coffee", "roast", "kettle", "press", "paper", "honey", "bisc", "blue", "green", "bamboo"];
 
 const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
 
@@ -265,7 +266,8 @@ impl ClientState {
         let id = format!("{}-{}", self.prefix, self.seq);
         let currency = CURRENCIES[self.rng.below(CURRENCIES.len() as u64) as usize];
         let lines = 1 + self.rng.below(3);
-        let mut body = format!(r#"{{"orderId":"{id}","customerId":"{}","currency":"{currency}","items":["#, self.customer);
+        let mut body =
+            format!(r#"{{"orderId":"{id}","customerId":"{}","currency":"{currency}","items":["#, self.customer);
         let mut total = 0u64;
         for i in 0..lines {
             let (sku, name) = PRODUCTS[self.rng.below(PRODUCTS.len() as u64) as usize];
@@ -288,7 +290,12 @@ impl ClientState {
 
     fn pay(&mut self, order: OrderRef) -> Request {
         let body = format!(r#"{{"paymentId":"pay-{}","amount":{}}}"#, order.id, order.total);
-        Request { op: Op::Pay, path: format!("/orders/{}/confirm-payment", order.id), body: Some(body), order: Some(order) }
+        Request {
+            op: Op::Pay,
+            path: format!("/orders/{}/confirm-payment", order.id),
+            body: Some(body),
+            order: Some(order),
+        }
     }
 
     fn ship(&mut self, order: OrderRef) -> Request {

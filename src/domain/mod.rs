@@ -6,6 +6,4 @@ pub mod order;
 pub mod values;
 
 pub use order::{Command, Decision, Order, OrderError, OrderEvent, OrderStatus, decide};
-pub use values::{
-    Currency, CustomerId, FieldError, LineItem, Money, OrderId, Quantity, Sku, Text, ValidationErrors,
-};
+pub use values::{Currency, CustomerId, FieldError, LineItem, Money, OrderId, Quantity, Sku, Text, ValidationErrors};

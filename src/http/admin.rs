@@ -242,7 +242,9 @@ pub async fn audit_log(req: HttpRequest, state: web::Data<AppState>) -> Result<H
             .ok_or_else(|| ApiError::field("limit", "must be an integer from 1 to 1000"))?,
     };
     let cursor = match query.cursor.as_deref() {
-        Some(c) if uuid::Uuid::parse_str(c).is_err() => return Err(ApiError::field("cursor", "not a cursor of this log")),
+        Some(c) if uuid::Uuid::parse_str(c).is_err() => {
+            return Err(ApiError::field("cursor", "not a cursor of this log"));
+        }
         other => other,
     };
     let entries = state.audit.recent(limit + 1, cursor).await.map_err(|e| {

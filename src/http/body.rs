@@ -26,11 +26,8 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 
 /// Reads the body, refusing it as soon as it grows past [`MAX_BODY_BYTES`].
 pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
     }
@@ -53,7 +50,8 @@ pub struct JsonObject<'a> {
 
 /// Parses the body as JSON; it must be an object.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(format!("malformed JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::InvalidJson("the body must be a JSON object".into()));
     }

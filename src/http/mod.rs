@@ -147,8 +147,10 @@ where
 pub async fn limit_uri(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>, actix_web::Error>
-{
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
     let max = req.app_data::<web::Data<AppState>>().map_or(usize::MAX, |s| s.max_uri_bytes);
     let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if length > max {

@@ -223,8 +223,8 @@ async fn run_command(
     let json = parse_json(&bytes)?;
     let (order_id, command) = parse(&json, &principal, path_id)?;
     let precondition = if_match(req);
-    let idempotency = idempotency_key(req, &principal)?
-        .map(|scope| IdempotencyDraft { scope, request_hash: request_hash(&json) });
+    let idempotency =
+        idempotency_key(req, &principal)?.map(|scope| IdempotencyDraft { scope, request_hash: request_hash(&json) });
     if let Some(draft) = &idempotency
         && let Some(response) = replay(state, draft).await?
     {
@@ -252,7 +252,13 @@ async fn run_command(
                     "version": executed.order.version,
                     "events": executed.appended.iter().map(|e| e.event.type_name()).collect::<Vec<_>>(),
                 });
-                let entry = AuditEntry::new(&principal.subject, &format!("order.{name}"), order_id.as_str(), "ok".into(), detail);
+                let entry = AuditEntry::new(
+                    &principal.subject,
+                    &format!("order.{name}"),
+                    order_id.as_str(),
+                    "ok".into(),
+                    detail,
+                );
                 audit::record(state.audit.as_ref(), entry).await;
             }
             Ok(render(&executed.response, false))
@@ -474,7 +480,12 @@ pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError
             let doc = state.search.get(&id).await?;
             match (doc, min_version) {
                 (Some(order), Some(n)) if order.version >= n => return found(&principal, order, "eventual"),
-                (doc, None) => return doc.filter(|o| visible(&principal, o)).map(|o| document(&o, "eventual")).ok_or(ApiError::OrderNotFound),
+                (doc, None) => {
+                    return doc
+                        .filter(|o| visible(&principal, o))
+                        .map(|o| document(&o, "eventual"))
+                        .ok_or(ApiError::OrderNotFound);
+                }
                 _ => {}
             }
             let Some(progress) = progress.as_mut().filter(|_| tokio::time::Instant::now() < deadline) else {
@@ -534,7 +545,12 @@ pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiE
     let body = History {
         events: events
             .iter()
-            .map(|e| HistoryEvent { event_id: e.event_id, version: e.version, occurred_at: e.occurred_at(), event: &e.event })
+            .map(|e| HistoryEvent {
+                event_id: e.event_id,
+                version: e.version,
+                occurred_at: e.occurred_at(),
+                event: &e.event,
+            })
             .collect(),
     };
     Ok(HttpResponse::Ok().json(body))

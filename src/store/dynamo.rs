@@ -572,7 +572,8 @@ impl RebuildSource for DynamoEventStore {
             .map_err(|e| StoreUnavailable(format!("scan {table}: {}", error_text(&e))))?;
         let mut events = Vec::new();
         for item in page.items.unwrap_or_default() {
-            let event = event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?;
+            let event =
+                event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?;
             if !cursor.as_ref().is_some_and(|c| c.delivered(&event)) {
                 events.push(event);
             }

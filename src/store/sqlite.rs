@@ -73,9 +73,8 @@ impl SqliteEventStore {
         let conn = sql::open(&path, settings.synchronous)?;
         conn.execute_batch(SCHEMA)?;
         // Event logs written before events carried a trace get the column (NULL for their events).
-        let has_trace: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'trace'")?
-            .exists([])?;
+        let has_trace: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'trace'")?.exists([])?;
         if !has_trace {
             conn.execute_batch("ALTER TABLE events ADD COLUMN trace TEXT")?;
         }
@@ -84,7 +83,8 @@ impl SqliteEventStore {
         let (head_tx, head) = watch::channel(head_position);
         let (queue, rx) = mpsc::sync_channel(settings.queue_capacity);
         let ttl = chrono::Duration::hours(settings.idempotency_ttl_hours as i64);
-        let writer = Writer { conn, head: head_tx, max_batch: settings.max_batch, snapshot_every: settings.snapshot_every, ttl };
+        let writer =
+            Writer { conn, head: head_tx, max_batch: settings.max_batch, snapshot_every: settings.snapshot_every, ttl };
         std::thread::Builder::new()
             .name("event-store-writer".into())
             .spawn(move || writer.run(rx))
@@ -141,7 +141,9 @@ impl EventStore for SqliteEventStore {
                 };
                 let events = query_events(
                     conn,
-                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ?1 AND version > ?2 ORDER BY version"),
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ?1 AND version > ?2 ORDER BY version"
+                    ),
                     params![id.as_str(), after],
                 )?;
                 Ok(LoadedStream { snapshot, events })

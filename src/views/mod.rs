@@ -218,10 +218,7 @@ pub trait RevenueView: Send + Sync + 'static {
 
 /// Splits free text into the words FTS matches on (letters and digits), lowercased.
 pub fn search_terms(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 #[cfg(test)]

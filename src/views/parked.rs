@@ -105,10 +105,18 @@ impl ParkedStore for SqliteParkedStore {
         Ok(self
             .readers
             .read(|conn| {
-                let mut stmt = conn
-                    .prepare_cached("SELECT id, projection, event, error, attempts, parked_at FROM parked ORDER BY id")?;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, projection, event, error, attempts, parked_at FROM parked ORDER BY id",
+                )?;
                 let rows = stmt.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?, r.get::<_, i64>(5)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
                 })?;
                 rows.map(|row| {
                     let (id, projection, event, error, attempts, at) = row?;

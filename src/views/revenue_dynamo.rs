@@ -539,7 +539,12 @@ impl RevenueTables {
             .map_err(|e| ViewError::Unavailable(format!("describe {}: {}", self.names.daily, error_text(&e))))
     }
 
-    async fn daily(&self, from: NaiveDate, to: NaiveDate, currency: Option<&str>) -> Result<Vec<RevenueDay>, ViewError> {
+    async fn daily(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        currency: Option<&str>,
+    ) -> Result<Vec<RevenueDay>, ViewError> {
         if from > to {
             return Ok(Vec::new());
         }
@@ -598,7 +603,9 @@ impl Projection for DynamoRevenueView {
         let fresh = Arc::new(RevenueTables::new(&self.client, &self.tables, generation));
         if let Err(e) = ensure_tables(&self.client, &self.tables.revenue_specs(generation)).await {
             drop_generation(&fresh).await;
-            return Err(ViewError::Unavailable(format!("creating the tables of revenue generation {generation}: {e:#}")));
+            return Err(ViewError::Unavailable(format!(
+                "creating the tables of revenue generation {generation}: {e:#}"
+            )));
         }
         tracing::info!(generation, daily = %fresh.names.daily, "rebuilding the revenue view into fresh tables");
         Ok(Box::new(RevenueRebuild {
@@ -675,11 +682,7 @@ impl Rebuilder for RevenueRebuild {
             .table_name(table)
             .key("id", string(GENERATION_ID))
             .update_expression("SET #g = :new")
-            .condition_expression(if old == 0 {
-                "attribute_not_exists(#g) OR #g = :old"
-            } else {
-                "#g = :old"
-            })
+            .condition_expression(if old == 0 { "attribute_not_exists(#g) OR #g = :old" } else { "#g = :old" })
             .expression_attribute_names("#g", "generation")
             .expression_attribute_values(":new", num(new))
             .expression_attribute_values(":old", num(old))

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sqlite::{Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
-use super::{ApplyReport, Rebuilder, Projection, RevenueDay, RevenueView, ViewError};
+use super::{ApplyReport, Projection, Rebuilder, RevenueDay, RevenueView, ViewError};
 use crate::domain::{Currency, OrderEvent};
 use crate::sql::DbError;
 use crate::store::StoredEvent;
@@ -76,7 +76,14 @@ fn apply_one(conn: &Connection, event: &StoredEvent) -> Result<bool, ViewError> 
                  paid_orders = paid_orders + excluded.paid_orders,
                  cancelled_orders = cancelled_orders + excluded.cancelled_orders",
         )?
-        .execute(params![day(row.at), currency, row.gross as i64, row.refunds as i64, row.paid, row.cancelled])?;
+        .execute(params![
+            day(row.at),
+            currency,
+            row.gross as i64,
+            row.refunds as i64,
+            row.paid,
+            row.cancelled
+        ])?;
         Ok(())
     };
     match &event.event {

@@ -80,7 +80,12 @@ pub(super) struct Generations {
 }
 
 impl Generations {
-    pub fn open(dir: &Path, name: &'static str, schema: &'static str, read_connections: usize) -> Result<Self, DbError> {
+    pub fn open(
+        dir: &Path,
+        name: &'static str,
+        schema: &'static str,
+        read_connections: usize,
+    ) -> Result<Self, DbError> {
         let generation = match std::fs::read_to_string(dir.join(format!("{name}.current"))) {
             Ok(text) => text.trim().parse().map_err(|_| DbError::Corrupt(format!("{name}.current: {text:?}")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,

@@ -14,10 +14,10 @@ use orderflow::config::{AwsSettings, StoreSettings, Synchronous};
 use orderflow::domain::{
     Currency, CustomerId, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity, Text,
 };
+use orderflow::store::RebuildSource;
 use orderflow::store::dynamo::{DynamoEventStore, event_from_item};
 use orderflow::store::sqlite::SqliteEventStore;
 use orderflow::store::{AppendError, AppendRequest, EventStore, IdempotencyRecord, StoredEvent, StoredResponse};
-use orderflow::store::RebuildSource;
 use uuid::Uuid;
 
 // ---- fixtures -----------------------------------------------------------------------------------------
@@ -174,7 +174,14 @@ pub fn cancelled(refund: u64, cancelled_at: DateTime<Utc>) -> OrderEvent {
 }
 
 fn append(id: &OrderId, expected_version: u64, events: Vec<OrderEvent>) -> AppendRequest {
-    AppendRequest { order_id: id.clone(), expected_version, events, snapshot: None, idempotency: None, traceparent: None }
+    AppendRequest {
+        order_id: id.clone(),
+        expected_version,
+        events,
+        snapshot: None,
+        idempotency: None,
+        traceparent: None,
+    }
 }
 
 fn record(scope: &str, hash: &str, status: u16, etag: Option<&str>, location: Option<&str>) -> IdempotencyRecord {

@@ -6,7 +6,7 @@
 mod audit;
 mod dynamo_revenue;
 mod dynamo_store;
-mod lease;
 mod kafka_feed;
 mod kinesis_feed;
+mod lease;
 mod meili_search;

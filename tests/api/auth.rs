@@ -494,8 +494,18 @@ async fn identity_provider_tokens_are_accepted_with_the_role_from_a_configured_c
         jwks_token(Algorithm::RS256, "rsa-9", "rsa1.pem", &claims("ops-1", &["admin"])),
         jwks_token(Algorithm::RS256, "rsa-1", "rsa2.pem", &claims("ops-1", &["admin"])),
         jwks_token(Algorithm::HS256, "rsa-1", "rsa1.pub.pem", &claims("ops-1", &["admin"])),
-        jwks_token(Algorithm::RS256, "rsa-1", "rsa1.pem", &json!({"sub": "ops-1", "cognito:groups": ["admin"], "exp": now() + 600, "aud": "orderflow-client", "iss": "https://elsewhere"})),
-        jwks_token(Algorithm::RS256, "rsa-1", "rsa1.pem", &json!({"sub": "ops-1", "cognito:groups": ["admin"], "exp": now() - 300, "aud": "orderflow-client", "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST"})),
+        jwks_token(
+            Algorithm::RS256,
+            "rsa-1",
+            "rsa1.pem",
+            &json!({"sub": "ops-1", "cognito:groups": ["admin"], "exp": now() + 600, "aud": "orderflow-client", "iss": "https://elsewhere"}),
+        ),
+        jwks_token(
+            Algorithm::RS256,
+            "rsa-1",
+            "rsa1.pem",
+            &json!({"sub": "ops-1", "cognito:groups": ["admin"], "exp": now() - 300, "aud": "orderflow-client", "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TEST"}),
+        ),
     ];
     for token in refused {
         assert_problem(app.get("/admin/projections", &token).await, 401, "unauthorized").await;

@@ -14,7 +14,9 @@ use orderflow::config::Settings;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{SECRET, TestApp, eventually, eventually_within, new_id, spawn_app, spawn_app_with, spawn_process, test_env};
+use crate::helpers::{
+    SECRET, TestApp, eventually, eventually_within, new_id, spawn_app, spawn_app_with, spawn_process, test_env,
+};
 use crate::queries::{
     RevenueRows, add_cancellation, add_payment, assert_utc_timestamp, get_json, metric_sum, metrics_text,
     parse_metrics, revenue_rows,

@@ -11,10 +11,8 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, assert_problem, distributed, eventually, eventually_within, new_id, spawn_app_with};
 
-const POISONED: &[(&str, &str)] = &[
-    ("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "3"),
-    ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5"),
-];
+const POISONED: &[(&str, &str)] =
+    &[("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "3"), ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5")];
 
 async fn app_poisoning(rule: &str) -> TestApp {
     let mut overrides = POISONED.to_vec();
@@ -30,11 +28,8 @@ async fn parked(app: &TestApp) -> Vec<Value> {
 
 /// The parked entries of one projection, for one order, in version order.
 fn of(parked: &[Value], projection: &str, order: &str) -> Vec<Value> {
-    let mut mine: Vec<Value> = parked
-        .iter()
-        .filter(|p| p["projection"] == projection && p["event"]["orderId"] == order)
-        .cloned()
-        .collect();
+    let mut mine: Vec<Value> =
+        parked.iter().filter(|p| p["projection"] == projection && p["event"]["orderId"] == order).cloned().collect();
     mine.sort_by_key(|p| p["event"]["version"].as_u64());
     mine
 }
@@ -336,8 +331,8 @@ async fn a_rebuild_swaps_in_a_fresh_view_without_queries_ever_seeing_a_partial_o
 /// fresh index it was swapped with has been deleted.
 async fn assert_distributed_views_swapped(app: &TestApp) {
     use aws_sdk_dynamodb::types::AttributeValue;
-    let settings = orderflow::config::Settings::load_with(None, crate::helpers::test_env(app.dir.path(), &[]))
-        .expect("settings");
+    let settings =
+        orderflow::config::Settings::load_with(None, crate::helpers::test_env(app.dir.path(), &[])).expect("settings");
     let tables = orderflow::aws::Tables::new(&settings.dynamodb.table_prefix);
     let dynamo = aws_sdk_dynamodb::Client::new(&orderflow::aws::sdk_config(&settings.aws).await);
     let pointer = dynamo
@@ -363,7 +358,8 @@ async fn assert_distributed_views_swapped(app: &TestApp) {
         request = request.bearer_auth(&meili.api_key);
     }
     let indexes: Value = request.send().await.expect("list indexes").json().await.expect("json");
-    let uids: Vec<&str> = indexes["results"].as_array().expect("results").iter().filter_map(|i| i["uid"].as_str()).collect();
+    let uids: Vec<&str> =
+        indexes["results"].as_array().expect("results").iter().filter_map(|i| i["uid"].as_str()).collect();
     assert!(uids.contains(&meili.index.as_str()), "live index kept: {uids:?}");
     let prefix = format!("{}_rebuild_", meili.index);
     assert!(!uids.iter().any(|u| u.starts_with(&prefix)), "the swapped-out index was deleted: {uids:?}");

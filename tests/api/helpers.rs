@@ -167,12 +167,17 @@ impl TestApp {
     }
 
     pub async fn pay(&self, id: &str, payment_id: &str, amount: u64) -> Response {
-        self.post(&format!("/orders/{id}/confirm-payment"), &self.admin(), &json!({"paymentId": payment_id, "amount": amount}))
-            .await
+        self.post(
+            &format!("/orders/{id}/confirm-payment"),
+            &self.admin(),
+            &json!({"paymentId": payment_id, "amount": amount}),
+        )
+        .await
     }
 
     pub async fn ship(&self, id: &str) -> Response {
-        self.post(&format!("/orders/{id}/ship"), &self.admin(), &json!({"carrier": "DHL", "trackingNumber": "TN-1"})).await
+        self.post(&format!("/orders/{id}/ship"), &self.admin(), &json!({"carrier": "DHL", "trackingNumber": "TN-1"}))
+            .await
     }
 
     pub async fn cancel(&self, id: &str) -> Response {

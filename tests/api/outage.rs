@@ -608,11 +608,8 @@ async fn dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing
         // acknowledged before it ended. (One asked just before it may be answered during it: its events were
         // written, then the audit record of the admin's command waited for DynamoDB, at most a timeout.)
         let frozen = (outage.from + Duration::from_secs(1))..outage.to;
-        let during: Vec<&Sent> = log
-            .iter()
-            .filter(acknowledged)
-            .filter(|s| frozen.contains(&s.asked) && s.answered < outage.to)
-            .collect();
+        let during: Vec<&Sent> =
+            log.iter().filter(acknowledged).filter(|s| frozen.contains(&s.asked) && s.answered < outage.to).collect();
         assert!(during.is_empty(), "acknowledged while DynamoDB was frozen: {during:?}");
         // Prompt: a command asked while DynamoDB was frozen had its answer (a 503) within two operation timeouts
         // (one for the call that hung, one of slack for a loaded machine), well before the freeze ended.

@@ -1010,9 +1010,8 @@ async fn metrics_expose_the_documented_names_and_labels() {
     // Both projectors have applied the three events (they run independently of each other).
     eventually(|| async {
         let samples = parse_metrics(&metrics_text(&app).await);
-        let applied = |p| {
-            metric_sum(&samples, "orderflow_projection_events_total", &[("projection", p), ("outcome", "applied")])
-        };
+        let applied =
+            |p| metric_sum(&samples, "orderflow_projection_events_total", &[("projection", p), ("outcome", "applied")]);
         (applied("search") >= 3.0 && applied("revenue") >= 3.0).then_some(())
     })
     .await;
