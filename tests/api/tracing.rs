@@ -53,7 +53,7 @@ fn a_commands_trace_id_reaches_the_projection_that_applies_its_event() {
     let carries = |line: &serde_json::Value| line.to_string().contains(trace_id);
     let projected = projected(&text);
     assert!(projected.len() >= 2, "both projections log the event: {projected:?}");
-    assert!(projected.iter().all(|l| carries(l)), "with the command's trace id: {projected:?}");
+    assert!(projected.iter().all(&carries), "with the command's trace id: {projected:?}");
     // The request's own span carries it too (a continued trace, not a new one).
     assert!(lines.iter().any(|l| carries(l) && l.to_string().contains("http.request")), "no http.request span line");
 }
