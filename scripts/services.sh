@@ -45,7 +45,7 @@ install() {
   # The port is its argument, so that it shows in the command line (see `our_pids`).
   cat >"$S/kinesis/start.js" <<'JS'
 const port = Number(process.argv[2] || 4567)
-require('kinesalite')({ createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 1000 })
+require('kinesalite')({ createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 10000 })
   .listen(port, '127.0.0.1', function (err) { if (err) throw err; console.log('kinesalite on 127.0.0.1:' + port) })
 JS
   if [ ! -x "$S/kafka/bin/python" ]; then

@@ -44,7 +44,17 @@ fn a_commands_trace_id_reaches_the_projection_that_applies_its_event() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while projected(&std::fs::read_to_string(&log).unwrap_or_default()).len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the projections never logged the event");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projections never logged the event: {}",
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     process.stop();
