@@ -532,9 +532,11 @@ async fn two_bridges_with_leases_publish_each_shard_once_and_one_takes_over_when
     let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &store_settings, true).await.expect("store");
     let kafka = kafka_settings(&brokers, &run);
     kafka::ensure_topic(&kafka).await.expect("create the topic");
-    let period = Duration::from_millis(800);
+    // Long enough that a bridge slowed down by a busy machine still renews in time (a takeover is legitimate
+    // once a holder falls silent for a whole period, and would republish its unsaved pages).
+    let period = Duration::from_secs(5);
     let settings =
-        BridgeSettings { poll_interval_ms: 50, batch_size: 100, sinks: vec![Transport::Kafka], lease_period_ms: 800 };
+        BridgeSettings { poll_interval_ms: 50, batch_size: 100, sinks: vec![Transport::Kafka], lease_period_ms: 5_000 };
     let start = |owner: &str| {
         let producer = kafka::producer(&kafka).expect("producer");
         let sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(KafkaSink::new(producer, kafka.topic.clone()))];
