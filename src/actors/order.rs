@@ -140,6 +140,10 @@ impl Handler<Execute> for OrderActor {
         let work = async move {
             let state = match known {
                 Some(state) => state,
+                // A place for an order no actor holds (nearly always a fresh id) skips the load: it appends at
+                // version 0, and if the order exists after all the store says conflict and the reload below
+                // decides again (409 order_already_exists). With If-Match the state decides the answer, so load.
+                None if optimistic_place(&msg) => None,
                 None => match load(&*store, &id).await {
                     Ok(state) => state,
                     Err(e) => return (None, Err(e)),
@@ -166,6 +170,10 @@ impl Handler<Execute> for OrderActor {
             result
         })))
     }
+}
+
+fn optimistic_place(msg: &Execute) -> bool {
+    matches!(msg.command, Command::Place { .. }) && msg.precondition.is_none()
 }
 
 /// The state to keep after an attempt: the new state on success, the old one on a rule error, and

@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use super::bridge::Bridge;
 use super::parking::{EventFailure, ParkingLot, PoisonSwitch};
 use crate::feed::{FeedError, FeedSubscription};
-use crate::store::RebuildSource;
+use crate::store::{RebuildChunk, RebuildSource};
 use crate::telemetry::{self, ProjectionOutcome};
 use crate::views::Rebuilder;
 use crate::views::ViewError;
@@ -493,9 +493,10 @@ impl Handler<Replay> for Projector {
 }
 
 /// Reads the whole write model into `rebuilder` and swaps it in, holding the projection's lock so that no batch,
-/// replay or discard runs meanwhile. Returns the number of events applied. A read or apply step that fails for a
-/// passing reason is retried with backoff (both are idempotent: the copy dedupes); on failure the copy is given
-/// up and the current view stays.
+/// replay or discard runs meanwhile. Returns the number of events applied. The next chunk is read while the
+/// current one is applied (both run on the blocking pool, so on two cores at once). A read or apply step that
+/// fails for a passing reason is retried with backoff (both are idempotent: the copy dedupes); on failure the
+/// copy is given up and the current view stays.
 async fn fill(
     mut rebuilder: Box<dyn Rebuilder>,
     source: &dyn RebuildSource,
@@ -505,48 +506,20 @@ async fn fill(
     let _exclusive = lot.lock().await;
     let mut total = 0u64;
     let read_all = async {
-        let (mut cursor, mut position): (Option<String>, u64) = (None, 0);
+        let mut position = 0u64;
+        let mut chunk = read_chunk(source, None, status).await?;
         loop {
-            let mut attempt = 0;
-            let chunk = loop {
-                match source.read(cursor.as_deref(), REBUILD_CHUNK).await {
-                    Ok(chunk) => break chunk,
-                    Err(e) if attempt + 1 < REBUILD_ATTEMPTS => {
-                        attempt += 1;
-                        tracing::warn!(projection = status.name, error = %e, attempt, "rebuild read failed; retrying");
-                        tokio::time::sleep(backoff(attempt)).await;
-                    }
-                    Err(e) => return Err(e.to_string()),
+            let following = async {
+                match &chunk.next {
+                    Some(cursor) => Some(read_chunk(source, Some(cursor), status).await),
+                    None => None,
                 }
             };
-            // Applied in steps, so progress moves at a steady pace even where a chunk is slow to apply (the
-            // DynamoDB view writes event by event). A step's events keep their order, so each order's stay in
-            // version order; the checkpoint goes with the chunk's last step only.
-            let steps = chunk.events.chunks(REBUILD_STEP).count();
-            for (i, step) in chunk.events.chunks(REBUILD_STEP).enumerate() {
-                let checkpoint = chunk.checkpoint.filter(|_| i + 1 == steps);
-                let mut attempt = 0;
-                loop {
-                    match rebuilder.apply(step, checkpoint).await {
-                        Ok(()) => break,
-                        Err(ViewError::Unavailable(e)) if attempt + 1 < REBUILD_ATTEMPTS => {
-                            attempt += 1;
-                            tracing::warn!(projection = status.name, error = %e, attempt, "rebuild step failed; retrying");
-                            tokio::time::sleep(backoff(attempt)).await;
-                        }
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                total += step.len() as u64;
-                // A log position where the source has one, else the count of events read (see RebuildProgress).
-                position = match chunk.checkpoint {
-                    None => total,
-                    Some(_) => checkpoint.unwrap_or(position),
-                };
-                status.rebuild_progress(position, step.len() as u64);
-            }
-            match chunk.next {
-                Some(next) => cursor = Some(next),
+            let (applied, following) =
+                tokio::join!(apply_chunk(&mut *rebuilder, &chunk, &mut total, &mut position, status), following);
+            applied?;
+            match following {
+                Some(next) => chunk = next?,
                 None => return Ok::<_, String>(()),
             }
         }
@@ -557,6 +530,62 @@ async fn fill(
     }
     rebuilder.finish().await.map_err(|e| e.to_string())?;
     Ok(total)
+}
+
+/// One read of the write model for a rebuild, retried with backoff.
+async fn read_chunk(
+    source: &dyn RebuildSource,
+    cursor: Option<&str>,
+    status: &ProjectionStatus,
+) -> Result<RebuildChunk, String> {
+    let mut attempt = 0;
+    loop {
+        match source.read(cursor, REBUILD_CHUNK).await {
+            Ok(chunk) => return Ok(chunk),
+            Err(e) if attempt + 1 < REBUILD_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(projection = status.name, error = %e, attempt, "rebuild read failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Applies a chunk in steps, so progress moves at a steady pace even where a chunk is slow to apply (the
+/// DynamoDB view writes event by event). A step's events keep their order, so each order's stay in version
+/// order; the checkpoint goes with the chunk's last step only.
+async fn apply_chunk(
+    rebuilder: &mut dyn Rebuilder,
+    chunk: &RebuildChunk,
+    total: &mut u64,
+    position: &mut u64,
+    status: &ProjectionStatus,
+) -> Result<(), String> {
+    let steps = chunk.events.chunks(REBUILD_STEP).count();
+    for (i, step) in chunk.events.chunks(REBUILD_STEP).enumerate() {
+        let checkpoint = chunk.checkpoint.filter(|_| i + 1 == steps);
+        let mut attempt = 0;
+        loop {
+            match rebuilder.apply(step, checkpoint).await {
+                Ok(()) => break,
+                Err(ViewError::Unavailable(e)) if attempt + 1 < REBUILD_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(projection = status.name, error = %e, attempt, "rebuild step failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        *total += step.len() as u64;
+        // A log position where the source has one, else the count of events read (see RebuildProgress).
+        *position = match chunk.checkpoint {
+            None => *total,
+            Some(_) => checkpoint.unwrap_or(*position),
+        };
+        status.rebuild_progress(*position, step.len() as u64);
+    }
+    Ok(())
 }
 
 /// A running projector: its shared status, its parked events and its address.

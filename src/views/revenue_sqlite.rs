@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sqlite::{Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
+use super::sqlite::{Direct, Generations, SqliteRebuild, apply_batch, apply_each, read_checkpoint, save_checkpoint};
 use super::{ApplyReport, Projection, Rebuilder, RevenueDay, RevenueView, ViewError};
 use crate::domain::{Currency, OrderEvent};
 use crate::sql::DbError;
@@ -41,12 +41,16 @@ pub struct SqliteRevenueView {
 
 impl SqliteRevenueView {
     pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
-        Ok(Arc::new(Self { gens: Generations::open(dir, "revenue", SCHEMA, read_connections)? }))
+        Ok(Arc::new(Self { gens: Generations::open(dir, "revenue", SCHEMA, &[], read_connections)? }))
     }
 }
 
 fn day(at: DateTime<Utc>) -> String {
     at.date_naive().to_string()
+}
+
+fn apply_all(conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
+    apply_each(conn, events, apply_one)
 }
 
 fn apply_one(conn: &Connection, event: &StoredEvent) -> Result<bool, ViewError> {
@@ -121,7 +125,7 @@ impl Projection for SqliteRevenueView {
     }
 
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_one).await
+        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_all).await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {
@@ -129,8 +133,7 @@ impl Projection for SqliteRevenueView {
     }
 
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
-        let (generation, db) = self.gens.fresh()?;
-        Ok(Box::new(SqliteRebuild { gens: self.gens.clone(), generation, db, projection: NAME, apply_one }))
+        Ok(Box::new(SqliteRebuild::new(&self.gens, NAME, Box::new(Direct(apply_all)))?))
     }
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {

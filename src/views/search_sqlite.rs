@@ -6,13 +6,15 @@
 //! event into it with the domain's own `Order::evolve`, and writes it back with its version: an event at or
 //! below the stored version is a duplicate and is skipped.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::sqlite::{Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
+use super::sqlite::{BulkLoad, Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
 use super::{ApplyReport, Cursor, Projection, Rebuilder, SearchPage, SearchQuery, SearchView, ViewError, search_terms};
 use crate::domain::{Order, OrderEvent, OrderId};
 use crate::sql::DbError;
@@ -30,12 +32,15 @@ CREATE TABLE IF NOT EXISTS search_docs (
 );
 CREATE INDEX IF NOT EXISTS search_docs_placed ON search_docs (placed_at, order_id);
 CREATE INDEX IF NOT EXISTS search_docs_total ON search_docs (total, order_id);
-CREATE INDEX IF NOT EXISTS search_docs_customer ON search_docs (customer_id, placed_at);
-CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5 (terms, content = '', tokenize = 'unicode61', prefix = '2 3');
-
+CREATE INDEX IF NOT EXISTS search_docs_customer_placed ON search_docs (customer_id, placed_at, order_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS search_words
+    USING fts5 (terms, owner, content = '', tokenize = 'unicode61', prefix = '2 3 4 5 6');
 ";
 
 const NAME: &str = "search";
+
+/// The secondary indexes of `search_docs`, which a rebuild creates after the fill.
+const DEFERRED_INDEXES: &[&str] = &["search_docs_placed", "search_docs_total", "search_docs_customer_placed"];
 
 pub struct SqliteSearchView {
     gens: Generations,
@@ -45,25 +50,31 @@ pub struct SqliteSearchView {
 /// reading every match of a frequent word.
 pub const MAX_ESTIMATED_TOTAL: u64 = 10_000;
 
-/// A view written before the text index was keyed by rowid (table `search_fts`) gets the new index filled from
-/// its documents, once, and the old one dropped.
+/// A view written before the text index carried the owner (table `search_fts`, keyed by order id, or
+/// `search_text`, without the owner column) gets the new index filled from its documents, once, and the old
+/// ones dropped. The same for the customer index, which now holds the whole sort key.
 const MIGRATE_TEXT_INDEX: &str = "
-INSERT INTO search_text (rowid, terms)
+INSERT INTO search_words (rowid, terms, owner)
     SELECT d.rowid,
            (SELECT group_concat(json_extract(i.value, '$.name') || ' ' || json_extract(i.value, '$.sku'), ' ')
-              FROM json_each(d.doc, '$.items') AS i)
+              FROM json_each(d.doc, '$.items') AS i),
+           'c' || hex(d.customer_id)
       FROM search_docs AS d;
-DROP TABLE search_fts;
+DROP TABLE IF EXISTS search_fts;
+DROP TABLE IF EXISTS search_text;
+DROP INDEX IF EXISTS search_docs_customer;
 ";
 
 impl SqliteSearchView {
     pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
-        let gens = Generations::open(dir, "search", SCHEMA, read_connections)?;
+        let gens = Generations::open(dir, "search", SCHEMA, DEFERRED_INDEXES, read_connections)?;
         let view = Arc::new(Self { gens });
         view.gens.db().writer.write_blocking(|conn| {
-            let old: bool = conn.prepare("SELECT 1 FROM sqlite_master WHERE name = 'search_fts'")?.exists([])?;
+            let old: bool = conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE name IN ('search_fts', 'search_text')")?
+                .exists([])?;
             if old {
-                tracing::info!("search view: moving the text index to rowid keys (once)");
+                tracing::info!("search view: moving the text index to its current layout (once)");
                 let tx = conn.transaction()?;
                 tx.execute_batch(MIGRATE_TEXT_INDEX)?;
                 tx.commit()?;
@@ -82,16 +93,112 @@ fn load_doc(conn: &Connection, order_id: &str) -> Result<Option<Order>, DbError>
     doc.map(|d| serde_json::from_str(&d).map_err(|e| DbError::Corrupt(e.to_string()))).transpose()
 }
 
-fn apply_one(conn: &Connection, event: &StoredEvent) -> Result<bool, ViewError> {
-    let current = load_doc(conn, event.order_id.as_str())?;
-    let have = current.as_ref().map_or(0, |o| o.version);
-    if event.version <= have {
-        return Ok(false);
+/// An order's document while events are applied to it: read from the view once, folded in memory, written once.
+struct Folding {
+    order: Option<Order>,
+    /// The version the view holds (0: none).
+    stored: u64,
+    /// The text row to add: set by the order's `OrderPlaced` (items never change after it).
+    terms: Option<String>,
+}
+
+/// Documents being folded: each order's document is read once, every event folded into it with the domain's own
+/// `Order::evolve` (an event at or below the version reached is a duplicate, skipped), and written back once
+/// with its new version. A live batch is one fold; a rebuild folds many steps before it writes.
+#[derive(Default)]
+struct Fold {
+    docs: HashMap<OrderId, Folding>,
+    /// The order in which documents were first touched, so that writes (and new rowids) follow the feed.
+    touched: Vec<OrderId>,
+}
+
+impl Fold {
+    fn add(&mut self, conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
+        let mut report = ApplyReport::default();
+        for event in events {
+            let doc = match self.docs.entry(event.order_id.clone()) {
+                Entry::Occupied(doc) => doc.into_mut(),
+                Entry::Vacant(slot) => {
+                    let order = load_doc(conn, event.order_id.as_str())?;
+                    let stored = order.as_ref().map_or(0, |o| o.version);
+                    self.touched.push(event.order_id.clone());
+                    slot.insert(Folding { order, stored, terms: None })
+                }
+            };
+            let have = doc.order.as_ref().map_or(0, |o| o.version);
+            if event.version <= have {
+                report.skipped += 1;
+                continue;
+            }
+            let next = Order::evolve(doc.order.take(), &event.order_id, &event.event)
+                .filter(|o| o.version == event.version)
+                .ok_or_else(|| ViewError::OutOfOrder {
+                    order_id: event.order_id.to_string(),
+                    version: event.version,
+                    have,
+                })?;
+            if let OrderEvent::OrderPlaced { items, .. } = &event.event {
+                let terms: Vec<&str> = items.iter().flat_map(|i| [i.name.as_str(), i.sku.as_str()]).collect();
+                doc.terms = Some(terms.join(" "));
+            }
+            doc.order = Some(next);
+            report.applied += 1;
+        }
+        Ok(report)
     }
-    let next = Order::evolve(current, &event.order_id, &event.event)
-        .filter(|o| o.version == event.version)
-        .ok_or_else(|| ViewError::OutOfOrder { order_id: event.order_id.to_string(), version: event.version, have })?;
-    let doc = serde_json::to_string(&next).map_err(|e| ViewError::Unavailable(e.to_string()))?;
+
+    fn len(&self) -> usize {
+        self.touched.len()
+    }
+
+    /// Writes every document that moved, and empties the fold.
+    fn write(&mut self, conn: &Connection) -> Result<(), ViewError> {
+        // Documents first, text rows after: a write to a table while the text index holds pending terms in this
+        // transaction makes FTS5 flush them (its xSavepoint), which would cut one tiny segment per document.
+        let mut text_rows = Vec::new();
+        for id in self.touched.drain(..) {
+            let Some(Folding { order: Some(order), stored, terms }) = self.docs.remove(&id) else { continue };
+            if order.version > stored {
+                let rowid = write_doc(conn, &order)?;
+                if let Some(terms) = terms {
+                    text_rows.push((rowid, terms, owner_token(order.customer_id.as_str())));
+                }
+            }
+        }
+        self.docs.clear();
+        let mut insert = conn.prepare_cached("INSERT INTO search_words (rowid, terms, owner) VALUES (?1, ?2, ?3)")?;
+        for (rowid, terms, owner) in text_rows {
+            insert.execute(params![rowid, terms, owner])?;
+        }
+        Ok(())
+    }
+}
+
+impl BulkLoad for Fold {
+    fn add(&mut self, conn: &Connection, events: &[StoredEvent]) -> Result<bool, ViewError> {
+        Fold::add(self, conn, events)?;
+        Ok(self.len() >= REBUILD_FOLD_DOCS)
+    }
+
+    fn write(&mut self, conn: &Connection) -> Result<(), ViewError> {
+        Fold::write(self, conn)
+    }
+}
+
+/// Documents a rebuild folds in memory before it writes them (a few KiB each at most).
+const REBUILD_FOLD_DOCS: usize = 20_000;
+
+/// Applies a live batch: one fold, written at once.
+fn apply_all(conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
+    let mut fold = Fold::default();
+    let report = fold.add(conn, events)?;
+    fold.write(conn)?;
+    Ok(report)
+}
+
+/// Writes the document with its version; returns its rowid (the text index's key).
+fn write_doc(conn: &Connection, order: &Order) -> Result<i64, ViewError> {
+    let doc = serde_json::to_string(order).map_err(|e| ViewError::Unavailable(e.to_string()))?;
     let rowid: i64 = conn
         .prepare_cached(
             "INSERT INTO search_docs (order_id, customer_id, status, total, placed_at, version, doc)
@@ -99,22 +206,19 @@ fn apply_one(conn: &Connection, event: &StoredEvent) -> Result<bool, ViewError> 
              ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = excluded.version, doc = excluded.doc
              RETURNING rowid",
         )?
-        .query_row(params![
-        next.order_id.as_str(),
-        next.customer_id.as_str(),
-        next.status.as_str(),
-        next.total.minor() as i64,
-        next.placed_at.timestamp_millis(),
-            next.version,
-            doc
-        ], |r| r.get(0))?;
-    if let OrderEvent::OrderPlaced { items, .. } = &event.event {
-        // Items never change after placing, so the text row is written once, with the version-1 event.
-        let terms: Vec<&str> = items.iter().flat_map(|i| [i.name.as_str(), i.sku.as_str()]).collect();
-        conn.prepare_cached("INSERT INTO search_text (rowid, terms) VALUES (?1, ?2)")?
-            .execute(params![rowid, terms.join(" ")])?;
-    }
-    Ok(true)
+        .query_row(
+            params![
+                order.order_id.as_str(),
+                order.customer_id.as_str(),
+                order.status.as_str(),
+                order.total.minor() as i64,
+                order.placed_at.timestamp_millis(),
+                order.version,
+                doc
+            ],
+            |r| r.get(0),
+        )?;
+    Ok(rowid)
 }
 
 #[async_trait]
@@ -124,7 +228,7 @@ impl Projection for SqliteSearchView {
     }
 
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_one).await
+        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_all).await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {
@@ -132,8 +236,7 @@ impl Projection for SqliteSearchView {
     }
 
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
-        let (generation, db) = self.gens.fresh()?;
-        Ok(Box::new(SqliteRebuild { gens: self.gens.clone(), generation, db, projection: NAME, apply_one }))
+        Ok(Box::new(SqliteRebuild::new(&self.gens, NAME, Box::<Fold>::default())?))
     }
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {
@@ -175,6 +278,16 @@ impl SearchView for SqliteSearchView {
     }
 }
 
+/// The one token the text index holds for a document's customer: the id's bytes in hex, so that any id is a
+/// single word to the tokenizer (the same as SQLite's `'c' || hex(customer_id)`, lower-cased as it indexes).
+fn owner_token(customer_id: &str) -> String {
+    use std::fmt::Write;
+    customer_id.bytes().fold(String::from("c"), |mut token, b| {
+        let _ = write!(token, "{b:02x}");
+        token
+    })
+}
+
 /// Builds one parameterised query: filters, optional FTS match, keyset cursor, sort, limit + 1 (to know
 /// whether there is a next page), and a count with the same filters (without the cursor).
 fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError> {
@@ -201,10 +314,14 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
         if terms.is_empty() {
             filters.push("0".into());
         } else {
-            // Each word quoted (so no FTS syntax gets through) and matched as a prefix; all must match.
-            let expr = terms.iter().map(|t| format!("\"{t}\"*")).collect::<Vec<_>>().join(" ");
+            // Each word quoted (so no FTS syntax gets through) and matched as a prefix; all must match. A
+            // customer's search also matches the owner token, so the index yields only that customer's matches
+            // (the `customer_id` filter above stays the exact check).
+            let owner = q.customer_id.as_ref().map(|c| format!("owner:\"{}\"", owner_token(c.as_str())));
+            let words = terms.iter().map(|t| format!("terms:\"{t}\"*"));
+            let expr = owner.into_iter().chain(words).collect::<Vec<_>>().join(" AND ");
             args.push(Box::new(expr));
-            filters.push(format!("rowid IN (SELECT rowid FROM search_text WHERE search_text MATCH ?{})", args.len()));
+            filters.push(format!("rowid IN (SELECT rowid FROM search_words WHERE search_words MATCH ?{})", args.len()));
         }
     }
     let count_where = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
@@ -255,6 +372,7 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CustomerId;
     use crate::views::SortOrder;
 
     fn query(text: &str) -> SearchQuery {
@@ -270,42 +388,78 @@ mod tests {
         }
     }
 
-    /// A view file of the previous layout (text index `search_fts` keyed by order id) opens with its text index
-    /// moved to rowid keys: the same words still find the same orders, new orders are indexed the new way.
-    #[tokio::test]
-    async fn a_view_of_the_old_layout_is_migrated_on_open() {
-        let dir = tempfile::tempdir().expect("dir");
-        let old = crate::sql::open(&dir.path().join("search.db"), crate::config::Synchronous::Normal).expect("db");
-        let doc = serde_json::json!({
-            "orderId": "o-old", "customerId": "c-1", "status": "placed", "currency": "EUR",
-            "items": [{"sku": "MUG-7", "name": "Blue mug", "quantity": 1, "unitPrice": 900}],
-            "total": 900, "version": 1, "placedAt": "2026-11-01T10:00:00Z"
-        });
-        old.execute_batch(
-            "CREATE TABLE search_docs (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, status TEXT NOT NULL,
-                 total INTEGER NOT NULL, placed_at INTEGER NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL);
-             CREATE VIRTUAL TABLE search_fts USING fts5 (order_id UNINDEXED, terms, tokenize = 'unicode61');",
-        )
-        .expect("old schema");
-        old.execute(
-            "INSERT INTO search_docs VALUES ('o-old', 'c-1', 'placed', 900, 1761991200000, 1, ?1)",
-            [doc.to_string()],
-        )
-        .expect("old doc");
-        old.execute("INSERT INTO search_fts (order_id, terms) VALUES ('o-old', 'Blue mug \n MUG-7')", []).expect("old");
-        drop(old);
+    fn for_customer(text: &str, customer: &str) -> SearchQuery {
+        SearchQuery { customer_id: Some(CustomerId::parse("customerId", customer).expect("id")), ..query(text) }
+    }
 
-        let view = SqliteSearchView::open(dir.path(), 1).expect("opens and migrates");
-        for words in ["blue", "mu", "mug-7"] {
-            let page = view.search(&query(words)).await.expect("search");
-            let ids: Vec<&str> = page.orders.iter().map(|o| o.order_id.as_str()).collect();
-            assert_eq!(ids, ["o-old"], "{words}");
-            assert_eq!(page.estimated_total, 1);
+    /// View files of the previous layouts (text index `search_fts` keyed by order id; `search_text` keyed by rowid
+    /// without the owner) open with the text index moved to the current one: the same words still find the same
+    /// orders, for everyone and for their customer only, and opening again does not migrate twice.
+    #[tokio::test]
+    async fn views_of_older_layouts_are_migrated_on_open() {
+        let old_layouts = [
+            "CREATE VIRTUAL TABLE search_fts USING fts5 (order_id UNINDEXED, terms, tokenize = 'unicode61');
+             INSERT INTO search_fts (order_id, terms) VALUES ('o-old', 'Blue mug  MUG-7');",
+            "CREATE INDEX search_docs_customer ON search_docs (customer_id, placed_at);
+             CREATE VIRTUAL TABLE search_text USING fts5 (terms, content = '', tokenize = 'unicode61', prefix = '2 3');
+             INSERT INTO search_text (rowid, terms) SELECT rowid, 'Blue mug MUG-7' FROM search_docs;",
+        ];
+        for layout in old_layouts {
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.path().join("search.db");
+            let old = crate::sql::open(&path, crate::config::Synchronous::Normal).expect("db");
+            let doc = serde_json::json!({
+                "orderId": "o-old", "customerId": "c-1", "status": "placed", "currency": "EUR",
+                "items": [{"sku": "MUG-7", "name": "Blue mug", "quantity": 1, "unitPrice": 900}],
+                "total": 900, "version": 1, "placedAt": "2026-11-01T10:00:00Z"
+            });
+            old.execute_batch(
+                "CREATE TABLE search_docs (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, status TEXT NOT NULL,
+                     total INTEGER NOT NULL, placed_at INTEGER NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL);",
+            )
+            .expect("old schema");
+            old.execute(
+                "INSERT INTO search_docs VALUES ('o-old', 'c-1', 'placed', 900, 1761991200000, 1, ?1)",
+                [doc.to_string()],
+            )
+            .expect("old doc");
+            old.execute_batch(layout).expect("old text index");
+            drop(old);
+
+            let view = SqliteSearchView::open(dir.path(), 1).expect("opens and migrates");
+            for words in ["blue", "mu", "mug-7"] {
+                for q in [query(words), for_customer(words, "c-1")] {
+                    let page = view.search(&q).await.expect("search");
+                    let ids: Vec<&str> = page.orders.iter().map(|o| o.order_id.as_str()).collect();
+                    assert_eq!(ids, ["o-old"], "{words} {q:?}");
+                    assert_eq!(page.estimated_total, 1);
+                }
+            }
+            assert!(view.search(&query("red")).await.expect("search").orders.is_empty());
+            assert!(view.search(&for_customer("blue", "c-2")).await.expect("search").orders.is_empty());
+            drop(view);
+            let conn = crate::sql::open(&path, crate::config::Synchronous::Normal).expect("db");
+            let left: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('search_fts', 'search_text', 'search_docs_customer')",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("schema");
+            assert_eq!(left, 0, "the old tables and index are gone");
+            drop(conn);
+            let again = SqliteSearchView::open(dir.path(), 1).expect("opens");
+            assert_eq!(again.search(&query("blue")).await.expect("search").orders.len(), 1);
         }
-        assert!(view.search(&query("red")).await.expect("search").orders.is_empty());
-        drop(view);
-        // Opening again does not migrate twice (the old table is gone).
-        let again = SqliteSearchView::open(dir.path(), 1).expect("opens");
-        assert_eq!(again.search(&query("blue")).await.expect("search").orders.len(), 1);
+    }
+
+    /// The owner token is one word to the tokenizer whatever the id, and the same as SQLite's hex().
+    #[test]
+    fn owner_tokens_are_single_words() {
+        assert_eq!(owner_token("c-1"), "c632d31");
+        assert_eq!(search_terms(&owner_token("Zoë.ü/7")), vec![owner_token("Zoë.ü/7")]);
+        let conn = Connection::open_in_memory().expect("db");
+        let hex: String = conn.query_row("SELECT lower('c' || hex('Zoë.ü/7'))", [], |r| r.get(0)).expect("hex");
+        assert_eq!(hex, owner_token("Zoë.ü/7"));
     }
 }

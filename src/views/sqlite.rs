@@ -2,7 +2,7 @@
 //! events and moves the checkpoint together, and the database generations a rebuild swaps between.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -10,6 +10,10 @@ use super::{ApplyReport, ViewError};
 use crate::config::Synchronous;
 use crate::sql::{DbError, ReadPool, WriteConn};
 use crate::store::StoredEvent;
+
+/// Page cache of a generation being rebuilt (KiB, as `PRAGMA cache_size` takes it when negative), and after.
+const BULK_CACHE_KIB: i64 = -65_536;
+const DEFAULT_CACHE_KIB: i64 = -2_000;
 
 pub(super) const CHECKPOINTS_SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS checkpoints (projection TEXT PRIMARY KEY, position INTEGER NOT NULL);";
@@ -31,27 +35,43 @@ pub(super) fn read_checkpoint(conn: &Connection, projection: &str) -> Result<u64
         .unwrap_or(0))
 }
 
-/// Applies `events` with `apply_one` (true = applied, false = duplicate skipped) and saves `checkpoint`, all
-/// in one transaction: either the whole batch and its checkpoint are durable, or none of it.
+/// How a view applies a batch of events (in feed order) inside the caller's transaction: each one applied, or
+/// skipped as a duplicate, and counted in the report.
+pub(super) type ApplyFn = fn(&Connection, &[StoredEvent]) -> Result<ApplyReport, ViewError>;
+
+/// Applies `events` one at a time with `apply_one` (true = applied, false = duplicate skipped).
+pub(super) fn apply_each(
+    conn: &Connection,
+    events: &[StoredEvent],
+    apply_one: fn(&Connection, &StoredEvent) -> Result<bool, ViewError>,
+) -> Result<ApplyReport, ViewError> {
+    let mut report = ApplyReport::default();
+    for event in events {
+        match apply_one(conn, event)? {
+            true => report.applied += 1,
+            false => report.skipped += 1,
+        }
+    }
+    Ok(report)
+}
+
+/// Applies `events` with `apply` and saves `checkpoint`, all in one transaction: either the whole batch and its
+/// checkpoint are durable, or none of it.
 pub(super) async fn apply_batch(
     writer: &WriteConn,
     projection: &'static str,
     events: &[StoredEvent],
     checkpoint: Option<u64>,
-    apply_one: fn(&Connection, &StoredEvent) -> Result<bool, ViewError>,
+    apply: ApplyFn,
 ) -> Result<ApplyReport, ViewError> {
     let events = events.to_vec();
     writer
         .write(move |conn| {
             let tx = conn.transaction()?;
-            let mut report = ApplyReport::default();
-            for event in &events {
-                match apply_one(&tx, event) {
-                    Ok(true) => report.applied += 1,
-                    Ok(false) => report.skipped += 1,
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
+            let report = match apply(&tx, &events) {
+                Ok(report) => report,
+                Err(e) => return Ok(Err(e)),
+            };
             if let Some(position) = checkpoint {
                 save_checkpoint(&tx, projection, position)?;
             }
@@ -75,6 +95,8 @@ pub(super) struct Generations {
     dir: PathBuf,
     name: &'static str,
     schema: &'static str,
+    /// Secondary indexes a rebuild builds once at the end instead of row by row (they come back from `schema`).
+    deferred_indexes: &'static [&'static str],
     read_connections: usize,
     current: Arc<RwLock<(u64, Arc<ViewDb>)>>,
 }
@@ -84,6 +106,7 @@ impl Generations {
         dir: &Path,
         name: &'static str,
         schema: &'static str,
+        deferred_indexes: &'static [&'static str],
         read_connections: usize,
     ) -> Result<Self, DbError> {
         let generation = match std::fs::read_to_string(dir.join(format!("{name}.current"))) {
@@ -95,6 +118,7 @@ impl Generations {
             dir: dir.to_owned(),
             name,
             schema,
+            deferred_indexes,
             read_connections,
             current: Arc::new(RwLock::new((0, Arc::new(Self::placeholder()?)))),
         };
@@ -139,10 +163,35 @@ impl Generations {
         Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()).1)
     }
 
-    /// An empty next generation, for a rebuild.
+    /// An empty next generation, for a rebuild, set up for a bulk load: no fsync (a copy that fails half way
+    /// is thrown away, and [`SqliteRebuild::finish`] makes it durable before it is used), a large page cache,
+    /// and the secondary indexes left out until the end.
     pub fn fresh(&self) -> Result<(u64, Arc<ViewDb>), DbError> {
         let next = self.current.read().unwrap_or_else(|p| p.into_inner()).0 + 1;
-        Ok((next, self.open_generation(next, true)?))
+        let db = self.open_generation(next, true)?;
+        db.writer.write_blocking(|conn| {
+            conn.pragma_update(None, "synchronous", "OFF")?;
+            conn.pragma_update(None, "cache_size", BULK_CACHE_KIB)?;
+            for index in self.deferred_indexes {
+                conn.execute_batch(&format!("DROP INDEX IF EXISTS {index}"))?;
+            }
+            Ok(())
+        })?;
+        Ok((next, db))
+    }
+
+    /// Ends a generation's bulk load: its indexes built, its pages on disk, back to the normal settings.
+    fn settle(&self, db: &ViewDb) -> Result<(), DbError> {
+        db.writer.write_blocking(|conn| {
+            if !conn.is_autocommit() {
+                conn.execute_batch("COMMIT")?;
+            }
+            conn.execute_batch(self.schema)?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            conn.pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)?;
+            Ok(())
+        })
     }
 
     /// Makes `generation` the current one: durably (the `.current` file is replaced atomically) and at once
@@ -165,24 +214,106 @@ impl Generations {
     }
 }
 
-/// A rebuild of an embedded view: fills the next generation, then swaps it in.
-pub(super) struct SqliteRebuild {
-    pub gens: Generations,
-    pub generation: u64,
-    pub db: Arc<ViewDb>,
-    pub projection: &'static str,
-    pub apply_one: fn(&Connection, &StoredEvent) -> Result<bool, ViewError>,
+/// How a rebuild takes the write model in: it may hold events in memory and write them later (the search view
+/// folds each order's events into one document write), or write them as they come ([`Direct`]).
+pub(super) trait BulkLoad: Send {
+    /// Takes one step of events into the copy (reading it as needed); true when it holds enough to write now.
+    fn add(&mut self, conn: &Connection, events: &[StoredEvent]) -> Result<bool, ViewError>;
+    /// Writes whatever it still holds.
+    fn write(&mut self, conn: &Connection) -> Result<(), ViewError>;
 }
+
+/// A bulk load that applies every step at once, with the view's live apply.
+pub(super) struct Direct(pub ApplyFn);
+
+impl BulkLoad for Direct {
+    fn add(&mut self, conn: &Connection, events: &[StoredEvent]) -> Result<bool, ViewError> {
+        (self.0)(conn, events).map(|_| false)
+    }
+
+    fn write(&mut self, _conn: &Connection) -> Result<(), ViewError> {
+        Ok(())
+    }
+}
+
+/// A rebuild of an embedded view: fills the next generation in bulk mode (see [`Generations::fresh`]), in large
+/// transactions, then builds its indexes, makes it durable and swaps it in.
+pub(super) struct SqliteRebuild {
+    gens: Generations,
+    generation: u64,
+    db: Arc<ViewDb>,
+    projection: &'static str,
+    load: Arc<Mutex<Box<dyn BulkLoad>>>,
+    /// Events taken in since the last commit.
+    uncommitted: usize,
+}
+
+impl SqliteRebuild {
+    pub fn new(gens: &Generations, projection: &'static str, load: Box<dyn BulkLoad>) -> Result<Self, DbError> {
+        let (generation, db) = gens.fresh()?;
+        Ok(Self { gens: gens.clone(), generation, db, projection, load: Arc::new(Mutex::new(load)), uncommitted: 0 })
+    }
+}
+
+/// Events a rebuild takes in per transaction: every commit writes the pages it dirtied to the WAL, so fewer,
+/// larger commits write each page fewer times.
+const BULK_COMMIT_EVENTS: usize = 20_000;
 
 #[async_trait::async_trait]
 impl super::Rebuilder for SqliteRebuild {
-    /// The checkpoint is the log position after `events`: the rebuilt generation's tail goes on from there.
+    /// The checkpoint is the log position after `events`: the rebuilt generation's tail goes on from there. It is
+    /// committed with everything before it. Steps share a transaction; each step is a savepoint in it, so a step
+    /// that fails leaves nothing behind in the copy, and one retried is folded again idempotently.
     async fn apply(&mut self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<(), ViewError> {
-        apply_batch(&self.db.writer, self.projection, events, checkpoint, self.apply_one).await.map(|_| ())
+        let (events, projection, load) = (events.to_vec(), self.projection, Arc::clone(&self.load));
+        let uncommitted = self.uncommitted + events.len();
+        let committed = self
+            .db
+            .writer
+            .write(move |conn| {
+                let mut load = load.lock().unwrap_or_else(|p| p.into_inner());
+                if conn.is_autocommit() {
+                    conn.execute_batch("BEGIN")?;
+                }
+                let step = conn.savepoint()?;
+                let full = match load.add(&step, &events) {
+                    Ok(full) => full,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if let Some(position) = checkpoint {
+                    save_checkpoint(&step, projection, position)?;
+                }
+                step.commit()?;
+                if !(full || uncommitted >= BULK_COMMIT_EVENTS) {
+                    return Ok(Ok(false));
+                }
+                if let Err(e) = load.write(conn) {
+                    return Ok(Err(e));
+                }
+                conn.execute_batch("COMMIT")?;
+                Ok(Ok(true))
+            })
+            .await??;
+        self.uncommitted = if committed { 0 } else { uncommitted };
+        Ok(())
     }
 
     async fn finish(self: Box<Self>) -> Result<(), ViewError> {
-        Ok(self.gens.swap(self.generation, self.db)?)
+        let Self { gens, generation, db, load, .. } = *self;
+        tokio::task::spawn_blocking(move || {
+            let written = db.writer.write_blocking(|conn| {
+                let mut load = load.lock().unwrap_or_else(|p| p.into_inner());
+                if conn.is_autocommit() {
+                    conn.execute_batch("BEGIN")?;
+                }
+                Ok(load.write(conn))
+            })?;
+            written?;
+            gens.settle(&db)?;
+            Ok::<_, ViewError>(gens.swap(generation, db)?)
+        })
+        .await
+        .map_err(|e| DbError::Worker(e.to_string()))?
     }
 
     async fn abort(self: Box<Self>) {
