@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use super::bridge::Bridge;
 use super::parking::{EventFailure, ParkingLot, PoisonSwitch};
 use crate::feed::{FeedError, FeedSubscription};
-use crate::store::{RebuildChunk, RebuildSource};
+use crate::store::{RebuildChunk, RebuildSource, StoredEvent};
 use crate::telemetry::{self, ProjectionOutcome};
 use crate::views::Rebuilder;
 use crate::views::ViewError;
@@ -509,14 +509,15 @@ async fn fill(
         let mut position = 0u64;
         let mut chunk = read_chunk(source, None, status).await?;
         loop {
+            let RebuildChunk { events, next, checkpoint } = chunk;
             let following = async {
-                match &chunk.next {
+                match &next {
                     Some(cursor) => Some(read_chunk(source, Some(cursor), status).await),
                     None => None,
                 }
             };
-            let (applied, following) =
-                tokio::join!(apply_chunk(&mut *rebuilder, &chunk, &mut total, &mut position, status), following);
+            let applied = apply_chunk(&mut *rebuilder, events, checkpoint, &mut total, &mut position, status);
+            let (applied, following) = tokio::join!(applied, following);
             applied?;
             match following {
                 Some(next) => chunk = next?,
@@ -557,17 +558,19 @@ async fn read_chunk(
 /// order; the checkpoint goes with the chunk's last step only.
 async fn apply_chunk(
     rebuilder: &mut dyn Rebuilder,
-    chunk: &RebuildChunk,
+    events: Vec<StoredEvent>,
+    chunk_checkpoint: Option<u64>,
     total: &mut u64,
     position: &mut u64,
     status: &ProjectionStatus,
 ) -> Result<(), String> {
-    let steps = chunk.events.chunks(REBUILD_STEP).count();
-    for (i, step) in chunk.events.chunks(REBUILD_STEP).enumerate() {
-        let checkpoint = chunk.checkpoint.filter(|_| i + 1 == steps);
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let step: Arc<[StoredEvent]> = events.by_ref().take(REBUILD_STEP).collect();
+        let checkpoint = chunk_checkpoint.filter(|_| events.peek().is_none());
         let mut attempt = 0;
         loop {
-            match rebuilder.apply(step, checkpoint).await {
+            match rebuilder.apply(Arc::clone(&step), checkpoint).await {
                 Ok(()) => break,
                 Err(ViewError::Unavailable(e)) if attempt + 1 < REBUILD_ATTEMPTS => {
                     attempt += 1;
@@ -579,7 +582,7 @@ async fn apply_chunk(
         }
         *total += step.len() as u64;
         // A log position where the source has one, else the count of events read (see RebuildProgress).
-        *position = match chunk.checkpoint {
+        *position = match chunk_checkpoint {
             None => *total,
             Some(_) => checkpoint.unwrap_or(*position),
         };

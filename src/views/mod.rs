@@ -12,6 +12,8 @@ pub mod search_meili;
 pub mod search_sqlite;
 mod sqlite;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,7 +87,8 @@ pub trait Rebuilder: Send {
     /// Applies events of the write model (each order's in version order). `checkpoint` is the feed position
     /// after them where the write model's log is also the feed (embedded), stored as the copy's checkpoint;
     /// `None` where the feed keeps its own position (Kafka).
-    async fn apply(&mut self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<(), ViewError>;
+    /// The events are shared so that a step can be retried and moved to another thread without a copy.
+    async fn apply(&mut self, events: Arc<[StoredEvent]>, checkpoint: Option<u64>) -> Result<(), ViewError>;
     /// Swaps the rebuilt copy in: from now on queries and the projector use it; the old copy is removed.
     async fn finish(self: Box<Self>) -> Result<(), ViewError>;
     /// Gives the copy up after a failure, removing it where that is cheap; the current view stays as it is.

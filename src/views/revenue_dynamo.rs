@@ -668,8 +668,8 @@ struct RevenueRebuild {
 
 #[async_trait]
 impl Rebuilder for RevenueRebuild {
-    async fn apply(&mut self, events: &[StoredEvent], _checkpoint: Option<u64>) -> Result<(), ViewError> {
-        self.fresh.apply(events).await.map(|_| ())
+    async fn apply(&mut self, events: Arc<[StoredEvent]>, _checkpoint: Option<u64>) -> Result<(), ViewError> {
+        self.fresh.apply(&events).await.map(|_| ())
     }
 
     async fn finish(self: Box<Self>) -> Result<(), ViewError> {

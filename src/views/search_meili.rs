@@ -379,8 +379,8 @@ struct MeiliRebuild {
 
 #[async_trait]
 impl Rebuilder for MeiliRebuild {
-    async fn apply(&mut self, events: &[StoredEvent], _checkpoint: Option<u64>) -> Result<(), ViewError> {
-        self.fresh.apply(events, None).await.map(|_| ())
+    async fn apply(&mut self, events: Arc<[StoredEvent]>, _checkpoint: Option<u64>) -> Result<(), ViewError> {
+        self.fresh.apply(&events, None).await.map(|_| ())
     }
 
     async fn finish(self: Box<Self>) -> Result<(), ViewError> {

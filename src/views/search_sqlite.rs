@@ -70,9 +70,8 @@ impl SqliteSearchView {
         let gens = Generations::open(dir, "search", SCHEMA, DEFERRED_INDEXES, read_connections)?;
         let view = Arc::new(Self { gens });
         view.gens.db().writer.write_blocking(|conn| {
-            let old: bool = conn
-                .prepare("SELECT 1 FROM sqlite_master WHERE name IN ('search_fts', 'search_text')")?
-                .exists([])?;
+            let old: bool =
+                conn.prepare("SELECT 1 FROM sqlite_master WHERE name IN ('search_fts', 'search_text')")?.exists([])?;
             if old {
                 tracing::info!("search view: moving the text index to its current layout (once)");
                 let tx = conn.transaction()?;

@@ -264,8 +264,8 @@ impl super::Rebuilder for SqliteRebuild {
     /// The checkpoint is the log position after `events`: the rebuilt generation's tail goes on from there. It is
     /// committed with everything before it. Steps share a transaction; each step is a savepoint in it, so a step
     /// that fails leaves nothing behind in the copy, and one retried is folded again idempotently.
-    async fn apply(&mut self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<(), ViewError> {
-        let (events, projection, load) = (events.to_vec(), self.projection, Arc::clone(&self.load));
+    async fn apply(&mut self, events: Arc<[StoredEvent]>, checkpoint: Option<u64>) -> Result<(), ViewError> {
+        let (projection, load) = (self.projection, Arc::clone(&self.load));
         let uncommitted = self.uncommitted + events.len();
         let committed = self
             .db
