@@ -291,6 +291,7 @@ fn owner_token(customer_id: &str) -> String {
 /// whether there is a next page), and a count with the same filters (without the cursor).
 fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError> {
     let mut filters: Vec<String> = Vec::new();
+    let mut text_matches = String::new();
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(customer) = &q.customer_id {
         args.push(Box::new(customer.as_str().to_owned()));
@@ -320,16 +321,15 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
             let words = terms.iter().map(|t| format!("terms:\"{t}\"*"));
             let expr = owner.into_iter().chain(words).collect::<Vec<_>>().join(" AND ");
             args.push(Box::new(expr));
-            filters.push(format!("rowid IN (SELECT rowid FROM search_words WHERE search_words MATCH ?{})", args.len()));
+            // The matches are read from the index once, for both the count and the page.
+            text_matches = format!(
+                "WITH m AS MATERIALIZED (SELECT rowid AS r FROM search_words WHERE search_words MATCH ?{}) ",
+                args.len()
+            );
+            filters.push("rowid IN m".into());
         }
     }
     let count_where = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
-    let count_args: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-    let estimated_total: u64 = conn
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM search_docs {count_where} LIMIT {MAX_ESTIMATED_TOTAL})"
-        ))?
-        .query_row(count_args.as_slice(), |r| r.get(0))?;
 
     let (column, dir, cmp) = match q.sort {
         super::SortOrder::PlacedAtDesc => ("placed_at", "DESC", "<"),
@@ -349,16 +349,26 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
     }
     let page_where = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
     args.push(Box::new(q.limit as i64 + 1));
+    // One statement: the count (one row, always) joined with the page (none or more rows), in page order.
     let sql = format!(
-        "SELECT doc FROM search_docs {page_where} ORDER BY {column} {dir}, order_id {dir} LIMIT ?{}",
+        "{text_matches}SELECT t.n, p.doc FROM
+             (SELECT COUNT(*) AS n FROM (SELECT 1 FROM search_docs {count_where} LIMIT {MAX_ESTIMATED_TOTAL})) AS t
+             LEFT JOIN (SELECT doc, {column} AS k, order_id FROM search_docs {page_where}
+                        ORDER BY {column} {dir}, order_id {dir} LIMIT ?{}) AS p ON 1
+         ORDER BY p.k {dir}, p.order_id {dir}",
         args.len()
     );
     let page_args: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut orders = stmt
-        .query_map(page_args.as_slice(), |r| r.get::<_, String>(0))?
-        .map(|doc| serde_json::from_str::<Order>(&doc?).map_err(|e| DbError::Corrupt(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut estimated_total = 0;
+    let mut orders = Vec::with_capacity(q.limit + 1);
+    let mut rows = stmt.query(page_args.as_slice())?;
+    while let Some(row) = rows.next()? {
+        estimated_total = row.get(0)?;
+        if let Some(doc) = row.get::<_, Option<String>>(1)? {
+            orders.push(serde_json::from_str::<Order>(&doc).map_err(|e| DbError::Corrupt(e.to_string()))?);
+        }
+    }
     let next_cursor = if orders.len() > q.limit {
         orders.truncate(q.limit);
         orders.last().map(|o| Cursor::After { key: q.sort.key(o), order_id: o.order_id.to_string() }.encode())

@@ -256,9 +256,9 @@ async fn a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in(v
     assert_eq!(before, [day(date(2025, 1, 31), "EUR", 1000, 0, 1, 0)]);
 
     let mut rebuild = view.rebuild().await.expect("a fresh copy");
-    rebuild.apply(&feed[..6], Some(6)).await.expect("first chunk");
+    rebuild.apply(Arc::from(&feed[..6]), Some(6)).await.expect("first chunk");
     assert_eq!(all_days(&*view).await, before, "queries never see the partial copy");
-    rebuild.apply(&feed[6..], Some(10)).await.expect("second chunk");
+    rebuild.apply(Arc::from(&feed[6..]), Some(10)).await.expect("second chunk");
     assert_eq!(all_days(&*view).await, before);
     rebuild.finish().await.expect("switched");
     assert_eq!(all_days(&*view).await, boundary_days());
@@ -277,7 +277,7 @@ async fn a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in(v
     let mut again = view.rebuild().await.expect("another fresh copy");
     let mut write_model = feed.clone();
     write_model.extend_from_slice(&batch[3..]);
-    again.apply(&write_model, Some(12)).await.expect("fill");
+    again.apply(Arc::from(write_model.as_slice()), Some(12)).await.expect("fill");
     again.finish().await.expect("switched again");
     assert_eq!(all_days(&*view).await, want);
 }
@@ -288,7 +288,7 @@ async fn an_aborted_rebuild_leaves_the_view_as_it_was(view: Arc<dyn RevenueAdapt
     view.apply(&feed[..3], None).await.expect("the current view");
     let before = all_days(&*view).await;
     let mut rebuild = view.rebuild().await.expect("a fresh copy");
-    rebuild.apply(&feed, Some(10)).await.expect("fill");
+    rebuild.apply(Arc::from(feed.as_slice()), Some(10)).await.expect("fill");
     rebuild.abort().await;
     assert_eq!(all_days(&*view).await, before);
     // The current view still takes the projector's batches.
@@ -296,7 +296,7 @@ async fn an_aborted_rebuild_leaves_the_view_as_it_was(view: Arc<dyn RevenueAdapt
     assert_eq!(all_days(&*view).await, boundary_days());
 
     let mut again = view.rebuild().await.expect("another fresh copy");
-    again.apply(&feed[..3], Some(3)).await.expect("fill");
+    again.apply(Arc::from(&feed[..3]), Some(3)).await.expect("fill");
     again.finish().await.expect("switched");
     assert_eq!(all_days(&*view).await, before, "exactly what the rebuild was given");
 }
@@ -332,14 +332,14 @@ async fn dynamo_rebuild_switches_table_generations_durably_and_deletes_the_old_t
     // Aborted: its tables go, the pointer stays.
     let mut aborted = view.rebuild().await.expect("fresh tables");
     assert!(exists(tables.revenue_generation(1).daily).await, "generation 1 is being filled");
-    aborted.apply(&feed, None).await.expect("fill");
+    aborted.apply(Arc::from(feed.as_slice()), None).await.expect("fill");
     aborted.abort().await;
     assert!(!exists(tables.revenue_generation(1).daily).await && !exists(tables.revenue_generation(1).orders).await);
     assert_eq!(generation().await, None);
 
     // Switched: generation 2 (numbers are never reused), durable, old tables gone.
     let mut rebuild = view.rebuild().await.expect("fresh tables");
-    rebuild.apply(&feed, None).await.expect("fill");
+    rebuild.apply(Arc::from(feed.as_slice()), None).await.expect("fill");
     rebuild.finish().await.expect("switched");
     assert_eq!(generation().await, Some(2));
     assert!(exists(tables.revenue_generation(2).daily).await);
@@ -351,7 +351,7 @@ async fn dynamo_rebuild_switches_table_generations_durably_and_deletes_the_old_t
     assert_eq!(all_days(&*reopened).await, boundary_days());
     assert!(!exists(tables.revenue_daily.clone()).await, "reopening does not recreate generation 0");
     let mut third = reopened.rebuild().await.expect("fresh tables");
-    third.apply(&feed[..3], None).await.expect("fill");
+    third.apply(Arc::from(&feed[..3]), None).await.expect("fill");
     third.finish().await.expect("switched by the other handle");
     assert_eq!(all_days(&*view).await, all_days(&*reopened).await, "the first handle follows the switch");
     assert_eq!(generation().await, Some(3));
@@ -359,9 +359,9 @@ async fn dynamo_rebuild_switches_table_generations_durably_and_deletes_the_old_t
     // A rebuild begun before another one switched cannot switch over it.
     let mut late = view.rebuild().await.expect("fresh tables");
     let mut early = reopened.rebuild().await.expect("fresh tables");
-    early.apply(&feed, None).await.expect("fill");
+    early.apply(Arc::from(feed.as_slice()), None).await.expect("fill");
     early.finish().await.expect("the first to finish switches");
-    late.apply(&feed[..3], None).await.expect("fill");
+    late.apply(Arc::from(&feed[..3]), None).await.expect("fill");
     assert!(matches!(late.finish().await, Err(ViewError::Unavailable(_))), "the stale rebuild is refused");
     assert_eq!(all_days(&*view).await, boundary_days());
 }

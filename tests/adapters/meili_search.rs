@@ -533,9 +533,9 @@ async fn a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in(v
     let mine = SearchQuery { customer_id: customer("c-rb"), ..query() };
 
     let mut rebuild = view.rebuild().await.expect("a fresh copy");
-    rebuild.apply(&write_model[..2], Some(2)).await.expect("first chunk");
+    rebuild.apply(Arc::from(&write_model[..2]), Some(2)).await.expect("first chunk");
     assert_eq!(ids(&search(&*view, &mine).await), [a.as_str()], "queries see the current view, not the copy");
-    rebuild.apply(&write_model[2..], Some(3)).await.expect("second chunk");
+    rebuild.apply(Arc::from(&write_model[2..]), Some(3)).await.expect("second chunk");
     assert_eq!(view.get(&a).await.expect("get").map(|o| o.version), Some(1), "still the current view");
     assert_eq!(view.get(&b).await.expect("get"), None);
 
@@ -558,12 +558,12 @@ async fn an_aborted_rebuild_leaves_the_view_as_it_was(view: Arc<dyn SearchAdapte
     let a_placed = placed(&a, "c-ab", 0, &[("AB-1", "Kept lamp", 1, 800)]);
     view.apply(std::slice::from_ref(&a_placed), None).await.expect("the current view");
     let mut rebuild = view.rebuild().await.expect("a fresh copy");
-    rebuild.apply(&[a_placed.clone(), paid(&a, 2, 800)], Some(2)).await.expect("fill");
+    rebuild.apply(Arc::from([a_placed.clone(), paid(&a, 2, 800)]), Some(2)).await.expect("fill");
     rebuild.abort().await;
     assert_eq!(view.get(&a).await.expect("get").map(|o| o.version), Some(1));
 
     let mut again = view.rebuild().await.expect("another fresh copy");
-    again.apply(std::slice::from_ref(&a_placed), Some(1)).await.expect("fill");
+    again.apply(Arc::from([a_placed.clone()]), Some(1)).await.expect("fill");
     again.finish().await.expect("swapped in");
     assert_eq!(view.get(&a).await.expect("get"), Some(fold(&[a_placed])));
     assert_eq!(ids(&search(&*view, &text("lamp")).await), [a.as_str()]);
@@ -705,12 +705,12 @@ async fn meili_rebuild_swaps_the_fresh_index_in_and_leaves_no_index_behind() {
 
     let mut aborted = view.rebuild().await.expect("a fresh index");
     assert_eq!(leftovers().await.len(), 1, "the fresh index exists while the rebuild runs");
-    aborted.apply(&[placed(&new, "c-sw", 1, &[("SW-2", "Fresh thing", 1, 100)])], None).await.expect("fill");
+    aborted.apply(Arc::from([placed(&new, "c-sw", 1, &[("SW-2", "Fresh thing", 1, 100)])]), None).await.expect("fill");
     aborted.abort().await;
     assert!(leftovers().await.is_empty(), "an aborted rebuild deletes its index");
 
     let mut rebuild = view.rebuild().await.expect("a fresh index");
-    rebuild.apply(&[placed(&new, "c-sw", 1, &[("SW-2", "Fresh thing", 1, 100)])], None).await.expect("fill");
+    rebuild.apply(Arc::from([placed(&new, "c-sw", 1, &[("SW-2", "Fresh thing", 1, 100)])]), None).await.expect("fill");
     assert!(view.get(&old).await.expect("get").is_some(), "before the swap: the current index");
     rebuild.finish().await.expect("swap");
     assert!(leftovers().await.is_empty(), "the swapped-out index is deleted");
