@@ -663,6 +663,11 @@ async fn search_filters_by_customer_status_and_placed_range() {
     assert_eq!(cat.hits("customerId=c-a&status=placed").await, cat.ids("A"));
     assert_eq!(cat.hits("customerId=c-b&q=mug").await, Vec::<String>::new());
     assert_eq!(cat.search("status=cancelled").await["estimatedTotal"], 1);
+    // Counts of words within one customer's orders, with and without another filter.
+    assert_eq!(cat.search("customerId=c-a&q=mug").await["estimatedTotal"], 2);
+    assert_eq!(cat.search("customerId=c-b&q=mug").await["estimatedTotal"], 0);
+    assert_eq!(cat.search("customerId=c-a&q=mug&status=placed").await["estimatedTotal"], 1);
+    assert_eq!(cat.hits("customerId=c-a&q=mug&status=placed").await, cat.ids("A"));
 
     let at = |v: &Value| assert_utc_timestamp(&v["placedAt"]);
     let one_ms = chrono::Duration::milliseconds(1);
