@@ -1,10 +1,11 @@
 //! The embedded search view: one row per order (the API document as JSON plus the columns we filter and sort
-//! on) and an FTS5 index over item names and skus, contentless and keyed by the document's rowid, so a text
-//! match is a list of rowids read straight from the index, and a search walks the sort index and stops at its
-//! page instead of sorting every match. `estimatedTotal` counts at most [`MAX_ESTIMATED_TOTAL`] matches, as
-//! the distributed profile's Meilisearch does. Applying an event reads the stored document, folds the
-//! event into it with the domain's own `Order::evolve`, and writes it back with its version: an event at or
-//! below the stored version is a duplicate and is skipped.
+//! on) and an FTS5 index over item names and skus plus one owner token per document (its customer), contentless
+//! and keyed by the document's rowid. A text match is a list of rowids read straight from the index, a
+//! customer's search matches only that customer's documents, and a page walks a sort index and stops at its
+//! limit instead of sorting every match. `estimatedTotal` counts at most [`MAX_ESTIMATED_TOTAL`] matches, as
+//! the distributed profile's Meilisearch does. Applying a batch reads each order's stored document once, folds
+//! the batch's events into it with the domain's own `Order::evolve`, and writes it back once with its version:
+//! an event at or below the version reached is a duplicate and is skipped.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
