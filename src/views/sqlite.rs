@@ -263,7 +263,8 @@ const BULK_COMMIT_EVENTS: usize = 20_000;
 impl super::Rebuilder for SqliteRebuild {
     /// The checkpoint is the log position after `events`: the rebuilt generation's tail goes on from there. It is
     /// committed with everything before it. Steps share a transaction; each step is a savepoint in it, so a step
-    /// that fails leaves nothing behind in the copy, and one retried is folded again idempotently.
+    /// that fails leaves nothing behind in the copy, and one retried is folded again idempotently. A failed write
+    /// or commit of the transaction is final for the rebuild.
     async fn apply(&mut self, events: Arc<[StoredEvent]>, checkpoint: Option<u64>) -> Result<(), ViewError> {
         let (projection, load) = (self.projection, Arc::clone(&self.load));
         let uncommitted = self.uncommitted + events.len();
@@ -287,11 +288,14 @@ impl super::Rebuilder for SqliteRebuild {
                 if !(full || uncommitted >= BULK_COMMIT_EVENTS) {
                     return Ok(Ok(false));
                 }
-                if let Err(e) = load.write(conn) {
-                    return Ok(Err(e));
+                // What was folded in memory and the steps since the last commit are gone if this fails: retrying
+                // one step could not bring them back, so the rebuild gives up (the current view stays).
+                let flushed =
+                    load.write(conn).and_then(|()| Ok(conn.execute_batch("COMMIT").map_err(DbError::from)?));
+                match flushed {
+                    Ok(()) => Ok(Ok(true)),
+                    Err(e) => Ok(Err(ViewError::Rejected(format!("writing the rebuilt copy failed: {e}")))),
                 }
-                conn.execute_batch("COMMIT")?;
-                Ok(Ok(true))
             })
             .await??;
         self.uncommitted = if committed { 0 } else { uncommitted };
@@ -321,5 +325,57 @@ impl super::Rebuilder for SqliteRebuild {
         drop(db);
         // The next rebuild would start this generation afresh anyway; this only gives the space back now.
         gens.remove_files(generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::Rebuilder;
+
+    /// A bulk load that fails where it is told to.
+    struct Failing {
+        add: Option<ViewError>,
+        write: Option<ViewError>,
+    }
+
+    impl BulkLoad for Failing {
+        fn add(&mut self, _conn: &Connection, _events: &[StoredEvent]) -> Result<bool, ViewError> {
+            self.add.take().map_or(Ok(true), Err)
+        }
+
+        fn write(&mut self, _conn: &Connection) -> Result<(), ViewError> {
+            self.write.take().map_or(Ok(()), Err)
+        }
+    }
+
+    fn rebuild(dir: &Path, load: Failing) -> SqliteRebuild {
+        let gens = Generations::open(dir, "test", "CREATE TABLE IF NOT EXISTS t (x);", &[], 1).expect("gens");
+        SqliteRebuild::new(&gens, "test", Box::new(load)).expect("rebuild")
+    }
+
+    fn stored_checkpoint(rebuild: &SqliteRebuild) -> u64 {
+        rebuild.db.writer.write_blocking(|conn| read_checkpoint(conn, "test")).expect("checkpoint")
+    }
+
+    /// A step that fails to fold is retryable and leaves nothing behind; a failed write of what was folded is
+    /// final (the steps folded before it are gone from memory, a retry of one step could not bring them back).
+    #[tokio::test]
+    async fn a_failed_step_is_retryable_a_failed_write_is_final() {
+        let dir = tempfile::tempdir().expect("dir");
+        let none: Arc<[StoredEvent]> = Arc::from(Vec::new());
+        let mut failing_step =
+            rebuild(dir.path(), Failing { add: Some(ViewError::Unavailable("busy".into())), write: None });
+        let first = failing_step.apply(Arc::clone(&none), Some(7)).await;
+        assert!(matches!(first, Err(ViewError::Unavailable(_))), "{first:?}");
+        assert_eq!(stored_checkpoint(&failing_step), 0, "the failed step left no checkpoint");
+        failing_step.apply(Arc::clone(&none), Some(7)).await.expect("the retry succeeds");
+        assert_eq!(stored_checkpoint(&failing_step), 7);
+
+        let dir = tempfile::tempdir().expect("dir");
+        let mut failing_write =
+            rebuild(dir.path(), Failing { add: None, write: Some(ViewError::Unavailable("disk".into())) });
+        let written = failing_write.apply(none, Some(3)).await;
+        assert!(matches!(written, Err(ViewError::Rejected(_))), "{written:?}");
     }
 }
