@@ -186,7 +186,7 @@ impl BulkLoad for Fold {
 }
 
 /// Documents a rebuild folds in memory before it writes them (a few KiB each at most).
-const REBUILD_FOLD_DOCS: usize = 20_000;
+const REBUILD_FOLD_DOCS: usize = 50_000;
 
 /// Applies a live batch: one fold, written at once.
 fn apply_all(conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {

@@ -257,7 +257,7 @@ impl SqliteRebuild {
 
 /// Events a rebuild takes in per transaction: every commit writes the pages it dirtied to the WAL, so fewer,
 /// larger commits write each page fewer times.
-const BULK_COMMIT_EVENTS: usize = 20_000;
+const BULK_COMMIT_EVENTS: usize = 100_000;
 
 #[async_trait::async_trait]
 impl super::Rebuilder for SqliteRebuild {
