@@ -165,7 +165,6 @@ impl Fold {
                 }
             }
         }
-        self.docs.clear();
         let mut insert = conn.prepare_cached("INSERT INTO search_words (rowid, terms, owner) VALUES (?1, ?2, ?3)")?;
         for (rowid, terms, owner) in text_rows {
             insert.execute(params![rowid, terms, owner])?;
