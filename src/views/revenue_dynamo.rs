@@ -11,8 +11,16 @@
 //! `version = v-1` (an `OrderPlaced` creates the row under `attribute_not_exists`), in the same
 //! `TransactWriteItems` as its `ADD` to the day row. A redelivered event fails the condition and changes
 //! nothing; the view then reads the row to tell a duplicate (version ≥ v: skipped) from a gap
-//! (`ViewError::OutOfOrder`). Events that touch no day row (`OrderPlaced`, `OrderShipped`) are a single
-//! conditional write, which is just as atomic and costs half.
+//! (`ViewError::OutOfOrder`).
+//!
+//! A batch is written in few transactions, not one per event: the batch's dedupe rows are read with
+//! `BatchGetItem`, each order's new events fold into one conditional move of its row (from the version read
+//! to its last event's), and the orders' payments and cancellations into one `ADD` per day row, packed up to
+//! 100 items per transaction. Every payment of a day lands on one row, so one transaction per event would
+//! contend for it (`TransactionConflict`) and throughput would be that row's; packed, a batch of 500 events is
+//! a handful of transactions. A pack cancelled by a failed condition wrote nothing; its orders, and any order
+//! whose events do not follow its row, then take the event-by-event path above (orders concurrently, each
+//! in order; a `TransactionConflict` on a shared day row is retried).
 //!
 //! A payment counts on the UTC day of `paidAt`, a refund (and the cancellation, paid or not) on the day of
 //! `cancelledAt`. The view is fed by Kafka, which holds the consumer position: `checkpoint` is always 0 and
@@ -35,7 +43,7 @@
 //! the rebuild runs); with several instances, rebuild while one instance runs the projectors, since another
 //! instance's projector keeps writing the old tables until it notices the switch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -44,8 +52,8 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
-use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
+use chrono::{Datelike, Months, NaiveDate, Utc};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use super::{ApplyReport, Projection, Rebuilder, RevenueDay, RevenueView, ViewError};
@@ -56,8 +64,14 @@ use crate::store::StoredEvent;
 
 const NAME: &str = "revenue";
 
-/// Orders applied at once within a batch (each order's events stay in order).
+/// Orders applied at once on the event-by-event path (each order's events stay in order).
 const CONCURRENT_ORDERS: usize = 8;
+
+/// Keys per `BatchGetItem` (DynamoDB's limit).
+const BATCH_GET_KEYS: usize = 100;
+
+/// Items per `TransactWriteItems` (DynamoDB's limit).
+const TRANSACTION_ITEMS: usize = 100;
 
 /// Retries of a write cancelled by a transient reason (a concurrent transaction on the same day row,
 /// throttling) before the batch fails and the projector retries it with backoff.
@@ -195,25 +209,9 @@ impl RevenueTables {
         }
         let write = match (&event.event, &known) {
             (OrderEvent::OrderPlaced { currency, .. }, _) => Write::Place { currency: currency.as_str().to_owned() },
-            (OrderEvent::OrderShipped { .. }, Some(_)) => Write::Bump,
-            (OrderEvent::PaymentConfirmed { amount, paid_at, .. }, Some((currency, _))) => Write::Day(DayDelta {
-                at: *paid_at,
-                currency: currency.clone(),
-                gross: amount.minor(),
-                refunds: 0,
-                paid: 1,
-                cancelled: 0,
-            }),
-            (OrderEvent::OrderCancelled { refund, cancelled_at, .. }, Some((currency, _))) => Write::Day(DayDelta {
-                at: *cancelled_at,
-                currency: currency.clone(),
-                gross: 0,
-                refunds: refund.minor(),
-                paid: 0,
-                cancelled: 1,
-            }),
             // Version 1 that is not an OrderPlaced: the view cannot know the order's currency.
             (_, None) => return Err(out_of_order()),
+            (other, Some((currency, _))) => DayDelta::of(other, currency).map_or(Write::Bump, Write::Day),
         };
         let mut attempt = 0;
         loop {
@@ -268,7 +266,7 @@ impl RevenueTables {
                 }
             }
             Write::Bump => {
-                let (names, values) = bump_expression(event.version);
+                let (names, values) = bump_expression(event.version.saturating_sub(1), event.version);
                 let result = self
                     .client
                     .update_item()
@@ -292,39 +290,38 @@ impl RevenueTables {
             }
             Write::Day(delta) => {
                 let items = self.day_transaction(event, delta).map_err(|e| ViewError::Unavailable(e.to_string()))?;
-                let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-                match result {
-                    Ok(_) => Ok(Written::Done),
-                    Err(SdkError::ServiceError(e)) => match e.err() {
-                        TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                            let codes: Vec<&str> =
-                                cancelled.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
-                            match codes.as_slice() {
-                                // Item 0 is the dedupe row; item 1 (the day row) has no condition.
-                                ["ConditionalCheckFailed", ..] => Ok(Written::ConditionFailed),
-                                codes
-                                    if codes.iter().all(|c| {
-                                        matches!(
-                                            *c,
-                                            "None"
-                                                | "TransactionConflict"
-                                                | "ThrottlingError"
-                                                | "ProvisionedThroughputExceeded"
-                                        )
-                                    }) =>
-                                {
-                                    Ok(Written::Transient(codes.join(",")))
-                                }
-                                codes => {
-                                    Err(ViewError::Unavailable(format!("revenue transaction cancelled: {codes:?}")))
-                                }
-                            }
-                        }
-                        other => Err(ViewError::Unavailable(format!("revenue transaction: {}", error_text(other)))),
-                    },
-                    Err(e) => Err(ViewError::Unavailable(format!("revenue transaction: {}", error_text(&e)))),
-                }
+                self.transact(items).await
             }
+        }
+    }
+
+    /// Runs one transaction: done, cancelled by a failed condition (a dedupe row not at the version it was
+    /// read at: a redelivery or another instance moved it), cancelled for a passing reason, or failed.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Written, ViewError> {
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        match result {
+            Ok(_) => Ok(Written::Done),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                    let codes: Vec<&str> =
+                        cancelled.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+                    if codes.contains(&"ConditionalCheckFailed") {
+                        // Only dedupe rows carry conditions; day rows are plain `ADD`s.
+                        Ok(Written::ConditionFailed)
+                    } else if codes.iter().all(|c| {
+                        matches!(
+                            *c,
+                            "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+                        )
+                    }) {
+                        Ok(Written::Transient(codes.join(",")))
+                    } else {
+                        Err(ViewError::Unavailable(format!("revenue transaction cancelled: {codes:?}")))
+                    }
+                }
+                other => Err(ViewError::Unavailable(format!("revenue transaction: {}", error_text(other)))),
+            },
+            Err(e) => Err(ViewError::Unavailable(format!("revenue transaction: {}", error_text(&e)))),
         }
     }
 
@@ -334,16 +331,26 @@ impl RevenueTables {
         event: &StoredEvent,
         delta: &DayDelta,
     ) -> Result<Vec<TransactWriteItem>, aws_sdk_dynamodb::error::BuildError> {
-        let (names, values) = bump_expression(event.version);
-        let bump = Update::builder()
+        let bump = self.bump(event.order_id.as_str(), event.version.saturating_sub(1), event.version)?;
+        Ok(vec![TransactWriteItem::builder().update(bump).build(), self.day_add(delta)?])
+    }
+
+    /// Moves an order's dedupe row from version `from` to `to`, on condition that it is at `from`.
+    fn bump(&self, order_id: &str, from: u64, to: u64) -> Result<Update, aws_sdk_dynamodb::error::BuildError> {
+        let (names, values) = bump_expression(from, to);
+        Update::builder()
             .table_name(&self.names.orders)
-            .key("orderId", string(event.order_id.as_str()))
+            .key("orderId", string(order_id))
             .update_expression(BUMP_UPDATE)
             .condition_expression(BUMP_CONDITION)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
-            .build()?;
-        let day = delta.at.date_naive();
+            .build()
+    }
+
+    /// Adds a delta to its day row (created by the first `ADD`).
+    fn day_add(&self, delta: &DayDelta) -> Result<TransactWriteItem, aws_sdk_dynamodb::error::BuildError> {
+        let day = delta.day;
         let add = Update::builder()
             .table_name(&self.names.daily)
             .key("month", string(month_key(day)))
@@ -367,7 +374,7 @@ impl RevenueTables {
                 (":c".to_owned(), num(delta.cancelled)),
             ])))
             .build()?;
-        Ok(vec![TransactWriteItem::builder().update(bump).build(), TransactWriteItem::builder().update(add).build()])
+        Ok(TransactWriteItem::builder().update(add).build())
     }
 
     /// One month partition's rows with `from <= day <= to` (and the currency, when given).
@@ -433,9 +440,10 @@ enum Written {
     Transient(String),
 }
 
-/// What one event adds to one day's row.
+/// What one event (or several, summed) adds to one day's row.
+#[derive(Clone)]
 struct DayDelta {
-    at: DateTime<Utc>,
+    day: NaiveDate,
     currency: String,
     gross: u64,
     refunds: u64,
@@ -443,14 +451,126 @@ struct DayDelta {
     cancelled: u64,
 }
 
+impl DayDelta {
+    fn add(&mut self, other: &DayDelta) {
+        self.gross += other.gross;
+        self.refunds += other.refunds;
+        self.paid += other.paid;
+        self.cancelled += other.cancelled;
+    }
+
+    fn of(event: &OrderEvent, currency: &str) -> Option<Self> {
+        let currency = currency.to_owned();
+        match event {
+            OrderEvent::PaymentConfirmed { amount, paid_at, .. } => Some(DayDelta {
+                day: paid_at.date_naive(),
+                currency,
+                gross: amount.minor(),
+                refunds: 0,
+                paid: 1,
+                cancelled: 0,
+            }),
+            OrderEvent::OrderCancelled { refund, cancelled_at, .. } => Some(DayDelta {
+                day: cancelled_at.date_naive(),
+                currency,
+                gross: 0,
+                refunds: refund.minor(),
+                paid: 0,
+                cancelled: 1,
+            }),
+            OrderEvent::OrderPlaced { .. } | OrderEvent::OrderShipped { .. } => None,
+        }
+    }
+}
+
+/// One order's events of a batch, folded into one write: its dedupe row from `from` (absent: `None`) to `to`,
+/// and what it adds to day rows.
+struct OrderFold {
+    /// The order's events, as indices into the batch, in feed order.
+    group: Vec<usize>,
+    from: Option<u64>,
+    to: u64,
+    currency: String,
+    days: Vec<DayDelta>,
+    applied: u64,
+    skipped: u64,
+}
+
+impl OrderFold {
+    /// Folds an order's events over its dedupe row as read (`known`: currency and version). Events at or
+    /// below the row's version are duplicates; the others must follow it one by one, and an order the view
+    /// does not hold must start with its `OrderPlaced`. Anything else gives the group back, for the
+    /// event-by-event path to apply what it can and report the gap.
+    fn of(events: &[StoredEvent], group: Vec<usize>, known: Option<&(String, u64)>) -> Result<Self, Vec<usize>> {
+        let have = known.map(|(_, v)| *v);
+        let mut fold = OrderFold {
+            from: have,
+            to: have.unwrap_or(0),
+            currency: known.map(|(c, _)| c.clone()).unwrap_or_default(),
+            days: Vec::new(),
+            applied: 0,
+            skipped: 0,
+            group: Vec::new(),
+        };
+        for &i in &group {
+            let event = &events[i];
+            if event.version <= have.unwrap_or(0) {
+                fold.skipped += 1;
+                continue;
+            }
+            if event.version != fold.to + 1 {
+                return Err(group);
+            }
+            let first_of_new_order = fold.from.is_none() && fold.applied == 0;
+            match &event.event {
+                OrderEvent::OrderPlaced { currency, .. } if first_of_new_order => {
+                    fold.currency = currency.as_str().to_owned();
+                }
+                // A second placement, or an order the view does not hold whose first event is not its placement.
+                OrderEvent::OrderPlaced { .. } => return Err(group),
+                _ if first_of_new_order => return Err(group),
+                other => fold.days.extend(DayDelta::of(other, &fold.currency)),
+            }
+            fold.to = event.version;
+            fold.applied += 1;
+        }
+        fold.group = group;
+        Ok(fold)
+    }
+
+    /// The day rows this fold adds to.
+    fn day_keys(&self) -> impl Iterator<Item = (NaiveDate, &str)> {
+        self.days.iter().map(|d| (d.day, d.currency.as_str()))
+    }
+}
+
+/// Splits folded orders into transactions of at most [`TRANSACTION_ITEMS`] items: one per order, one per day
+/// row the pack adds to.
+fn pack(folds: Vec<OrderFold>) -> Vec<Vec<OrderFold>> {
+    let mut packs = Vec::new();
+    let mut current: Vec<OrderFold> = Vec::new();
+    let mut days: HashSet<(NaiveDate, String)> = HashSet::new();
+    for fold in folds {
+        let keys: HashSet<(NaiveDate, String)> = fold.day_keys().map(|(d, c)| (d, c.to_owned())).collect();
+        let new_days = keys.difference(&days).count();
+        if !current.is_empty() && current.len() + 1 + days.len() + new_days > TRANSACTION_ITEMS {
+            packs.push(std::mem::take(&mut current));
+            days.clear();
+        }
+        days.extend(keys);
+        current.push(fold);
+    }
+    if !current.is_empty() {
+        packs.push(current);
+    }
+    packs
+}
+
 const BUMP_UPDATE: &str = "SET #v = :v";
 const BUMP_CONDITION: &str = "#v = :prev";
 
-fn bump_expression(version: u64) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
-    (
-        names_map(&[("#v", "version")]),
-        HashMap::from([(":v".to_owned(), num(version)), (":prev".to_owned(), num(version.saturating_sub(1)))]),
-    )
+fn bump_expression(from: u64, to: u64) -> (HashMap<String, String>, HashMap<String, AttributeValue>) {
+    (names_map(&[("#v", "version")]), HashMap::from([(":v".to_owned(), num(to)), (":prev".to_owned(), num(from))]))
 }
 
 fn names_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -483,7 +603,13 @@ fn unavailable(table: &str, error: &(dyn std::error::Error + 'static)) -> ViewEr
 }
 
 impl RevenueTables {
-    /// Applies a batch: each order's events in order, different orders concurrently.
+    /// Applies a batch. The dedupe rows of its orders are read together (`BatchGetItem`); each order's new
+    /// events are folded into one move of its row from the version read to its last event's, and the orders'
+    /// payments and cancellations into one `ADD` per day row; these go in transactions of up to
+    /// [`TRANSACTION_ITEMS`] items, one after another (they would contend for the same day rows). A
+    /// transaction cancelled by a failed condition (a redelivery or another instance moved a row since it was
+    /// read) wrote nothing: its orders, and orders whose events do not follow their row (a gap, an unknown
+    /// order), take the event-by-event path, which tells duplicates from gaps.
     async fn apply(&self, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
         // Group by order, keeping each order's feed order; orders keep their first-seen order too.
         let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -495,19 +621,143 @@ impl RevenueTables {
             });
             groups[slot].push(i);
         }
-        let reports: Vec<Result<ApplyReport, ViewError>> = stream::iter(groups)
+        let ids: Vec<&str> = index.keys().copied().collect();
+        let rows = self.order_rows(&ids).await?;
+
+        let mut total = ApplyReport::default();
+        let mut one_by_one = Vec::new();
+        let mut folds = Vec::new();
+        for group in groups {
+            let id = events[group[0]].order_id.as_str();
+            match OrderFold::of(events, group, rows.get(id)) {
+                Ok(fold) if fold.applied == 0 => total.skipped += fold.skipped,
+                Ok(fold) => folds.push(fold),
+                Err(group) => one_by_one.push(group),
+            }
+        }
+        for chunk in pack(folds) {
+            if self.write_folds(events, &chunk).await? {
+                for fold in &chunk {
+                    total.applied += fold.applied;
+                    total.skipped += fold.skipped;
+                }
+            } else {
+                one_by_one.extend(chunk.into_iter().map(|fold| fold.group));
+            }
+        }
+
+        let reports: Vec<Result<ApplyReport, ViewError>> = stream::iter(one_by_one)
             .map(|group| self.apply_order(events, group))
             .buffer_unordered(CONCURRENT_ORDERS)
             .collect()
             .await;
         // Every order ran to its end or its first error; what was applied is durable and dedupes on retry.
-        let mut total = ApplyReport::default();
         for report in reports {
             let report = report?;
             total.applied += report.applied;
             total.skipped += report.skipped;
         }
         Ok(total)
+    }
+
+    /// The dedupe rows of these orders (consistent reads, [`BATCH_GET_KEYS`] per request), by order id.
+    async fn order_rows(&self, ids: &[&str]) -> Result<HashMap<String, (String, u64)>, ViewError> {
+        let table = &self.names.orders;
+        let mut rows = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_GET_KEYS) {
+            let keys = chunk.iter().map(|id| HashMap::from([("orderId".to_owned(), string(*id))])).collect();
+            let mut request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| ViewError::Unavailable(e.to_string()))?;
+            let mut attempt = 0;
+            loop {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(table, &e))?;
+                for item in output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default() {
+                    let decode = || -> Result<(String, String, u64), String> {
+                        let id = attr::s(&item, "orderId")?.to_owned();
+                        Ok((id, attr::s(&item, "currency")?.to_owned(), attr::n(&item, "version")?))
+                    };
+                    let (id, currency, version) =
+                        decode().map_err(|e| ViewError::Unavailable(format!("corrupt revenue row: {e}")))?;
+                    rows.insert(id, (currency, version));
+                }
+                // Keys DynamoDB did not get to (throttling, the response size limit) are asked again.
+                match output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                    Some(rest) if !rest.keys.is_empty() && attempt < TRANSIENT_RETRIES => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(10 * (1 << attempt))).await;
+                        request = rest;
+                    }
+                    Some(rest) if !rest.keys.is_empty() => {
+                        return Err(ViewError::Unavailable(format!("{table}: keys still unprocessed after retries")));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Writes a pack of folded orders as one transaction. False when a condition failed (nothing written).
+    async fn write_folds(&self, events: &[StoredEvent], folds: &[OrderFold]) -> Result<bool, ViewError> {
+        let build = || -> Result<Vec<TransactWriteItem>, aws_sdk_dynamodb::error::BuildError> {
+            let mut items = Vec::with_capacity(folds.len() + 1);
+            let mut days: Vec<DayDelta> = Vec::new();
+            for fold in folds {
+                let id = events[fold.group[0]].order_id.as_str();
+                items.push(match fold.from {
+                    None => TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.names.orders)
+                                .item("orderId", string(id))
+                                .item("currency", string(&fold.currency))
+                                .item("version", num(fold.to))
+                                .condition_expression("attribute_not_exists(orderId)")
+                                .build()?,
+                        )
+                        .build(),
+                    Some(from) => TransactWriteItem::builder().update(self.bump(id, from, fold.to)?).build(),
+                });
+                for delta in &fold.days {
+                    match days.iter_mut().find(|d| d.day == delta.day && d.currency == delta.currency) {
+                        Some(sum) => sum.add(delta),
+                        None => days.push(delta.clone()),
+                    }
+                }
+            }
+            for delta in &days {
+                items.push(self.day_add(delta)?);
+            }
+            Ok(items)
+        };
+        let items = build().map_err(|e| ViewError::Unavailable(e.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            match self.transact(items.clone()).await? {
+                Written::Done => return Ok(true),
+                Written::ConditionFailed => return Ok(false),
+                Written::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
+                    return Err(ViewError::Unavailable(format!(
+                        "revenue write cancelled {} times: {reason}",
+                        attempt + 1
+                    )));
+                }
+                Written::Transient(_) => {
+                    attempt += 1;
+                    let jitter = u64::from(Utc::now().timestamp_subsec_micros() % 25);
+                    tokio::time::sleep(Duration::from_millis(10 * (1 << attempt) + jitter)).await;
+                }
+            }
+        }
     }
 
     async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {

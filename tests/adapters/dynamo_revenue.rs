@@ -48,6 +48,7 @@ conformance! {
     daily_filters_by_range_and_currency_across_month_boundaries,
     shipping_only_moves_the_version,
     many_orders_paying_on_one_day_add_up,
+    a_large_batch_delivered_twice_at_once_counts_each_event_once,
     a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in,
     an_aborted_rebuild_leaves_the_view_as_it_was,
 }
@@ -244,6 +245,32 @@ async fn many_orders_paying_on_one_day_add_up(view: Arc<dyn RevenueAdapter>) {
     assert_eq!(view.apply(&feed, None).await.expect("apply"), report(90, 0));
     assert_eq!(view.apply(&feed, None).await.expect("replay"), report(0, 90));
     assert_eq!(all_days(&*view).await, [day(date(2025, 9, 15), "EUR", gross, refunds, 40, 10)]);
+}
+
+/// More orders than one DynamoDB transaction holds (the view writes a batch in packs of up to 100 items), and
+/// the same batch applied twice at the same time (a redelivery racing the delivery, or two instances): one
+/// apply finds rows moved under it and must count those events as duplicates, not twice and not as gaps.
+async fn a_large_batch_delivered_twice_at_once_counts_each_event_once(view: Arc<dyn RevenueAdapter>) {
+    let mut feed = Vec::new();
+    for n in 0..150u64 {
+        let id = order_id();
+        feed.push(ev(&id, 1, placed("EUR", 10 + n, at(2025, 10, 1, 8, 0, 0))));
+        feed.push(ev(&id, 2, paid(10 + n, at(2025, 10, 1, 9, 0, 0))));
+        if n % 3 == 0 {
+            feed.push(ev(&id, 3, cancelled(10 + n, at(2025, 10, 2, 10, 0, 0))));
+        }
+    }
+    let (a, b) = tokio::join!(view.apply(&feed, None), view.apply(&feed, None));
+    let (a, b) = (a.expect("the delivery"), b.expect("the redelivery"));
+    assert_eq!((a.applied + b.applied, a.skipped + b.skipped), (350, 350), "each event counted once: {a:?} {b:?}");
+    let gross: u64 = (0..150).map(|n| 10 + n).sum();
+    let refunds: u64 = (0..150).filter(|n| n % 3 == 0).map(|n| 10 + n).sum();
+    assert_eq!(
+        all_days(&*view).await,
+        [day(date(2025, 10, 1), "EUR", gross, 0, 150, 0), day(date(2025, 10, 2), "EUR", 0, refunds, 0, 50)]
+    );
+    // And once more, alone: nothing new.
+    assert_eq!(view.apply(&feed, None).await.expect("replay"), report(0, 350));
 }
 
 /// A rebuild fills a fresh copy (a SQLite generation; fresh DynamoDB tables) with the view's own apply logic;
