@@ -554,7 +554,7 @@ async fn read_chunk(
 }
 
 /// Applies a chunk in steps, so progress moves at a steady pace even where a chunk is slow to apply (the
-/// DynamoDB view writes event by event). A step's events keep their order, so each order's stay in version
+/// DynamoDB view's transactions). A step's events keep their order, so each order's stay in version
 /// order; the checkpoint goes with the chunk's last step only.
 async fn apply_chunk(
     rebuilder: &mut dyn Rebuilder,
