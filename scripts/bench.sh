@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates every figure in BENCHMARKS.md, in one command:
 #
-#   scripts/bench.sh                  # the full run (about 15 minutes on 2 cores)
+#   scripts/bench.sh                  # the full run (about 25 minutes on 2 cores)
 #   BENCH_QUICK=1 scripts/bench.sh    # the same steps, short (a smoke test of the tooling, not figures)
 #
 # Builds --release, then writes into target/bench/ (BENCH_OUT):
@@ -12,6 +12,7 @@
 #   perf-stat.txt      syscalls, fsyncs and context switches of the service over a mixed window
 #   profile.txt        where the service's CPU goes (perf record: by thread and library, top symbols)
 #   ablation.md        the mixed workload with one thing changed at a time (what limits the figure)
+#   distributed-*      the distributed profile (scripts/bench-distributed.sh; BENCH_NO_DISTRIBUTED=1 skips it)
 # and prints the markdown tables. Knobs: BENCH_DURATION (60s), BENCH_ORDERS (1000000), BENCH_CLIENTS (256),
 # BENCH_OUT (target/bench), BENCH_BIN (an already built orderflow binary: skips the build).
 # Take figures on a quiet machine: the load average is printed before each run and stored in the results.
@@ -136,6 +137,12 @@ if have jq; then
     } | tee "$out/ablation.md"
 else
     echo "jq not found: see $out/ablation-*.txt"
+fi
+
+# The distributed profile's figures (starts and stops its own services; BENCH_NO_DISTRIBUTED=1 skips them).
+if [[ -z "${BENCH_NO_DISTRIBUTED:-}" ]]; then
+    echo "== distributed profile (scripts/bench-distributed.sh)"
+    BENCH_BIN="$bin" BENCH_OUT="$out" scripts/bench-distributed.sh
 fi
 
 echo
