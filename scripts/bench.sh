@@ -146,5 +146,5 @@ if [[ -z "${BENCH_NO_DISTRIBUTED:-}" ]]; then
 fi
 
 echo
-echo "== results (target/bench/results.md)"
+echo "== results ($out/results.md)"
 cat "$out/results.md"
