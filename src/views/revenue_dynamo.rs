@@ -213,31 +213,15 @@ impl RevenueTables {
             (_, None) => return Err(out_of_order()),
             (other, Some((currency, _))) => DayDelta::of(other, currency).map_or(Write::Bump, Write::Day),
         };
-        let mut attempt = 0;
-        loop {
-            match self.write(event, &write).await? {
-                Written::Done => return Ok(true),
-                Written::ConditionFailed => {
-                    // Someone (a redelivery racing us, another instance) moved the row: duplicate or gap?
-                    let now = self.order_row(id).await?.map_or(0, |(_, v)| v);
-                    if now >= event.version {
-                        return Ok(false);
-                    }
-                    return Err(ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have: now });
-                }
-                Written::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
-                    return Err(ViewError::Unavailable(format!(
-                        "revenue write cancelled {} times: {reason}",
-                        attempt + 1
-                    )));
-                }
-                Written::Transient(_) => {
-                    attempt += 1;
-                    let jitter = u64::from(Utc::now().timestamp_subsec_micros() % 25);
-                    tokio::time::sleep(Duration::from_millis(10 * (1 << attempt) + jitter)).await;
-                }
-            }
+        if settle(|| self.write(event, &write)).await? {
+            return Ok(true);
         }
+        // Someone (a redelivery racing us, another instance) moved the row: duplicate or gap?
+        let now = self.order_row(id).await?.map_or(0, |(_, v)| v);
+        if now >= event.version {
+            return Ok(false);
+        }
+        Err(ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have: now })
     }
 
     async fn write(&self, event: &StoredEvent, write: &Write) -> Result<Written, ViewError> {
@@ -566,6 +550,30 @@ fn pack(folds: Vec<OrderFold>) -> Vec<Vec<OrderFold>> {
     packs
 }
 
+/// Runs a write until it is done (true) or cancelled by a failed condition (false), retrying a cancellation
+/// for a passing reason with backoff, at most [`TRANSIENT_RETRIES`] times.
+async fn settle<F, Fut>(mut write: F) -> Result<bool, ViewError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Written, ViewError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await? {
+            Written::Done => return Ok(true),
+            Written::ConditionFailed => return Ok(false),
+            Written::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
+                return Err(ViewError::Unavailable(format!("revenue write cancelled {} times: {reason}", attempt + 1)));
+            }
+            Written::Transient(_) => {
+                attempt += 1;
+                let jitter = u64::from(Utc::now().timestamp_subsec_micros() % 25);
+                tokio::time::sleep(Duration::from_millis(10 * (1 << attempt) + jitter)).await;
+            }
+        }
+    }
+}
+
 const BUMP_UPDATE: &str = "SET #v = :v";
 const BUMP_CONDITION: &str = "#v = :prev";
 
@@ -740,24 +748,7 @@ impl RevenueTables {
             Ok(items)
         };
         let items = build().map_err(|e| ViewError::Unavailable(e.to_string()))?;
-        let mut attempt = 0;
-        loop {
-            match self.transact(items.clone()).await? {
-                Written::Done => return Ok(true),
-                Written::ConditionFailed => return Ok(false),
-                Written::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
-                    return Err(ViewError::Unavailable(format!(
-                        "revenue write cancelled {} times: {reason}",
-                        attempt + 1
-                    )));
-                }
-                Written::Transient(_) => {
-                    attempt += 1;
-                    let jitter = u64::from(Utc::now().timestamp_subsec_micros() % 25);
-                    tokio::time::sleep(Duration::from_millis(10 * (1 << attempt) + jitter)).await;
-                }
-            }
-        }
+        settle(|| self.transact(items.clone())).await
     }
 
     async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
