@@ -11,6 +11,11 @@ use orderflow::app::Application;
 use orderflow::auth::{Authenticator, Role, resolve_secret};
 use orderflow::config::Settings;
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small objects across threads,
+/// where glibc's malloc spent ~10 % of the service's CPU (BENCHMARKS.md, ablations).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "orderflow", version, about = "CQRS + event sourcing for orders, on actors")]
 struct Cli {
