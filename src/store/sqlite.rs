@@ -5,6 +5,10 @@
 //! spoil the others), commits once, and only then answers each caller. One fsync covers the whole batch.
 //! A unique key on (order_id, version) makes the append conditional; the `position` column (rowid) is the
 //! global log the embedded feed tails. Since one thread commits, positions become visible in order.
+//!
+//! Every commit is also handed to the feed in memory ([`Committed`], on a broadcast channel): projectors that
+//! keep up take the events from there and read the log back only to catch up (after a start, a rebuild or a
+//! lag), so the hot path does not read and decode every event it has just written.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
@@ -59,10 +63,23 @@ const EVENT_COLUMNS: &str = "event_id, order_id, version, position, schema_versi
 
 type Reply = oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>;
 
+/// One group commit, as the in-memory feed carries it: every event whose log position is in `(after, head]`,
+/// in log order. A reader at position `after` (or anywhere up to `head`) can go on from it without the log.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub after: u64,
+    pub head: u64,
+    pub events: Arc<[StoredEvent]>,
+}
+
+/// Group commits the in-memory feed holds for a slow reader before it lags (and reads the log instead).
+const LIVE_CAPACITY: usize = 1024;
+
 pub struct SqliteEventStore {
     queue: SyncSender<(AppendRequest, Reply)>,
     readers: Arc<ReadPool>,
     head: watch::Receiver<u64>,
+    live: broadcast::Sender<Committed>,
     idempotency_ttl: chrono::Duration,
 }
 
@@ -83,13 +100,25 @@ impl SqliteEventStore {
         let (head_tx, head) = watch::channel(head_position);
         let (queue, rx) = mpsc::sync_channel(settings.queue_capacity);
         let ttl = chrono::Duration::hours(settings.idempotency_ttl_hours as i64);
-        let writer =
-            Writer { conn, head: head_tx, max_batch: settings.max_batch, snapshot_every: settings.snapshot_every, ttl };
+        let live = broadcast::Sender::new(LIVE_CAPACITY);
+        let writer = Writer {
+            conn,
+            head: head_tx,
+            live: live.clone(),
+            max_batch: settings.max_batch,
+            snapshot_every: settings.snapshot_every,
+            ttl,
+        };
         std::thread::Builder::new()
             .name("event-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| DbError::Worker(e.to_string()))?;
-        Ok(Arc::new(Self { queue, readers, head, idempotency_ttl: ttl }))
+        Ok(Arc::new(Self { queue, readers, head, live, idempotency_ttl: ttl }))
+    }
+
+    /// The group commits from now on, in commit order (see [`Committed`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
+        self.live.subscribe()
     }
 
     /// Events of all orders after a global position, in log order: the embedded feed.
@@ -255,6 +284,7 @@ fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>
 struct Writer {
     conn: Connection,
     head: watch::Sender<u64>,
+    live: broadcast::Sender<Committed>,
     max_batch: usize,
     snapshot_every: u64,
     ttl: chrono::Duration,
@@ -314,15 +344,26 @@ impl Writer {
             }
             return;
         }
-        let mut head = *self.head.borrow();
+        let after = *self.head.borrow();
+        let mut head = after;
+        let feed = self.live.receiver_count() > 0;
+        let mut committed = Vec::new();
         for (reply, result) in results {
             if let Ok(events) = &result {
                 for event in events {
                     head = head.max(event.position);
                     crate::telemetry::event_appended(event.event.type_name());
                 }
+                if feed {
+                    committed.extend_from_slice(events);
+                }
             }
             let _ = reply.send(result);
+        }
+        if feed && head > after {
+            // Only with the events in it: a reader that subscribed after the count above sees the head move
+            // without a batch and reads the log. A send without a receiver left is fine for the same reason.
+            let _ = self.live.send(Committed { after, head, events: committed.into() });
         }
         self.head.send_if_modified(|h| std::mem::replace(h, head) != head);
     }
