@@ -1,4 +1,4 @@
-//! The REST surface of API.md §2, on actix-web. One file per resource; request parsing in `body`, every
+//! The REST surface of docs/api.md §2, on actix-web. One file per resource; request parsing in `body`, every
 //! error mapped in `error`. Handlers authenticate first (401/403 come before any validation), then parse into
 //! domain values, then call an actor (commands) or a view (queries).
 
@@ -85,7 +85,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     console_routes(cfg);
 }
 
-/// The API of API.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
+/// The API of docs/api.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
 fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")

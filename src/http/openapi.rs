@@ -4,7 +4,7 @@
 //! - the value types' schemas (ids, currency, quantity, money, text), built from the same limits that
 //!   `domain::values` enforces;
 //! - schema-only request bodies and parameters: the handlers parse bodies and query strings by hand (that is
-//!   how API.md's 400 vs 422 split works), so these structs exist only to be described;
+//!   how docs/api.md's 400 vs 422 split works), so these structs exist only to be described;
 //! - the problem responses, built from the real [`ApiError`]s: status, `code`, headers and examples are what
 //!   `error.rs` answers, and a unit test fails if an `ApiError` is documented nowhere;
 //! - the bearer JWT scheme, which every route needs except `/metrics`, `/health/*` and this document.

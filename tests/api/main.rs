@@ -1,4 +1,4 @@
-//! Black-box tests of the HTTP API (API.md §2), one binary for the whole area. Each test starts its own
+//! Black-box tests of the HTTP API (docs/api.md §2), one binary for the whole area. Each test starts its own
 //! orderflow on port 0 with its own data folder.
 
 mod audit;
