@@ -3,6 +3,7 @@
 //! domain values, then call an actor (commands) or a view (queries).
 
 pub mod admin;
+pub mod asyncapi;
 pub mod body;
 pub mod console;
 pub mod error;
@@ -103,6 +104,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
     .service(get("/health/live", ops::live))
     .service(get("/health/ready", ops::ready))
     .service(get("/openapi.json", openapi::document))
+    .service(get("/asyncapi.json", asyncapi::document))
     .service(get("/admin/projections", admin::projections))
     .service(get("/admin/parked", admin::parked))
     .service(get("/admin/audit", admin::audit_log))

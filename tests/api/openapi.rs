@@ -12,7 +12,7 @@ use crate::helpers::{TestApp, eventually, new_id, order_body, spawn_app};
 const METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
 
 /// Routes that need no token (docs/api.md §2).
-const PUBLIC: [&str; 4] = ["/metrics", "/health/live", "/health/ready", "/openapi.json"];
+const PUBLIC: [&str; 5] = ["/metrics", "/health/live", "/health/ready", "/openapi.json", "/asyncapi.json"];
 
 async fn document(app: &TestApp) -> Value {
     let response = app.client.get(app.url("/openapi.json")).send().await.expect("request sent");
