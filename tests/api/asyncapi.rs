@@ -63,14 +63,17 @@ async fn the_document_is_served_without_a_token_and_names_every_event_type() {
         doc["components"]["messages"].as_object().expect("messages").values().map(|m| m["name"].to_string()).collect();
     let expected: BTreeSet<String> = types.iter().map(|t| json!(t).to_string()).collect();
     assert_eq!(documented, expected);
-    let addresses: Vec<&Value> = doc["channels"].as_object().expect("channels").values().map(|c| &c["address"]).collect();
+    let addresses: Vec<&Value> =
+        doc["channels"].as_object().expect("channels").values().map(|c| &c["address"]).collect();
     assert_eq!(addresses, [&json!("orders.events"), &json!("orders-events")], "the Kafka topic and the Kinesis stream");
 }
 
 #[actix_web::test]
 async fn the_asyncapi_parser_accepts_the_document_and_real_events_match_it() {
     let Ok(prefix) = std::env::var("ASYNCAPI_PARSER_PREFIX") else {
-        println!("skipped: ASYNCAPI_PARSER_PREFIX is not set (scripts/test.sh sets it; scripts/services.sh installs it)");
+        println!(
+            "skipped: ASYNCAPI_PARSER_PREFIX is not set (scripts/test.sh sets it; scripts/services.sh installs it)"
+        );
         return;
     };
     let app = spawn_app().await;

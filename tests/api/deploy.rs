@@ -10,7 +10,9 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 #[test]
 fn the_compose_file_passes_the_compose_spec_schema_and_the_rules() {
     let Ok(prefix) = std::env::var("COMPOSE_SCHEMA_PREFIX") else {
-        println!("skipped: COMPOSE_SCHEMA_PREFIX is not set (scripts/test.sh sets it; scripts/services.sh installs it)");
+        println!(
+            "skipped: COMPOSE_SCHEMA_PREFIX is not set (scripts/test.sh sets it; scripts/services.sh installs it)"
+        );
         return;
     };
     let output = std::process::Command::new("node")
