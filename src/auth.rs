@@ -1,4 +1,4 @@
-//! Who is calling. Two kinds of bearer JWT (API.md §2):
+//! Who is calling. Two kinds of bearer JWT (docs/api.md §2):
 //! - HS256 with `auth.jwt_secret` and claims `sub`, `role` (`customer` | `admin`), `exp` — the default;
 //! - RS256 / ES256 from an identity provider, verified against a JWKS (`auth.jwks`: a file or an URL), with the
 //!   role and the customer id read from configurable claims (e.g. Cognito's `cognito:groups`), and optional

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `domain` is pure (rules, events, values); `actors` hold the concurrency; `store`, `feed` and `views` are
-//! ports with their adapters; `app` wires them by config; `http` is the REST surface of API.md.
+//! ports with their adapters; `app` wires them by config; `http` is the REST surface of docs/api.md.
 #![forbid(unsafe_code)]
 
 pub mod actors;

@@ -1,5 +1,5 @@
 //! Logs and metrics in one place. Business code calls the named functions below; the metric names and
-//! labels are those of API.md §4 and appear nowhere else. Label values come from small fixed sets
+//! labels are those of docs/api.md §4 and appear nowhere else. Label values come from small fixed sets
 //! (command names, event types, projection names), never from an order id.
 
 use std::sync::OnceLock;
@@ -252,7 +252,7 @@ mod tests {
 
     const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/orderflow.json");
 
-    /// The label names API.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
+    /// The label names docs/api.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
     const LABELS: &[&str] = &["command", "outcome", "type", "projection", "source", "class", "le", "instance", "job"];
 
     fn exprs(dashboard: &serde_json::Value) -> Vec<String> {

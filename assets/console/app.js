@@ -46,7 +46,7 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// Amounts are integer minor units (API.md §1); shown with two decimals, as most currencies have.
+// Amounts are integer minor units (docs/api.md §1); shown with two decimals, as most currencies have.
 const money = (minor, currency) => `${(Number(minor) / 100).toFixed(2)}${currency ? ' ' + currency : ''}`;
 const when = (iso) => (iso ? new Date(iso).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '');
 

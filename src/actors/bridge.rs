@@ -1,5 +1,5 @@
 //! `Bridge`: forwards the write model's change feed to the public event feed. It reads the DynamoDB Streams
-//! stream of the events table and publishes each INSERT's NEW_IMAGE as a CloudEvent (API.md §3) to every
+//! stream of the events table and publishes each INSERT's NEW_IMAGE as a CloudEvent (docs/api.md §3) to every
 //! configured [`EventSink`]: Kafka (keyed by orderId, header `content-type: application/cloudevents+json`),
 //! Kinesis Data Streams (partition key = orderId), or both at once.
 //!

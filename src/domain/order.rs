@@ -1,4 +1,4 @@
-//! The Order aggregate: `decide(state, command) -> events` checks the rules of API.md §1, and
+//! The Order aggregate: `decide(state, command) -> events` checks the rules of docs/api.md §1, and
 //! `Order::evolve(state, event)` folds one event into the state. State is only ever a fold over events.
 
 use chrono::{DateTime, Utc};
@@ -32,7 +32,7 @@ impl OrderStatus {
     }
 }
 
-/// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of API.md §1.
+/// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of docs/api.md §1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
@@ -53,7 +53,7 @@ pub enum OrderEvent {
 }
 
 impl OrderEvent {
-    /// The bare event type name of API.md §1 (`OrderPlaced`), a small fixed set fit for metric labels.
+    /// The bare event type name of docs/api.md §1 (`OrderPlaced`), a small fixed set fit for metric labels.
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::OrderPlaced { .. } => "OrderPlaced",
@@ -95,7 +95,7 @@ impl Command {
     }
 }
 
-/// Why a command was refused. Each maps to one status and code of API.md (see `http::error`).
+/// Why a command was refused. Each maps to one status and code of docs/api.md (see `http::error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
     #[error("the order does not exist")]
@@ -119,7 +119,7 @@ pub enum OrderError {
 /// The events a command produces. Empty means "already done, nothing to append" (a repeated payment).
 pub type Decision = Vec<OrderEvent>;
 
-/// The order's current state: the document of API.md §2.
+/// The order's current state: the document of docs/api.md §2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {

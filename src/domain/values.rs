@@ -1,4 +1,4 @@
-//! Validated value types. Parse, don't validate: once a value has one of these types it obeys API.md §1,
+//! Validated value types. Parse, don't validate: once a value has one of these types it obeys docs/api.md §1,
 //! so nothing downstream re-checks it. Constructors report a [`FieldError`] naming the JSON field.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The public event format (API.md §3): a CloudEvents 1.0 structured-mode JSON object per event, the same on
+//! The public event format (docs/api.md §3): a CloudEvents 1.0 structured-mode JSON object per event, the same on
 //! Kafka and Kinesis. `id` is the eventId, `subject` the orderId, `sequence` the version (a string), `type`
 //! `orders.<EventName>`, `data` the event's fields. Consumers dedupe on `id` or on (`subject`, `sequence`).
 //! Two extension attributes ride along: `schemaversion` (for upcasting) and, when the command had one, the

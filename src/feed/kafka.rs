@@ -1,4 +1,4 @@
-//! The Kafka side of the distributed feed (API.md §3): topic creation, the producer the bridge publishes
+//! The Kafka side of the distributed feed (docs/api.md §3): topic creation, the producer the bridge publishes
 //! with, and [`KafkaSubscription`], the [`FeedSubscription`] a projector reads through.
 //!
 //! Delivery guarantees:

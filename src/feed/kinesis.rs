@@ -1,6 +1,6 @@
 //! The Kinesis Data Streams side of the distributed feed, beside Kafka: stream creation, [`KinesisSink`] (the
 //! bridge publishes through it) and [`KinesisSubscription`] (the [`FeedSubscription`] a projector reads through).
-//! A record's data is the same CloudEvents JSON as the Kafka value (API.md §3); its partition key is the orderId.
+//! A record's data is the same CloudEvents JSON as the Kafka value (docs/api.md §3); its partition key is the orderId.
 //!
 //! Delivery guarantees of the sink:
 //! - **Per-order order.** Kinesis keeps one partition key on one shard in put order, but a PutRecords call may
@@ -22,9 +22,9 @@
 //!   projection and shard), as the Kafka path commits offsets. A restart resumes after them; the views dedupe
 //!   the at most one batch read twice.
 //! - **Expired iterators** (5 minutes) are renewed from the checkpoint.
-//!
-//! Not yet here: leases, so two instances would each read every shard for a projection (the views dedupe, so
-//! the effect is the same, at twice the reads); the same holds for the Streams bridge today.
+//! - **One instance per shard.** With several instances ([`KinesisSubscription::with_leases`]), each shard is read,
+//!   for a projection, only by the instance holding its lease ([`crate::lease`], the same mechanism as the Streams
+//!   bridge's); a shard whose holder died is taken over one lease period later, from its checkpoint.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,6 +1,6 @@
 //! Reading request bodies at the boundary: content type (415), size (413), JSON syntax and JSON types (400),
 //! then typed field access that the route parsers turn into domain values (422). Keeping the steps apart is
-//! what lets API.md tell a malformed body from a well-formed one that breaks a rule.
+//! what lets docs/api.md tell a malformed body from a well-formed one that breaks a rule.
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 
-/// Bodies larger than this are refused with 413 (API.md §2).
+/// Bodies larger than this are refused with 413 (docs/api.md §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// `application/json` or any `application/*+json`, with or without parameters.

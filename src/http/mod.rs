@@ -1,8 +1,9 @@
-//! The REST surface of API.md §2, on actix-web. One file per resource; request parsing in `body`, every
+//! The REST surface of docs/api.md §2, on actix-web. One file per resource; request parsing in `body`, every
 //! error mapped in `error`. Handlers authenticate first (401/403 come before any validation), then parse into
 //! domain values, then call an actor (commands) or a view (queries).
 
 pub mod admin;
+pub mod asyncapi;
 pub mod body;
 pub mod console;
 pub mod error;
@@ -85,7 +86,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     console_routes(cfg);
 }
 
-/// The API of API.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
+/// The API of docs/api.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
 fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/orders")
@@ -103,6 +104,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
     .service(get("/health/live", ops::live))
     .service(get("/health/ready", ops::ready))
     .service(get("/openapi.json", openapi::document))
+    .service(get("/asyncapi.json", asyncapi::document))
     .service(get("/admin/projections", admin::projections))
     .service(get("/admin/parked", admin::parked))
     .service(get("/admin/audit", admin::audit_log))

@@ -4,10 +4,11 @@
 //! - the value types' schemas (ids, currency, quantity, money, text), built from the same limits that
 //!   `domain::values` enforces;
 //! - schema-only request bodies and parameters: the handlers parse bodies and query strings by hand (that is
-//!   how API.md's 400 vs 422 split works), so these structs exist only to be described;
+//!   how docs/api.md's 400 vs 422 split works), so these structs exist only to be described;
 //! - the problem responses, built from the real [`ApiError`]s: status, `code`, headers and examples are what
 //!   `error.rs` answers, and a unit test fails if an `ApiError` is documented nowhere;
-//! - the bearer JWT scheme, which every route needs except `/metrics`, `/health/*` and this document.
+//! - the bearer JWT scheme, which every route needs except `/metrics`, `/health/*`, this document and
+//!   `/asyncapi.json`.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -23,7 +24,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::{ApiError, PROBLEM_JSON};
-use super::{admin, ops, orders, revenue};
+use super::{admin, asyncapi, ops, orders, revenue};
 use crate::domain::values::limits;
 use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId, OrderStatus, Quantity, Text};
 
@@ -38,8 +39,9 @@ use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId
             type is 400 `invalid_json`; a well-typed value that breaks a rule is 422 `validation_failed` with \
             `errors`. Authentication and authorization are decided before any validation. An unknown route is \
             404 `not_found`, a known route with another method 405 `method_not_allowed` (with `Allow`).\n\n\
-            Every route needs `Authorization: Bearer <JWT>` (HS256; claims `sub`, `role` = `customer` | \
-            `admin`, `exp`) except `/metrics`, `/health/*` and `/openapi.json`. A customer sees and commands \
+            Every route needs `Authorization: Bearer <JWT>` (HS256 with claims `sub`, `role` = `customer` | \
+            `admin`, `exp`; or RS256 / ES256 from the configured JWKS) except `/metrics`, `/health/*`, \
+            `/openapi.json` and `/asyncapi.json` (the AsyncAPI 3.0 document of the Kafka / Kinesis event feed). A customer sees and commands \
             only its own orders (someone else's is 404); `/revenue` and `/admin` are admin-only."
     ),
     paths(
@@ -61,6 +63,7 @@ use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId
         admin::rebuild,
         admin::audit_log,
         document,
+        asyncapi::document,
     ),
     components(schemas(Problem, ProblemCode, FieldError)),
     modifiers(&NoLicense, &Security, &RouteProblems, &RateLimits),
@@ -69,7 +72,7 @@ use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId
         (name = "orders", description = "Commands (write model) and queries (read model) on orders"),
         (name = "revenue", description = "The daily revenue view (admin only)"),
         (name = "admin", description = "Projections and their operations (admin only)"),
-        (name = "operations", description = "Metrics, health and this document; no token needed"),
+        (name = "operations", description = "Metrics, health, this document and the event feed's; no token needed"),
     )
 )]
 pub struct ApiDoc;

@@ -4,7 +4,7 @@
 //! applied: the dedupe record. `revenue_daily` (month S HASH = `YYYY-MM`, dayCurrency S RANGE =
 //! `YYYY-MM-DD#EUR`) keeps the totals of one UTC day and currency: `day` S, `currency` S, `gross` N,
 //! `refunds` N, `paidOrders` N, `cancelledOrders` N, all grown with `ADD`. Partitioning by month keeps a
-//! range query to at most 13 partitions (API.md bounds the range at 366 days); the range key sorts by day,
+//! range query to at most 13 partitions (docs/api.md bounds the range at 366 days); the range key sorts by day,
 //! then currency, which is the order the API answers in.
 //!
 //! Exactly-once in effect: an event moves the order's `version` from v-1 to v under the condition

@@ -1,4 +1,4 @@
-//! Authentication and authorization (API.md §2 "Auth"): HS256 bearer tokens, 401 for anything but a valid
+//! Authentication and authorization (docs/api.md §2 "Auth"): HS256 bearer tokens, 401 for anything but a valid
 //! one, customers limited to their own orders (someone else's is 404, never 403), admin-only `/revenue` and
 //! `/admin`, open `/metrics` and `/health/*`, and auth decided before any validation.
 

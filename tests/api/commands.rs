@@ -1,4 +1,4 @@
-//! The business rules of API.md §1 and the command semantics of §2 (`ETag`, `If-Match`, `Idempotency-Key`),
+//! The business rules of docs/api.md §1 and the command semantics of §2 (`ETag`, `If-Match`, `Idempotency-Key`),
 //! checked through HTTP only: exact status and problem `code`, and — for every refused or replayed command —
 //! that nothing was appended (the order's `/history` is unchanged).
 

@@ -1,4 +1,4 @@
-//! Error handling at the HTTP boundary (API.md §2 "Errors"): malformed JSON and wrong JSON types → 400,
+//! Error handling at the HTTP boundary (docs/api.md §2 "Errors"): malformed JSON and wrong JSON types → 400,
 //! rule-breaking values → 422 naming the field, oversized bodies → 413, wrong content type → 415, unknown
 //! routes → 404, wrong methods → 405 — always `application/problem+json`, never a 5xx for bad input, and
 //! never a trace of the refused request in the write model. Ends with a bounded, deterministic fuzz run.

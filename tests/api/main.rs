@@ -1,12 +1,14 @@
-//! Black-box tests of the HTTP API (API.md §2), one binary for the whole area. Each test starts its own
+//! Black-box tests of the HTTP API (docs/api.md §2), one binary for the whole area. Each test starts its own
 //! orderflow on port 0 with its own data folder.
 
+mod asyncapi;
 mod audit;
 mod auth;
 mod cli;
 mod commands;
 mod consistency;
 mod console;
+mod deploy;
 mod errors;
 mod failures;
 mod hardening;

@@ -1,4 +1,4 @@
-//! `GET /openapi.json` (API.md §2): served without a token; describes every route of `routes()` with exactly
+//! `GET /openapi.json` (docs/api.md §2): served without a token; describes every route of `routes()` with exactly
 //! the methods, the authentication and the problem responses the service really has; passes a real OpenAPI 3.1
 //! validator (`openapi-spec-validator`); and the service's real responses match the schemas it documents.
 
@@ -11,8 +11,8 @@ use crate::helpers::{TestApp, eventually, new_id, order_body, spawn_app};
 
 const METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
 
-/// Routes that need no token (API.md §2).
-const PUBLIC: [&str; 4] = ["/metrics", "/health/live", "/health/ready", "/openapi.json"];
+/// Routes that need no token (docs/api.md §2).
+const PUBLIC: [&str; 5] = ["/metrics", "/health/live", "/health/ready", "/openapi.json", "/asyncapi.json"];
 
 async fn document(app: &TestApp) -> Value {
     let response = app.client.get(app.url("/openapi.json")).send().await.expect("request sent");
@@ -137,7 +137,7 @@ async fn the_document_is_served_without_a_token_and_describes_every_route() {
     assert_eq!(schema["required"], json!(["type", "title", "status", "detail", "code"]));
     assert_eq!(schema["properties"]["errors"]["items"]["$ref"], "#/components/schemas/FieldError");
 
-    // The headers of API.md §2.
+    // The headers of docs/api.md §2.
     for (path, method, operation) in operations(&doc) {
         let parameters: Vec<&Value> =
             operation["parameters"].as_array().map(|p| p.iter().collect()).unwrap_or_default();

@@ -1,6 +1,6 @@
-//! The read side of API.md §2: `GET /orders/{id}` (eventual, `consistency=strong`, `minVersion`), the history,
+//! The read side of docs/api.md §2: `GET /orders/{id}` (eventual, `consistency=strong`, `minVersion`), the history,
 //! search (`q`, filters, sorts, limits, cursors), daily revenue, and the operations routes (`/admin/projections`,
-//! `/health/*`, `/metrics`, API.md §4).
+//! `/health/*`, `/metrics`, docs/api.md §4).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -638,7 +638,7 @@ async fn search_full_text_matches_words_skus_and_prefixes() {
         let page: Value = serde_json::from_str(&body).unwrap();
         assert!(page["orders"].is_array(), "q={q}: {page}");
     }
-    // A q made of punctuation only has no words to match: no hits (or, read as "no q", all of them; API.md is
+    // A q made of punctuation only has no words to match: no hits (or, read as "no q", all of them; docs/api.md is
     // silent), never an error.
     let punct = cat.search("q=%2D%2D%21%21").await;
     let n = ids(&punct).len();
