@@ -477,14 +477,14 @@ pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError
         let deadline = tokio::time::Instant::now() + state.min_version_wait;
         let mut progress = state.projections.status("search").map(|s| s.subscribe());
         loop {
-            let doc = state.search.get(&id).await?;
+            // The view's document, answered with its stored JSON as it is.
+            let doc = state.search.document(&id).await?;
             match (doc, min_version) {
-                (Some(order), Some(n)) if order.version >= n => return found(&principal, order, "eventual"),
+                (Some(doc), Some(n)) if doc.order.version >= n => {
+                    return visible_document(&principal, &doc).ok_or(ApiError::OrderNotFound);
+                }
                 (doc, None) => {
-                    return doc
-                        .filter(|o| visible(&principal, o))
-                        .map(|o| document(&o, "eventual"))
-                        .ok_or(ApiError::OrderNotFound);
+                    return doc.and_then(|doc| visible_document(&principal, &doc)).ok_or(ApiError::OrderNotFound);
                 }
                 _ => {}
             }
@@ -496,6 +496,21 @@ pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError
     }
     let order = state.store.load(&id).await?.fold(&id).ok_or(ApiError::OrderNotFound)?;
     found(&principal, order, "strong")
+}
+
+/// The read model's document, for whoever may see it.
+fn visible_document(principal: &Principal, doc: &crate::views::Document) -> Option<HttpResponse> {
+    visible(principal, &doc.order).then(|| {
+        HttpResponse::Ok()
+            .insert_header((header::ETAG, format!("\"{}\"", doc.order.version)))
+            .insert_header(("X-Consistency", HeaderValue::from_static("eventual")))
+            .content_type(mime_json())
+            .body(doc.json.clone())
+    })
+}
+
+fn mime_json() -> HeaderValue {
+    HeaderValue::from_static("application/json")
 }
 
 fn found(principal: &Principal, order: Order, consistency: &'static str) -> Result<HttpResponse, ApiError> {

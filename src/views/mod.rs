@@ -6,8 +6,10 @@
 //! changes nothing.
 
 pub mod parked;
+mod recent;
 pub mod revenue_dynamo;
 pub mod revenue_sqlite;
+pub mod rules;
 pub mod search_meili;
 pub mod search_sqlite;
 mod sqlite;
@@ -183,10 +185,35 @@ pub struct SearchPage {
     pub estimated_total: u64,
 }
 
+/// An order's document as a search view serves it: the order, and its JSON serialized once (the answer to
+/// `GET /orders/{id}` is these bytes as they are).
+#[derive(Debug)]
+pub struct Document {
+    pub order: Order,
+    pub json: bytes::Bytes,
+}
+
+impl Document {
+    pub fn new(order: Order) -> Result<Self, ViewError> {
+        let json = serde_json::to_vec(&order).map_err(|e| ViewError::Unavailable(e.to_string()))?;
+        Ok(Self { order, json: json.into() })
+    }
+
+    /// A document stored as JSON text: read once, kept as it was written.
+    pub fn from_json(text: String) -> Result<Self, serde_json::Error> {
+        let order = serde_json::from_str(&text)?;
+        Ok(Self { order, json: text.into() })
+    }
+}
+
 /// The query side of the search view.
 #[async_trait]
 pub trait SearchView: Send + Sync + 'static {
     async fn get(&self, order_id: &OrderId) -> Result<Option<Order>, ViewError>;
+    /// The document with its JSON. Adapters that hold documents serialized answer without serializing again.
+    async fn document(&self, order_id: &OrderId) -> Result<Option<Arc<Document>>, ViewError> {
+        self.get(order_id).await?.map(|order| Document::new(order).map(Arc::new)).transpose()
+    }
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, ViewError>;
     /// A cheap round trip to the backend, for readiness.
     async fn ping(&self) -> Result<(), ViewError>;

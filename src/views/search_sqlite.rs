@@ -15,8 +15,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::sqlite::{BulkLoad, Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
-use super::{ApplyReport, Cursor, Projection, Rebuilder, SearchPage, SearchQuery, SearchView, ViewError, search_terms};
+use super::recent::RecentDocs;
+use super::rules;
+use super::sqlite::{BulkLoad, Generations, SqliteRebuild, read_checkpoint, save_checkpoint};
+use super::{
+    ApplyReport, Cursor, Document, Projection, Rebuilder, SearchPage, SearchQuery, SearchView, ViewError, search_terms,
+};
 use crate::domain::{Order, OrderEvent, OrderId};
 use crate::sql::DbError;
 use crate::store::StoredEvent;
@@ -45,7 +49,12 @@ const DEFERRED_INDEXES: &[&str] = &["search_docs_placed", "search_docs_total", "
 
 pub struct SqliteSearchView {
     gens: Generations,
+    recent: Arc<RecentDocs>,
 }
+
+/// Documents per generation of the recently written ones (see `recent`): two generations of ~1 KiB documents
+/// hold the orders of the last few seconds of a busy service in at most ~50 MiB.
+const RECENT_DOCUMENTS: usize = 25_000;
 
 /// Most matches `estimatedTotal` counts (beyond it, it says this many): a count must not cost as much as
 /// reading every match of a frequent word.
@@ -69,7 +78,7 @@ DROP INDEX IF EXISTS search_docs_customer;
 impl SqliteSearchView {
     pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
         let gens = Generations::open(dir, "search", SCHEMA, DEFERRED_INDEXES, read_connections)?;
-        let view = Arc::new(Self { gens });
+        let view = Arc::new(Self { gens, recent: Arc::new(RecentDocs::new(RECENT_DOCUMENTS)) });
         view.gens.db().writer.write_blocking(|conn| {
             let old: bool =
                 conn.prepare("SELECT 1 FROM sqlite_master WHERE name IN ('search_fts', 'search_text')")?.exists([])?;
@@ -85,11 +94,15 @@ impl SqliteSearchView {
     }
 }
 
-fn load_doc(conn: &Connection, order_id: &str) -> Result<Option<Order>, DbError> {
-    let doc: Option<String> = conn
+fn load_json(conn: &Connection, order_id: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
         .prepare_cached("SELECT doc FROM search_docs WHERE order_id = ?1")?
         .query_row([order_id], |r| r.get(0))
-        .optional()?;
+        .optional()?)
+}
+
+fn load_doc(conn: &Connection, order_id: &str) -> Result<Option<Order>, DbError> {
+    let doc = load_json(conn, order_id)?;
     doc.map(|d| serde_json::from_str(&d).map_err(|e| DbError::Corrupt(e.to_string()))).transpose()
 }
 
@@ -102,46 +115,46 @@ struct Folding {
     terms: Option<String>,
 }
 
-/// Documents being folded: each order's document is read once, every event folded into it with the domain's own
-/// `Order::evolve` (an event at or below the version reached is a duplicate, skipped), and written back once
-/// with its new version. A live batch is one fold; a rebuild folds many steps before it writes.
+/// Documents being folded: each order's document is read once (from the recently written ones when it is there),
+/// every event folded into it by [`rules::fold_document`], and written back once with its new version. A live
+/// batch is one fold; a rebuild folds many steps before it writes (and never looks at the recent documents,
+/// which belong to the current view, not to the copy).
 #[derive(Default)]
 struct Fold {
     docs: HashMap<OrderId, Folding>,
     /// The order in which documents were first touched, so that writes (and new rowids) follow the feed.
     touched: Vec<OrderId>,
+    recent: Option<Arc<RecentDocs>>,
 }
 
 impl Fold {
+    fn live(recent: &Arc<RecentDocs>) -> Self {
+        Self { recent: Some(Arc::clone(recent)), ..Self::default() }
+    }
+
     fn add(&mut self, conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
         let mut report = ApplyReport::default();
         for event in events {
             let doc = match self.docs.entry(event.order_id.clone()) {
                 Entry::Occupied(doc) => doc.into_mut(),
                 Entry::Vacant(slot) => {
-                    let order = load_doc(conn, event.order_id.as_str())?;
+                    let order = match self.recent.as_ref().and_then(|r| r.get(&event.order_id)) {
+                        Some(recent) => Some(recent.order.clone()),
+                        None => load_doc(conn, event.order_id.as_str())?,
+                    };
                     let stored = order.as_ref().map_or(0, |o| o.version);
                     self.touched.push(event.order_id.clone());
                     slot.insert(Folding { order, stored, terms: None })
                 }
             };
-            let have = doc.order.as_ref().map_or(0, |o| o.version);
-            if event.version <= have {
+            if !rules::fold_document(&mut doc.order, event)? {
                 report.skipped += 1;
                 continue;
             }
-            let next = Order::evolve(doc.order.take(), &event.order_id, &event.event)
-                .filter(|o| o.version == event.version)
-                .ok_or_else(|| ViewError::OutOfOrder {
-                    order_id: event.order_id.to_string(),
-                    version: event.version,
-                    have,
-                })?;
             if let OrderEvent::OrderPlaced { items, .. } = &event.event {
                 let terms: Vec<&str> = items.iter().flat_map(|i| [i.name.as_str(), i.sku.as_str()]).collect();
                 doc.terms = Some(terms.join(" "));
             }
-            doc.order = Some(next);
             report.applied += 1;
         }
         Ok(report)
@@ -151,25 +164,28 @@ impl Fold {
         self.touched.len()
     }
 
-    /// Writes every document that moved, and empties the fold.
-    fn write(&mut self, conn: &Connection) -> Result<(), ViewError> {
+    /// Writes every document that moved, empties the fold, and returns the documents written.
+    fn write(&mut self, conn: &Connection) -> Result<Vec<Arc<Document>>, ViewError> {
         // Documents first, text rows after: a write to a table while the text index holds pending terms in this
         // transaction makes FTS5 flush them (its xSavepoint), which would cut one tiny segment per document.
         let mut text_rows = Vec::new();
+        let mut written = Vec::new();
         for id in self.touched.drain(..) {
             let Some(Folding { order: Some(order), stored, terms }) = self.docs.remove(&id) else { continue };
             if order.version > stored {
-                let rowid = write_doc(conn, &order)?;
+                let doc = Document::new(order)?;
+                let rowid = write_doc(conn, &doc)?;
                 if let Some(terms) = terms {
-                    text_rows.push((rowid, terms, owner_token(order.customer_id.as_str())));
+                    text_rows.push((rowid, terms, owner_token(doc.order.customer_id.as_str())));
                 }
+                written.push(Arc::new(doc));
             }
         }
         let mut insert = conn.prepare_cached("INSERT INTO search_words (rowid, terms, owner) VALUES (?1, ?2, ?3)")?;
         for (rowid, terms, owner) in text_rows {
             insert.execute(params![rowid, terms, owner])?;
         }
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -180,24 +196,16 @@ impl BulkLoad for Fold {
     }
 
     fn write(&mut self, conn: &Connection) -> Result<(), ViewError> {
-        Fold::write(self, conn)
+        Fold::write(self, conn).map(drop)
     }
 }
 
 /// Documents a rebuild folds in memory before it writes them (a few KiB each at most).
 const REBUILD_FOLD_DOCS: usize = 50_000;
 
-/// Applies a live batch: one fold, written at once.
-fn apply_all(conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
-    let mut fold = Fold::default();
-    let report = fold.add(conn, events)?;
-    fold.write(conn)?;
-    Ok(report)
-}
-
 /// Writes the document with its version; returns its rowid (the text index's key).
-fn write_doc(conn: &Connection, order: &Order) -> Result<i64, ViewError> {
-    let doc = serde_json::to_string(order).map_err(|e| ViewError::Unavailable(e.to_string()))?;
+fn write_doc(conn: &Connection, doc: &Document) -> Result<i64, ViewError> {
+    let (order, json) = (&doc.order, std::str::from_utf8(&doc.json).map_err(|e| ViewError::Unavailable(e.to_string()))?);
     let rowid: i64 = conn
         .prepare_cached(
             "INSERT INTO search_docs (order_id, customer_id, status, total, placed_at, version, doc)
@@ -213,7 +221,7 @@ fn write_doc(conn: &Connection, order: &Order) -> Result<i64, ViewError> {
                 order.total.minor() as i64,
                 order.placed_at.timestamp_millis(),
                 order.version,
-                doc
+                json
             ],
             |r| r.get(0),
         )?;
@@ -226,8 +234,29 @@ impl Projection for SqliteSearchView {
         NAME
     }
 
+    /// One fold, written at once with the checkpoint in one transaction; the documents it wrote are then the
+    /// recent ones (on the writer thread, so in the order of the commits).
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_all).await
+        let (events, recent) = (events.to_vec(), Arc::clone(&self.recent));
+        self.gens
+            .db()
+            .writer
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let mut fold = Fold::live(&recent);
+                let written = match fold.add(&tx, &events).and_then(|report| Ok((report, fold.write(&tx)?))) {
+                    Ok(written) => written,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if let Some(position) = checkpoint {
+                    save_checkpoint(&tx, NAME, position)?;
+                }
+                tx.commit()?;
+                let (report, docs) = written;
+                recent.put(docs);
+                Ok(Ok(report))
+            })
+            .await?
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {
@@ -235,7 +264,8 @@ impl Projection for SqliteSearchView {
     }
 
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
-        Ok(Box::new(SqliteRebuild::new(&self.gens, NAME, Box::<Fold>::default())?))
+        let copy = SqliteRebuild::new(&self.gens, NAME, Box::<Fold>::default())?;
+        Ok(Box::new(SearchRebuild { copy, recent: Arc::clone(&self.recent) }))
     }
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {
@@ -244,6 +274,7 @@ impl Projection for SqliteSearchView {
 
     async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
         let (id, version) = (event.order_id.to_string(), event.version);
+        let (order_id, recent) = (event.order_id.clone(), Arc::clone(&self.recent));
         Ok(self
             .gens
             .db()
@@ -254,9 +285,34 @@ impl Projection for SqliteSearchView {
                      WHERE order_id = ?1 AND version < ?2",
                     params![id, version],
                 )?;
+                recent.remove(&order_id);
                 Ok(())
             })
             .await?)
+    }
+}
+
+/// A rebuild of the search view; once the copy is swapped in, the recent documents (of the old view) go.
+struct SearchRebuild {
+    copy: SqliteRebuild,
+    recent: Arc<RecentDocs>,
+}
+
+#[async_trait]
+impl Rebuilder for SearchRebuild {
+    async fn apply(&mut self, events: Arc<[StoredEvent]>, checkpoint: Option<u64>) -> Result<(), ViewError> {
+        self.copy.apply(events, checkpoint).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), ViewError> {
+        let Self { copy, recent } = *self;
+        let swapped = Box::new(copy).finish().await;
+        recent.clear();
+        swapped
+    }
+
+    async fn abort(self: Box<Self>) {
+        Box::new(self.copy).abort().await;
     }
 }
 
@@ -267,8 +323,18 @@ impl SearchView for SqliteSearchView {
     }
 
     async fn get(&self, order_id: &OrderId) -> Result<Option<Order>, ViewError> {
+        Ok(self.document(order_id).await?.map(|doc| doc.order.clone()))
+    }
+
+    /// The recently written document when there is one, else the view file's (read and kept as stored).
+    async fn document(&self, order_id: &OrderId) -> Result<Option<Arc<Document>>, ViewError> {
+        if let Some(doc) = self.recent.get(order_id) {
+            return Ok(Some(doc));
+        }
         let id = order_id.clone();
-        Ok(self.gens.db().readers.read(move |conn| load_doc(conn, id.as_str())).await?)
+        let json = self.gens.db().readers.read(move |conn| load_json(conn, id.as_str())).await?;
+        json.map(|text| Document::from_json(text).map(Arc::new).map_err(|e| ViewError::Unavailable(e.to_string())))
+            .transpose()
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, ViewError> {
