@@ -217,8 +217,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the stores of the configured profile, starts the projectors (and, distributed, the bridge) and
-    /// binds the server. Must run inside an actix system.
+    /// Binds the port (first, so that a busy one fails before anything starts), opens the stores of the
+    /// configured profile, starts the projectors (and, distributed, the bridge) and the server. Must run inside
+    /// an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // First: whatever the wiring records (the parked counts it loads) must reach the recorder.
         let prometheus = crate::telemetry::prometheus();
