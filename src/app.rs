@@ -26,6 +26,7 @@ use crate::http::{self, AppState};
 use crate::store::dynamo::DynamoEventStore;
 use crate::store::sqlite::SqliteEventStore;
 use crate::store::{EventStore, RebuildSource};
+use crate::telemetry::BridgeSource;
 use crate::views::parked::{DynamoParkedStore, ParkedStore, SqliteParkedStore};
 use crate::views::revenue_dynamo::DynamoRevenueView;
 use crate::views::revenue_sqlite::SqliteRevenueView;
@@ -60,6 +61,8 @@ impl ProjectorKit<'_> {
         feed: FeedFactory,
         position: u64,
     ) -> anyhow::Result<ProjectionHandle> {
+        // Its series exist from the first scrape; the parking lot sets the parked gauge from the durable count.
+        crate::telemetry::register_projection(view.name());
         let status = ProjectionStatus::new(view.name());
         status.set_position(position);
         let projection: Arc<dyn Projection> = Arc::new(Poisonable { inner: view, switch: self.poison.clone() });
@@ -164,6 +167,11 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
         .with_poison(kit.poison.clone())
         .with_leases(Arc::clone(&leases));
     let bridge_status = bridge.status();
+    crate::telemetry::register_bridge(BridgeSource::DynamoDbStreams);
+    crate::telemetry::register_supervised(crate::actors::bridge::NAME);
+    if settings.projections.source == Transport::Kinesis {
+        crate::telemetry::register_bridge(BridgeSource::Kinesis);
+    }
     let bridge = bridge.start_supervised();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
@@ -209,9 +217,20 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the stores of the configured profile, starts the projectors (and, distributed, the bridge) and
-    /// binds the server. Must run inside an actix system.
+    /// Binds the port (first, so that a busy one fails before anything starts), opens the stores of the
+    /// configured profile, starts the projectors (and, distributed, the bridge) and the server. Must run inside
+    /// an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // First: whatever the wiring records (the parked counts it loads) must reach the recorder.
+        let prometheus = crate::telemetry::prometheus();
+        // Then the port and the TLS files: a busy port or a bad certificate fails here, before any store is opened
+        // or actor started.
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;
+        let tls = match (settings.server.tls_cert.as_str(), settings.server.tls_key.as_str()) {
+            ("", _) | (_, "") => None,
+            (cert, key) => Some(tls_config(cert, key)?),
+        };
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
         let (secret, _generated) = resolve_secret(&settings.auth, &settings.data_dir)
@@ -238,7 +257,7 @@ impl Application {
             auth: Authenticator::from_settings(&settings.auth, &secret).await?,
             audit,
             limits: http::limits::RateLimits::new(&settings.rate_limit),
-            prometheus: crate::telemetry::prometheus(),
+            prometheus,
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),
             max_uri_bytes: settings.server.max_uri_bytes,
         });
@@ -255,8 +274,6 @@ impl Application {
             });
         }
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         let origins = settings.server.cors_allowed_origins.clone();
@@ -267,23 +284,28 @@ impl Application {
                 .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), http::cors(&origins)))
                 .wrap(actix_web::middleware::from_fn(http::limit_uri))
                 .wrap(actix_web::middleware::from_fn(http::trace_request))
+                .wrap(http::request_metrics::RequestMetrics)
                 .configure(http::routes)
         })
         .shutdown_timeout(server.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_millis(server.request_timeout_ms))
         .keep_alive(Duration::from_secs(server.keep_alive_secs))
         .max_connections(server.max_connections.max(1));
-        let tls = !settings.server.tls_cert.is_empty() && !settings.server.tls_key.is_empty();
-        server = if tls {
-            let config = tls_config(&settings.server.tls_cert, &settings.server.tls_key)?;
-            server.listen_rustls_0_23(listener, config)?
-        } else {
-            server.listen(listener)?
+        let scheme_is_https = tls.is_some();
+        server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
         };
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        Ok(Self { port, tls, server: server.run(), state, secret_in_data_dir: settings.auth.jwt_secret.is_empty() })
+        Ok(Self {
+            port,
+            tls: scheme_is_https,
+            server: server.run(),
+            state,
+            secret_in_data_dir: settings.auth.jwt_secret.is_empty(),
+        })
     }
 
     /// `https` when TLS is configured, else `http`.

@@ -318,19 +318,44 @@ fn verifying_key(jwk: &Jwk) -> anyhow::Result<Option<(String, DecodingKey, Algor
     Ok(Some((kid, DecodingKey::from_jwk(jwk)?, alg)))
 }
 
-/// The configured secret, or (when it is empty) the one kept in `<data_dir>/jwt_secret`, generated on first
-/// run. Returns the secret and whether it was just generated.
-pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Result<(String, bool)> {
+/// Where the HS256 secret comes from: `auth.jwt_secret`, or a file of the data folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Config,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config => f.write_str("auth.jwt_secret"),
+            Self::File(path) => write!(f, "{}", std::path::absolute(path).unwrap_or_else(|_| path.clone()).display()),
+        }
+    }
+}
+
+/// The secret the service uses, found the way `serve` finds it, without ever creating one: the configured
+/// secret, else the one kept in `<data_dir>/jwt_secret`. `None` when neither exists (yet).
+pub fn find_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Result<Option<(String, SecretSource)>> {
     if !settings.jwt_secret.is_empty() {
-        return Ok((settings.jwt_secret.clone(), false));
+        return Ok(Some((settings.jwt_secret.clone(), SecretSource::Config)));
     }
     let path = data_dir.join("jwt_secret");
     match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok((secret.trim().to_owned(), false)),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Ok(secret) if !secret.trim().is_empty() => Ok(Some((secret.trim().to_owned(), SecretSource::File(path)))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
+}
+
+/// The configured secret, or (when it is empty) the one kept in `<data_dir>/jwt_secret`, generated on first
+/// run. Returns the secret and whether it was just generated.
+pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Result<(String, bool)> {
+    if let Some((secret, _)) = find_secret(settings, data_dir)? {
+        return Ok((secret, false));
+    }
+    let path = data_dir.join("jwt_secret");
     std::fs::create_dir_all(data_dir)?;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use orderflow::admin_client::AdminClient;
+use orderflow::admin_client::{AdminClient, UsageError, service_secret};
 use orderflow::app::Application;
-use orderflow::auth::{Authenticator, Role, resolve_secret};
+use orderflow::auth::{Authenticator, Role};
 use orderflow::config::Settings;
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small objects across threads,
@@ -30,7 +30,8 @@ struct Cli {
 enum Commands {
     /// Run the service (the default).
     Serve,
-    /// Print a JWT signed with the configured secret (or the data folder's generated one).
+    /// Print a JWT signed with the service's secret: the configured one, or the one `serve` generated in the
+    /// data folder (never created here).
     Token {
         #[arg(long, value_enum)]
         role: RoleArg,
@@ -44,8 +45,10 @@ enum Commands {
     /// Rebuild a view (`search` or `revenue`) of the running service from the write model, with progress.
     Rebuild {
         /// The projection to rebuild.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(orderflow::views::NAMES))]
         name: String,
-        /// The service's base URL (default: from `server.host` / `server.port`).
+        /// The service's base URL, e.g. http://127.0.0.1:8080 (`host:port` means http; default: from
+        /// `server.host` / `server.port`).
         #[arg(long)]
         url: Option<String>,
     },
@@ -53,7 +56,8 @@ enum Commands {
     Parked {
         #[command(subcommand)]
         action: ParkedAction,
-        /// The service's base URL (default: from `server.host` / `server.port`).
+        /// The service's base URL, e.g. http://127.0.0.1:8080 (`host:port` means http; default: from
+        /// `server.host` / `server.port`).
         #[arg(long, global = true)]
         url: Option<String>,
     },
@@ -108,18 +112,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orderflow: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }
 
 fn token(settings: &Settings, role: RoleArg, sub: &str, ttl: u64) -> anyhow::Result<()> {
-    let (secret, _) = resolve_secret(&settings.auth, &settings.data_dir)?;
+    let (secret, source) = service_secret(settings)?;
     let role = match role {
         RoleArg::Admin => Role::Admin,
         RoleArg::Customer => Role::Customer,
     };
     println!("{}", Authenticator::new(&settings.auth, &secret).mint(sub, role, ttl)?);
+    // On stderr, so that `$(orderflow token …)` is the token alone: a service that refuses it uses another.
+    eprintln!("orderflow: signed with the secret of {source}");
     Ok(())
 }
 
@@ -137,7 +143,15 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
     orderflow::telemetry::init_logging(&settings.log);
     actix_web::rt::System::new().block_on(async move {
         let host = settings.server.host.clone();
-        let app = Application::build(settings).await?;
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            // Projectors may be running already, and tearing the runtime down under them panics over the real
+            // reason: say it in one line and leave from here.
+            Err(e) => {
+                eprintln!("orderflow: {e:#}");
+                std::process::exit(1);
+            }
+        };
         let scheme = app.scheme();
         println!("orderflow listening on {scheme}://{host}:{}", app.port());
         println!("console: {scheme}://{host}:{}/console", app.port());

@@ -1,15 +1,21 @@
 //! Logs and metrics in one place. Business code calls the named functions below; the metric names and
 //! labels are those of docs/api.md §4 and appear nowhere else. Label values come from small fixed sets
-//! (command names, event types, projection names), never from an order id.
+//! (command names, event types, projection names, route templates), never from an order id or a raw path.
+//!
+//! Every series whose labels are known at startup is registered at 0 before anything can use it (the known
+//! sets at install, each projection and bridge source as it is wired), so a dashboard or an alert never sees
+//! "no data" where the truth is zero. The recorder is installed before the projections are opened, so the
+//! parked gauge they set from the durable count at startup is kept.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
+use crate::domain::{Command, OrderEvent};
 
 pub const COMMANDS_TOTAL: &str = "orderflow_commands_total";
 pub const COMMAND_DURATION: &str = "orderflow_command_duration_seconds";
@@ -21,7 +27,22 @@ pub const PROJECTOR_RESTARTS: &str = "orderflow_projector_restarts_total";
 pub const BRIDGE_RECORDS: &str = "orderflow_bridge_records_total";
 pub const BRIDGE_LAG: &str = "orderflow_bridge_lag_seconds";
 pub const LIVE_AGGREGATES: &str = "orderflow_live_aggregates";
+pub const HTTP_REQUESTS: &str = "orderflow_http_requests_total";
+pub const HTTP_DURATION: &str = "orderflow_http_request_duration_seconds";
 pub const RATE_LIMITED: &str = "orderflow_http_rate_limited_total";
+pub const BUILD_INFO: &str = "orderflow_build_info";
+
+/// The `route` label of a request that matched no route (never the raw path: that is unbounded).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Command handling, request to durable ack: from half a millisecond to seconds.
+const COMMAND_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+/// Whole HTTP requests: a cached read takes tens of microseconds, a search under load up to seconds.
+const HTTP_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// How often histogram samples are folded into their buckets when nobody scrapes: they wait in the
+/// recorder until then, and a busy instance that nobody scrapes would otherwise keep every one of them.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// How a command ended, as the `outcome` label of `orderflow_commands_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +58,8 @@ pub enum CommandOutcome {
 }
 
 impl CommandOutcome {
+    pub const ALL: [Self; 4] = [Self::Ok, Self::Rejected, Self::Conflict, Self::Error];
+
     fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -57,6 +80,8 @@ pub enum ProjectionOutcome {
 }
 
 impl ProjectionOutcome {
+    pub const ALL: [Self; 4] = [Self::Applied, Self::Skipped, Self::Failed, Self::Parked];
+
     fn label(self) -> &'static str {
         match self {
             Self::Applied => "applied",
@@ -85,16 +110,16 @@ impl BridgeSource {
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder once and returns its handle (for `/metrics`).
+/// Installs the process-wide Prometheus recorder once and returns its handle (for `/metrics`). Called first
+/// thing when the application is built: a metric recorded before the recorder exists is lost.
 pub fn prometheus() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(COMMAND_DURATION.to_owned()),
-                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
-                )
+                .set_buckets_for_metric(Matcher::Full(COMMAND_DURATION.to_owned()), COMMAND_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), HTTP_BUCKETS))
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -102,9 +127,27 @@ pub fn prometheus() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only this one's");
             }
             describe();
+            register_known();
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread; histogram samples wait for the next scrape");
+            }
             handle
         })
         .clone()
+}
+
+/// The Prometheus text of a scrape: the process metrics (CPU, memory, file descriptors) read now, then
+/// everything the recorder holds.
+pub fn render(handle: &PrometheusHandle) -> String {
+    PROCESS.get_or_init(metrics_process::Collector::default).collect();
+    handle.render()
 }
 
 fn describe() {
@@ -120,6 +163,50 @@ fn describe() {
     describe_counter!(BRIDGE_RECORDS, "Records moved from the change feed to the event feed.");
     describe_gauge!(BRIDGE_LAG, metrics::Unit::Seconds, "Age of the newest record the bridge has published.");
     describe_gauge!(LIVE_AGGREGATES, "Order actors currently in memory.");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status.");
+    describe_histogram!(HTTP_DURATION, metrics::Unit::Seconds, "HTTP request time, by route template and method.");
+    describe_gauge!(BUILD_INFO, "Always 1; the running build's version is its label.");
+    PROCESS.get_or_init(metrics_process::Collector::default).describe();
+}
+
+/// The series whose labels are known before any request: every command and outcome, event type and rate
+/// limit class, the live-aggregate gauge and the build.
+fn register_known() {
+    for command in Command::NAMES {
+        for outcome in CommandOutcome::ALL {
+            let _ = counter!(COMMANDS_TOTAL, "command" => command, "outcome" => outcome.label());
+        }
+        let _ = histogram!(COMMAND_DURATION, "command" => command);
+    }
+    for event_type in OrderEvent::TYPES {
+        let _ = counter!(EVENTS_APPENDED, "type" => event_type);
+    }
+    for class in crate::http::limits::RouteClass::ALL {
+        let _ = counter!(RATE_LIMITED, "class" => class.label());
+    }
+    let _ = gauge!(LIVE_AGGREGATES);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// A projection's series, at 0 until it reports (registering again changes nothing).
+pub fn register_projection(projection: &'static str) {
+    let _ = gauge!(PROJECTION_LAG, "projection" => projection);
+    let _ = gauge!(PROJECTION_PARKED, "projection" => projection);
+    register_supervised(projection);
+    for outcome in ProjectionOutcome::ALL {
+        let _ = counter!(PROJECTION_EVENTS, "projection" => projection, "outcome" => outcome.label());
+    }
+}
+
+/// The restart counter of a supervised actor (a projector, or the bridge), at 0.
+pub fn register_supervised(name: &'static str) {
+    let _ = counter!(PROJECTOR_RESTARTS, "projection" => name);
+}
+
+/// A bridge source's series, at 0 until it reports.
+pub fn register_bridge(source: BridgeSource) {
+    let _ = counter!(BRIDGE_RECORDS, "source" => source.label());
+    let _ = gauge!(BRIDGE_LAG, "source" => source.label());
 }
 
 pub fn command_done(command: &'static str, outcome: CommandOutcome, elapsed: Duration) {
@@ -246,6 +333,82 @@ pub fn rate_limited(class: &'static str) {
     counter!(RATE_LIMITED, "class" => class).increment(1);
 }
 
+/// The HTTP metrics of one route template. Their handles are resolved on the first request of each method
+/// and status and kept, so that counting a request takes no lookup in the registry and allocates nothing: it
+/// runs on every request of the hot path.
+pub struct HttpRouteMetrics {
+    route: &'static str,
+    by_method: [OnceLock<Box<MethodMetrics>>; HTTP_METHODS.len() + 1],
+}
+
+struct MethodMetrics {
+    duration: Histogram,
+    by_status: [OnceLock<Counter>; HTTP_STATUSES.len()],
+}
+
+/// Methods with a label of their own; any other is `other`.
+const HTTP_METHODS: [&str; 7] = ["GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"];
+
+/// The statuses orderflow answers with (sorted), whose counters are kept; another one is counted too, through
+/// the registry.
+const HTTP_STATUSES: [&str; 27] = [
+    "200", "201", "202", "204", "301", "302", "304", "400", "401", "403", "404", "405", "406", "408", "409", "411",
+    "412", "413", "414", "415", "422", "428", "429", "431", "500", "503", "504",
+];
+
+impl HttpRouteMetrics {
+    /// `route` is the template the route was registered with (`/orders/{id}`).
+    pub const fn new(route: &'static str) -> Self {
+        Self { route, by_method: [const { OnceLock::new() }; HTTP_METHODS.len() + 1] }
+    }
+
+    /// The metrics of requests that matched no route.
+    pub fn unmatched() -> &'static Self {
+        static UNMATCHED: HttpRouteMetrics = HttpRouteMetrics::new(UNMATCHED_ROUTE);
+        &UNMATCHED
+    }
+
+    /// One request answered with `status` after `elapsed`; `method` is an [`http_method_label`].
+    pub fn request_done(&self, method: &'static str, status: u16, elapsed: Duration) {
+        let slot = HTTP_METHODS.iter().position(|m| *m == method).unwrap_or(HTTP_METHODS.len());
+        let route = self.route;
+        let metrics = self.by_method[slot].get_or_init(|| {
+            Box::new(MethodMetrics {
+                duration: histogram!(HTTP_DURATION, "route" => route, "method" => method),
+                by_status: [const { OnceLock::new() }; HTTP_STATUSES.len()],
+            })
+        });
+        metrics.duration.record(elapsed.as_secs_f64());
+        let mut digits = [0u8; 3];
+        let text = status_text(status, &mut digits);
+        match HTTP_STATUSES.binary_search(&text) {
+            Ok(i) => metrics.by_status[i]
+                .get_or_init(
+                    || counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => HTTP_STATUSES[i]),
+                )
+                .increment(1),
+            Err(_) => counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
+                .increment(1),
+        }
+    }
+}
+
+/// The `method` label of an HTTP method: its name, or `other` for a method outside the fixed set.
+pub fn http_method_label(method: &str) -> &'static str {
+    HTTP_METHODS.iter().find(|m| **m == method).copied().unwrap_or(OTHER_METHOD)
+}
+
+const OTHER_METHOD: &str = "other";
+
+/// A three-digit status as text, without allocating ("" for anything else).
+fn status_text(status: u16, digits: &mut [u8; 3]) -> &str {
+    if !(100..1000).contains(&status) {
+        return "";
+    }
+    *digits = [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8];
+    std::str::from_utf8(digits).unwrap_or("")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +416,20 @@ mod tests {
     const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/orderflow.json");
 
     /// The label names docs/api.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
-    const LABELS: &[&str] = &["command", "outcome", "type", "projection", "source", "class", "le", "instance", "job"];
+    const LABELS: &[&str] = &[
+        "command",
+        "outcome",
+        "type",
+        "projection",
+        "source",
+        "class",
+        "route",
+        "method",
+        "status",
+        "le",
+        "instance",
+        "job",
+    ];
 
     fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
         let panels = dashboard["panels"].as_array().expect("panels");
@@ -314,7 +490,10 @@ mod tests {
             BRIDGE_RECORDS,
             BRIDGE_LAG,
             LIVE_AGGREGATES,
+            HTTP_REQUESTS,
+            HTTP_DURATION,
             RATE_LIMITED,
+            BUILD_INFO,
         ];
         let exprs = exprs(&dashboard);
         assert!(exprs.len() >= 10, "{exprs:?}");
@@ -328,15 +507,39 @@ mod tests {
                 assert!(LABELS.contains(&label.as_str()), "label {label} in {expr} is not documented");
             }
         }
-        // The board covers what issue 6 asks for: command rate and latency, lag, parked events, restarts, bridge lag.
-        for wanted in
-            [COMMANDS_TOTAL, COMMAND_DURATION, PROJECTION_LAG, PROJECTION_PARKED, PROJECTOR_RESTARTS, BRIDGE_LAG]
-        {
+        // The board shows command rate and latency, lag, parked events, restarts, bridge lag, HTTP errors and
+        // latency by route, and the process's CPU and memory.
+        for wanted in [
+            COMMANDS_TOTAL,
+            COMMAND_DURATION,
+            PROJECTION_LAG,
+            PROJECTION_PARKED,
+            PROJECTOR_RESTARTS,
+            BRIDGE_LAG,
+            HTTP_REQUESTS,
+            HTTP_DURATION,
+        ] {
             assert!(used.contains(wanted), "the dashboard does not show {wanted}");
         }
+        for process in ["process_cpu_seconds_total", "process_resident_memory_bytes"] {
+            assert!(exprs.iter().any(|e| e.contains(process)), "the dashboard does not show {process}");
+        }
+        // The instance selector lists instances from a series that exists from the first scrape.
+        let instances = dashboard["templating"]["list"][0]["query"]["query"].as_str().unwrap_or_default();
+        assert_eq!(instances, format!("label_values({BUILD_INFO}, instance)"));
         let ids: std::collections::BTreeSet<_> =
             dashboard["panels"].as_array().into_iter().flatten().map(|p| p["id"].as_u64()).collect();
         assert_eq!(ids.len(), dashboard["panels"].as_array().map_or(0, Vec::len), "panel ids must be unique");
+    }
+
+    #[test]
+    fn statuses_are_sorted_and_three_digits_are_read_without_allocating() {
+        assert!(HTTP_STATUSES.windows(2).all(|w| w[0] < w[1]));
+        let mut digits = [0u8; 3];
+        assert_eq!(status_text(404, &mut digits), "404");
+        assert_eq!(status_text(99, &mut digits), "");
+        assert_eq!(http_method_label("GET"), "GET");
+        assert_eq!(http_method_label("BREW"), "other");
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum OrderEvent {
 }
 
 impl OrderEvent {
+    /// Every [`OrderEvent::type_name`]: the label values of `orderflow_events_appended_total`, known at startup.
+    pub const TYPES: [&'static str; 4] = ["OrderPlaced", "PaymentConfirmed", "OrderShipped", "OrderCancelled"];
+
     /// The bare event type name of docs/api.md §1 (`OrderPlaced`), a small fixed set fit for metric labels.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -84,6 +87,9 @@ pub enum Command {
 }
 
 impl Command {
+    /// Every [`Command::name`]: the label values of the command metrics, known at startup.
+    pub const NAMES: [&'static str; 4] = ["place", "confirm-payment", "ship", "cancel"];
+
     /// The command's name as used in metrics and routes.
     pub fn name(&self) -> &'static str {
         match self {
@@ -432,5 +438,20 @@ mod tests {
         assert_eq!(json["data"]["items"][0]["unitPrice"], 1250);
         let back: OrderEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, events[0]);
+    }
+
+    #[test]
+    fn the_known_label_sets_hold_every_name_and_type() {
+        let commands = [place(), pay("p1", 2500), ship(), cancel()];
+        assert_eq!(commands.map(|c| c.name()), Command::NAMES);
+        let events = [
+            given_when(&[], place()),
+            given_when(&[place()], pay("p1", 2500)),
+            given_when(&[place(), pay("p1", 2500)], ship()),
+            given_when(&[place()], cancel()),
+        ];
+        let types: Vec<&str> =
+            events.iter().flat_map(|e| e.as_ref().unwrap().iter().map(OrderEvent::type_name)).collect();
+        assert_eq!(types, OrderEvent::TYPES);
     }
 }

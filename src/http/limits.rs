@@ -26,6 +26,9 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    /// Every class: the label values of `orderflow_http_rate_limited_total`, known at startup.
+    pub const ALL: [RouteClass; 4] = [Self::Command, Self::Query, Self::Admin, Self::Anonymous];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Command => "commands",

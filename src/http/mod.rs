@@ -11,6 +11,7 @@ pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod request_metrics;
 pub mod revenue;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::store::EventStore;
 use crate::trace::TraceParent;
 use crate::views::{RevenueView, SearchView};
 use error::ApiError;
+use request_metrics::route;
 
 /// What the handlers share (behind `web::Data`).
 pub struct AppState {
@@ -81,6 +83,7 @@ impl AppState {
 }
 
 /// All routes. Unknown routes are 404 `not_found`, known routes with another method 405, both problem+json.
+/// Every resource is made by [`route`], so its requests are counted under its template.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api_routes(cfg);
     console_routes(cfg);
@@ -89,7 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The API of docs/api.md §2, every one of them described in `/openapi.json` (tests/api/openapi.rs checks).
 fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/orders")
+        route("/orders")
             .route(web::post().to(orders::place))
             .route(web::get().to(orders::search))
             .default_service(not_allowed("GET, POST")),
@@ -108,11 +111,7 @@ fn api_routes(cfg: &mut web::ServiceConfig) {
     .service(get("/admin/projections", admin::projections))
     .service(get("/admin/parked", admin::parked))
     .service(get("/admin/audit", admin::audit_log))
-    .service(
-        web::resource("/admin/parked/{id}")
-            .route(web::delete().to(admin::discard))
-            .default_service(not_allowed("DELETE")),
-    )
+    .service(route("/admin/parked/{id}").route(web::delete().to(admin::discard)).default_service(not_allowed("DELETE")))
     .service(post("/admin/parked/{id}/replay", admin::replay))
     .service(post("/admin/projections/{name}/rebuild", admin::rebuild))
     .default_service(web::to(|| async { ApiError::RouteNotFound.error_response_owned() }));
@@ -126,22 +125,22 @@ fn console_routes(cfg: &mut web::ServiceConfig) {
         .service(get("/console/app.css", console::style));
 }
 
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+fn get<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path).route(web::get().to(handler)).default_service(not_allowed("GET"))
+    route(path).route(web::get().to(handler)).default_service(not_allowed("GET"))
 }
 
-fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+fn post<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path).route(web::post().to(handler)).default_service(not_allowed("POST"))
+    route(path).route(web::post().to(handler)).default_service(not_allowed("POST"))
 }
 
 /// 414 `uri_too_long` for a request target longer than `server.max_uri_bytes`, before routing (so before any

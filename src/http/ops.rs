@@ -41,7 +41,9 @@ struct Health {
     )),
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.prometheus.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::telemetry::render(&state.prometheus))
 }
 
 /// The process is up and serving.

@@ -57,6 +57,13 @@ pub struct ApplyReport {
     pub skipped: u64,
 }
 
+/// The search view's projection name (both adapters).
+pub const SEARCH: &str = "search";
+/// The revenue view's projection name (both adapters).
+pub const REVENUE: &str = "revenue";
+/// Every view that can be rebuilt: what `orderflow rebuild` accepts.
+pub const NAMES: [&str; 2] = [SEARCH, REVENUE];
+
 /// The write side of a view, driven by a projector.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {

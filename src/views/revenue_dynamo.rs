@@ -62,7 +62,7 @@ use crate::aws::{RevenueTableNames, Tables, delete_tables, dynamo_client_with_ti
 use crate::domain::{Currency, OrderEvent};
 use crate::store::StoredEvent;
 
-const NAME: &str = "revenue";
+const NAME: &str = super::REVENUE;
 
 /// Orders applied at once on the event-by-event path (each order's events stay in order).
 const CONCURRENT_ORDERS: usize = 8;

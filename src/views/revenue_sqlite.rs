@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS revenue_orders (
 
 ";
 
-const NAME: &str = "revenue";
+const NAME: &str = super::REVENUE;
 
 pub struct SqliteRevenueView {
     gens: Generations,

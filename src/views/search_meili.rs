@@ -66,7 +66,7 @@ use crate::config::MeiliSettings;
 use crate::domain::{Order, OrderId};
 use crate::store::StoredEvent;
 
-const NAME: &str = "search";
+const NAME: &str = super::SEARCH;
 const PRIMARY_KEY: &str = "orderId";
 
 /// How deep offset paging can go (and the largest `estimatedTotal`). Meilisearch's default is 1000; deeper

@@ -42,7 +42,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search_words
     USING fts5 (terms, owner, content = '', tokenize = 'unicode61', prefix = '2 3 4 5 6');
 ";
 
-const NAME: &str = "search";
+const NAME: &str = super::SEARCH;
 
 /// The secondary indexes of `search_docs`, which a rebuild creates after the fill.
 const DEFERRED_INDEXES: &[&str] = &["search_docs_placed", "search_docs_total", "search_docs_customer_placed"];

@@ -14,6 +14,7 @@ mod failures;
 mod hardening;
 mod helpers;
 mod meili_mock;
+mod metrics;
 mod openapi;
 mod outage;
 mod queries;
