@@ -171,16 +171,87 @@ struct Jwks {
     role_claim: String,
     admin_role: String,
     customer_claim: String,
+    audience: Audience,
+}
+
+/// A JWKS URL must be `https`, or `http` to a loopback host (a local test or sidecar): keys read over plain
+/// HTTP from elsewhere could be replaced on the way, and whoever replaces them mints any token.
+fn check_jwks_url(location: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(location).map_err(|e| anyhow::anyhow!("auth.jwks {location}: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    let loopback = host.eq_ignore_ascii_case("localhost") || ip.is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        url.scheme() == "https" || loopback,
+        "auth.jwks {location}: a JWKS must be fetched over https (plain http only from a loopback host)"
+    );
+    Ok(())
+}
+
+/// Claims a user of the identity provider can set on their own account (Cognito lets users change `email`,
+/// `preferred_username` and `name`; a username can be given to a new account once the old one is deleted).
+const MUTABLE_CLAIMS: [&str; 4] = ["email", "preferred_username", "cognito:username", "name"];
+
+/// The customer id must come from a claim users cannot choose, unless the configuration says otherwise.
+fn check_customer_claim(settings: &AuthSettings) -> anyhow::Result<()> {
+    let claim = settings.customer_claim.as_str();
+    anyhow::ensure!(
+        settings.allow_mutable_customer_claim || !MUTABLE_CLAIMS.contains(&claim),
+        "auth.customer_claim = {claim:?} is a claim users can change, so one could take another's orders; use \
+         `sub`, or set auth.allow_mutable_customer_claim = true if the identity provider forbids the change"
+    );
+    Ok(())
+}
+
+/// Who a JWKS token must be meant for: `aud` naming `auth.audience` or one of `auth.client_ids`; or, for a
+/// Cognito access token (no `aud`), `token_use: access` with a `client_id` in `auth.client_ids`. With neither
+/// setting, any audience.
+struct Audience {
+    accepted: Vec<String>,
+    client_ids: Vec<String>,
+}
+
+impl Audience {
+    fn new(settings: &AuthSettings) -> Self {
+        let client_ids: Vec<String> = settings.client_ids.iter().filter(|c| !c.is_empty()).cloned().collect();
+        let mut accepted = client_ids.clone();
+        if !settings.audience.is_empty() {
+            accepted.push(settings.audience.clone());
+        }
+        Self { accepted, client_ids }
+    }
+
+    fn check(&self, claims: &serde_json::Map<String, Value>) -> Result<(), AuthError> {
+        if self.accepted.is_empty() {
+            return Ok(());
+        }
+        let named = |value: &str| self.accepted.iter().any(|a| a == value);
+        match claims.get("aud") {
+            Some(Value::String(aud)) if named(aud) => Ok(()),
+            Some(Value::Array(auds)) if auds.iter().filter_map(Value::as_str).any(named) => Ok(()),
+            Some(_) => Err(AuthError("aud names another audience".into())),
+            None => {
+                let access = claims.get("token_use").and_then(Value::as_str) == Some("access");
+                let client = claims.get("client_id").and_then(Value::as_str);
+                match client {
+                    Some(client) if access && self.client_ids.iter().any(|c| c == client) => Ok(()),
+                    _ => Err(AuthError("no aud, and not an access token of a configured client id".into())),
+                }
+            }
+        }
+    }
 }
 
 impl Jwks {
     fn new(settings: &AuthSettings) -> anyhow::Result<Self> {
         let location = settings.jwks.trim();
         let source = if location.starts_with("https://") || location.starts_with("http://") {
+            check_jwks_url(location)?;
             JwksSource::Url(location.to_owned())
         } else {
             JwksSource::File(PathBuf::from(location))
         };
+        check_customer_claim(settings)?;
         let validation = [Algorithm::RS256, Algorithm::ES256]
             .into_iter()
             .map(|alg| {
@@ -192,11 +263,8 @@ impl Jwks {
                 if !settings.issuer.is_empty() {
                     v.set_issuer(&[&settings.issuer]);
                 }
-                if settings.audience.is_empty() {
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&[&settings.audience]);
-                }
+                // The audience is checked by `Audience` (Cognito access tokens have none).
+                v.validate_aud = false;
                 (alg, v)
             })
             .collect();
@@ -211,6 +279,7 @@ impl Jwks {
             role_claim: settings.role_claim.clone(),
             admin_role: settings.admin_role.clone(),
             customer_claim: settings.customer_claim.clone(),
+            audience: Audience::new(settings),
         })
     }
 
@@ -233,6 +302,7 @@ impl Jwks {
         let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, validation)
             .map_err(|e| AuthError(e.to_string()))?
             .claims;
+        self.audience.check(&claims)?;
         self.principal(&claims)
     }
 
@@ -318,43 +388,64 @@ fn verifying_key(jwk: &Jwk) -> anyhow::Result<Option<(String, DecodingKey, Algor
     Ok(Some((kid, DecodingKey::from_jwk(jwk)?, alg)))
 }
 
+/// The shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: at least the hash size, 256 bits). A shorter
+/// one, above all an empty one, would let anyone who guesses it mint admin tokens, so the service refuses to
+/// start with it rather than sign with it.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why no usable secret could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{origin} is {len} bytes long; an HS256 secret must have at least {MIN_SECRET_BYTES}")]
+    TooShort { origin: String, len: usize },
+    #[error("cannot read or create {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Refuses a secret shorter than [`MIN_SECRET_BYTES`]; `origin` names where it came from.
+pub fn check_secret(origin: &str, secret: &str) -> Result<(), SecretError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(SecretError::TooShort { origin: origin.to_owned(), len: secret.len() });
+    }
+    Ok(())
+}
+
 /// The configured secret, or (when it is empty) the one kept in `<data_dir>/jwt_secret`, generated on first
-/// run. Returns the secret and whether it was just generated.
-pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Result<(String, bool)> {
+/// run. Returns the secret and whether it was just generated. A secret shorter than [`MIN_SECRET_BYTES`] is
+/// an error, wherever it comes from: an empty or truncated file is never a key.
+pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> Result<(String, bool), SecretError> {
     if !settings.jwt_secret.is_empty() {
+        check_secret("auth.jwt_secret", &settings.jwt_secret)?;
         return Ok((settings.jwt_secret.clone(), false));
     }
     let path = data_dir.join("jwt_secret");
+    let io = |source| SecretError::Io { path: path.display().to_string(), source };
+    let from_file = |secret: String| -> Result<String, SecretError> {
+        let secret = secret.trim().to_owned();
+        check_secret(&path.display().to_string(), &secret)?;
+        Ok(secret)
+    };
     match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok((secret.trim().to_owned(), false)),
-        Ok(_) => {}
+        Ok(secret) => {
+            // A file left by an older version may be wider than 0600.
+            crate::files::private_file(&path).map_err(io)?;
+            return Ok((from_file(secret)?, false));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(io(e)),
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::files::private_dir(data_dir).map_err(io)?;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    match write_private(&path, &secret) {
+    match crate::files::create_atomically(&path, secret.as_bytes()) {
         Ok(()) => Ok((secret, true)),
-        // Another process (the server, or `orderflow token`) created it first: use theirs.
+        // Another process (the server, or `orderflow token`) created it first: use theirs. It was written
+        // whole before it got its name, so it is complete.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok((std::fs::read_to_string(&path)?.trim().to_owned(), false))
+            Ok((from_file(std::fs::read_to_string(&path).map_err(io)?)?, false))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(io(e)),
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }
 
 #[cfg(test)]
