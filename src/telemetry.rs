@@ -175,7 +175,10 @@ pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: in a file or a collector, escape sequences are noise (and the only ones a
+    // line may hold are then escaped values, see `EscapedFields`).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = match settings.format {
         // serde_json escapes every control character of every value already.
         LogFormat::Json => fmt.json().boxed(),

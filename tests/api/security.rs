@@ -430,28 +430,33 @@ async fn readiness_shows_why_a_check_fails_to_admins_only() {
 
 #[test]
 fn an_encoded_newline_in_a_path_cannot_forge_a_log_line() {
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("stderr.log");
-    let mut process = spawn_process_with(
-        dir.path(),
-        &[("ORDERFLOW__LOG__LEVEL", "info"), ("ORDERFLOW__LOG__FORMAT", "text")],
-        std::fs::File::create(&log).expect("log file"),
-    );
-    let settings = settings(dir.path(), &[]);
-    let admin = orderflow::auth::Authenticator::new(&settings.auth, crate::helpers::SECRET)
-        .mint("admin", orderflow::auth::Role::Admin, 600)
-        .expect("token");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let url = format!("{}/admin/projections/x%0AFORGED%20ERROR%20orderflow%20compromised%0D/rebuild", process.address);
-        let response = reqwest::Client::new().post(url).bearer_auth(&admin).send().await.expect("answered");
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    });
-    process.stop();
-    let text = std::fs::read_to_string(&log).expect("log");
-    assert!(text.contains("FORGED"), "the value is logged (escaped): {text}");
-    for line in text.lines() {
-        assert!(!line.starts_with("FORGED"), "a forged line: {line:?}\n{text}");
-        assert!(!line.contains('\r'), "a raw carriage return: {line:?}");
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("stderr.log");
+        let mut process = spawn_process_with(
+            dir.path(),
+            &[("ORDERFLOW__LOG__LEVEL", "info"), ("ORDERFLOW__LOG__FORMAT", format)],
+            std::fs::File::create(&log).expect("log file"),
+        );
+        let admin = orderflow::auth::Authenticator::new(&settings(dir.path(), &[]).auth, crate::helpers::SECRET)
+            .mint("admin", orderflow::auth::Role::Admin, 600)
+            .expect("token");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let path = "/admin/projections/x%0AFORGED%20ERROR%20orderflow%20compromised%0D%1B%5B31m/rebuild";
+            let url = format!("{}{path}", process.address);
+            let response = reqwest::Client::new().post(url).bearer_auth(&admin).send().await.expect("answered");
+            assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        });
+        process.stop();
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(text.contains("FORGED"), "{format}: the value is logged (escaped): {text}");
+        for line in text.lines() {
+            assert!(!line.starts_with("FORGED"), "{format}: a forged line: {line:?}\n{text}");
+            assert!(!line.contains(['\r', '\u{1b}']), "{format}: a raw control character: {line:?}");
+            if format == "json" {
+                assert!(serde_json::from_str::<Value>(line).is_ok(), "not one JSON document: {line:?}");
+            }
+        }
     }
 }
