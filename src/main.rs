@@ -146,7 +146,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
             if std::io::stdout().is_terminal() {
                 println!("admin token (24 h): {token}");
             } else {
-                println!("admin token: not printed off a terminal; `orderflow token --role admin --sub admin` mints one");
+                println!(
+                    "admin token: not printed off a terminal; `orderflow token --role admin --sub admin` mints one"
+                );
             }
         }
         tracing::info!(port = app.port(), "serving");

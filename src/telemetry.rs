@@ -318,7 +318,7 @@ mod tests {
     fn control_characters_in_text_log_values_are_escaped() {
         use std::fmt::Write as _;
         let mut out = String::new();
-        write!(Escaping(&mut out), "{}", "x\nFORGED\r\t\u{1b}[31m é").expect("write");
+        Escaping(&mut out).write_str("x\nFORGED\r\t\u{1b}[31m é").expect("write");
         assert_eq!(out, "x\\nFORGED\\r\\t\\u{1b}[31m é");
     }
 

@@ -263,8 +263,9 @@ async fn a_customer_claim_users_can_change_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().expect("dir");
     let jwks = jwks_file(dir.path());
     for claim in ["email", "preferred_username", "cognito:username", "name"] {
-        let error = build_error(dir.path(), &[("ORDERFLOW__AUTH__JWKS", &jwks), ("ORDERFLOW__AUTH__CUSTOMER_CLAIM", claim)])
-            .await;
+        let error =
+            build_error(dir.path(), &[("ORDERFLOW__AUTH__JWKS", &jwks), ("ORDERFLOW__AUTH__CUSTOMER_CLAIM", claim)])
+                .await;
         assert!(error.contains("customer_claim"), "{claim}: {error}");
     }
     let allowed = [
