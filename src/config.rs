@@ -356,6 +356,7 @@ impl Settings {
         anyhow::ensure!(self.projections.batch_size > 0, "projections.batch_size must be at least 1");
         anyhow::ensure!(self.projections.max_attempts > 0, "projections.max_attempts must be at least 1");
         anyhow::ensure!(self.auth.leeway_secs <= 60, "auth.leeway_secs must be at most 60");
+        anyhow::ensure!(self.server.body_timeout_ms > 0, "server.body_timeout_ms must be at least 1");
         anyhow::ensure!((1..=1000).contains(&self.bridge.batch_size), "bridge.batch_size must be from 1 to 1000");
         anyhow::ensure!(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
         anyhow::ensure!(self.dynamodb.attempt_timeout_ms > 0, "dynamodb.attempt_timeout_ms must be at least 1");

@@ -58,12 +58,14 @@ const TIMED_OUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n
 pub struct Timed<T> {
     io: T,
     clock: Rc<Clock>,
-    timeout: Duration,
+    /// `None`: heads are not timed (`server.request_timeout_ms = 0`, as actix-web reads it).
+    timeout: Option<Duration>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> Timed<T> {
     fn new(io: T, timeout: Duration) -> Self {
+        let timeout = (!timeout.is_zero()).then_some(timeout);
         Self { io, clock: Rc::new(Clock(Cell::new(Phase::Idle))), timeout, deadline: None }
     }
 }
@@ -97,10 +99,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Timed<T> {
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before && this.clock.0.get() == Phase::Idle {
+        if let Some(timeout) = this.timeout
+            && matches!(read, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && this.clock.0.get() == Phase::Idle
+        {
             // The first byte of a head: its clock starts.
             this.clock.0.set(Phase::Head);
-            let mut deadline = Box::pin(tokio::time::sleep(this.timeout));
+            let mut deadline = Box::pin(tokio::time::sleep(timeout));
             let _ = deadline.as_mut().poll(cx);
             this.deadline = Some(deadline);
         }
