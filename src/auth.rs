@@ -496,6 +496,46 @@ mod tests {
         assert!(auth().authenticate(Some(&format!("Bearer {header}.{body}."))).await.is_err());
     }
 
+    #[test]
+    fn secrets_shorter_than_32_bytes_are_refused_wherever_they_come_from() {
+        let dir = tempfile::tempdir().expect("dir");
+        let short = AuthSettings { jwt_secret: "x".repeat(31), ..AuthSettings::default() };
+        assert!(matches!(resolve_secret(&short, dir.path()), Err(SecretError::TooShort { len: 31, .. })));
+        let long = AuthSettings { jwt_secret: "x".repeat(32), ..AuthSettings::default() };
+        assert_eq!(resolve_secret(&long, dir.path()).expect("32 bytes").0, "x".repeat(32));
+        let generated = AuthSettings::default();
+        for contents in ["", "  \n", "short"] {
+            std::fs::write(dir.path().join("jwt_secret"), contents).expect("write");
+            let refused = resolve_secret(&generated, dir.path());
+            assert!(matches!(refused, Err(SecretError::TooShort { .. })), "{contents:?}");
+        }
+    }
+
+    #[test]
+    fn racing_first_starts_agree_on_one_whole_secret() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let secrets: Vec<(String, bool)> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| resolve_secret(&AuthSettings::default(), &data).expect("secret")))
+                .collect();
+            starts.into_iter().map(|s| s.join().expect("thread")).collect()
+        });
+        assert_eq!(secrets.iter().filter(|(_, generated)| *generated).count(), 1, "one process generates it");
+        assert!(secrets.iter().all(|(s, _)| *s == secrets[0].0 && s.len() >= MIN_SECRET_BYTES));
+        assert_eq!(std::fs::read_to_string(data.join("jwt_secret")).expect("file"), secrets[0].0);
+    }
+
+    #[test]
+    fn jwks_urls_must_be_https_unless_loopback() {
+        for ok in ["https://idp.example/jwks.json", "http://127.0.0.1:8080/j", "http://localhost/j", "http://[::1]/j"] {
+            assert!(check_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for refused in ["http://idp.example/jwks.json", "http://10.0.0.1/j", "http://127.0.0.1.evil.example/j"] {
+            assert!(check_jwks_url(refused).is_err(), "{refused}");
+        }
+    }
+
     // ---- JWKS (RS256 / ES256): the throwaway keys of tests/fixtures/jwks ----
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwks");
