@@ -12,7 +12,7 @@ if [ ! -x "$st" ]; then
 fi
 cargo build -q --bin orderflow
 dir=$(mktemp -d)
-secret="fuzz-$(date +%s%N)"
+secret="fuzz-secret-$(date +%s%N)-0123456789abcdef"
 export ORDERFLOW__DATA_DIR="$dir" ORDERFLOW__SERVER__PORT=0 ORDERFLOW__AUTH__JWT_SECRET="$secret" ORDERFLOW__LOG__LEVEL=error
 target/debug/orderflow serve >"$dir/stdout" 2>"$dir/stderr" &
 pid=$!

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context as _;
 
 use crate::actors::bridge::Bridge;
@@ -231,10 +231,10 @@ impl Application {
             ("", _) | (_, "") => None,
             (cert, key) => Some(tls_config(cert, key)?),
         };
-        std::fs::create_dir_all(&settings.data_dir)
+        // The data folder and every file in it are private to the service's user (see `files`).
+        crate::files::private_dir(&settings.data_dir)
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
-        let (secret, _generated) = resolve_secret(&settings.auth, &settings.data_dir)
-            .with_context(|| format!("cannot read or create {}/jwt_secret", settings.data_dir.display()))?;
+        let (secret, _generated) = resolve_secret(&settings.auth, &settings.data_dir)?;
         let wiring = match settings.profile {
             Profile::Embedded => embedded(&settings).await?,
             Profile::Distributed => distributed(&settings).await?,
@@ -260,6 +260,9 @@ impl Application {
             prometheus,
             min_version_wait: Duration::from_millis(settings.projections.min_version_wait_ms),
             max_uri_bytes: settings.server.max_uri_bytes,
+            readiness: http::ops::ReadinessCache::default(),
+            search_slots: http::limits::SearchSlots::per_core(),
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
         });
 
         if state.limits.enabled() {
@@ -277,8 +280,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let app_state = state.clone();
         let origins = settings.server.cors_allowed_origins.clone();
-        let server = &settings.server;
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(app_state.clone())
                 .wrap(actix_web::middleware::Condition::new(!origins.is_empty(), http::cors(&origins)))
@@ -286,26 +288,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(http::trace_request))
                 .wrap(http::request_metrics::RequestMetrics)
                 .configure(http::routes)
-        })
-        .shutdown_timeout(server.shutdown_timeout_secs)
-        .client_request_timeout(Duration::from_millis(server.request_timeout_ms))
-        .keep_alive(Duration::from_secs(server.keep_alive_secs))
-        .max_connections(server.max_connections.max(1));
-        let scheme_is_https = tls.is_some();
-        server = match tls {
-            Some(config) => server.listen_rustls_0_23(listener, config)?,
-            None => server.listen(listener)?,
         };
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        Ok(Self {
-            port,
-            tls: scheme_is_https,
-            server: server.run(),
-            state,
-            secret_in_data_dir: settings.auth.jwt_secret.is_empty(),
-        })
+        let scheme_is_https = tls.is_some();
+        // actix-web's `HttpServer` with every request head timed (see `http::server`).
+        let server = http::server::start(app, listener, tls, &settings.server)?;
+        Ok(Self { port, tls: scheme_is_https, server, state, secret_in_data_dir: settings.auth.jwt_secret.is_empty() })
     }
 
     /// `https` when TLS is configured, else `http`.

@@ -171,16 +171,87 @@ struct Jwks {
     role_claim: String,
     admin_role: String,
     customer_claim: String,
+    audience: Audience,
+}
+
+/// A JWKS URL must be `https`, or `http` to a loopback host (a local test or sidecar): keys read over plain
+/// HTTP from elsewhere could be replaced on the way, and whoever replaces them mints any token.
+fn check_jwks_url(location: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(location).map_err(|e| anyhow::anyhow!("auth.jwks {location}: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    let loopback = host.eq_ignore_ascii_case("localhost") || ip.is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        url.scheme() == "https" || loopback,
+        "auth.jwks {location}: a JWKS must be fetched over https (plain http only from a loopback host)"
+    );
+    Ok(())
+}
+
+/// Claims a user of the identity provider can set on their own account (Cognito lets users change `email`,
+/// `preferred_username` and `name`; a username can be given to a new account once the old one is deleted).
+const MUTABLE_CLAIMS: [&str; 4] = ["email", "preferred_username", "cognito:username", "name"];
+
+/// The customer id must come from a claim users cannot choose, unless the configuration says otherwise.
+fn check_customer_claim(settings: &AuthSettings) -> anyhow::Result<()> {
+    let claim = settings.customer_claim.as_str();
+    anyhow::ensure!(
+        settings.allow_mutable_customer_claim || !MUTABLE_CLAIMS.contains(&claim),
+        "auth.customer_claim = {claim:?} is a claim users can change, so one could take another's orders; use \
+         `sub`, or set auth.allow_mutable_customer_claim = true if the identity provider forbids the change"
+    );
+    Ok(())
+}
+
+/// Who a JWKS token must be meant for: `aud` naming `auth.audience` or one of `auth.client_ids`; or, for a
+/// Cognito access token (no `aud`), `token_use: access` with a `client_id` in `auth.client_ids`. With neither
+/// setting, any audience.
+struct Audience {
+    accepted: Vec<String>,
+    client_ids: Vec<String>,
+}
+
+impl Audience {
+    fn new(settings: &AuthSettings) -> Self {
+        let client_ids: Vec<String> = settings.client_ids.iter().filter(|c| !c.is_empty()).cloned().collect();
+        let mut accepted = client_ids.clone();
+        if !settings.audience.is_empty() {
+            accepted.push(settings.audience.clone());
+        }
+        Self { accepted, client_ids }
+    }
+
+    fn check(&self, claims: &serde_json::Map<String, Value>) -> Result<(), AuthError> {
+        if self.accepted.is_empty() {
+            return Ok(());
+        }
+        let named = |value: &str| self.accepted.iter().any(|a| a == value);
+        match claims.get("aud") {
+            Some(Value::String(aud)) if named(aud) => Ok(()),
+            Some(Value::Array(auds)) if auds.iter().filter_map(Value::as_str).any(named) => Ok(()),
+            Some(_) => Err(AuthError("aud names another audience".into())),
+            None => {
+                let access = claims.get("token_use").and_then(Value::as_str) == Some("access");
+                let client = claims.get("client_id").and_then(Value::as_str);
+                match client {
+                    Some(client) if access && self.client_ids.iter().any(|c| c == client) => Ok(()),
+                    _ => Err(AuthError("no aud, and not an access token of a configured client id".into())),
+                }
+            }
+        }
+    }
 }
 
 impl Jwks {
     fn new(settings: &AuthSettings) -> anyhow::Result<Self> {
         let location = settings.jwks.trim();
         let source = if location.starts_with("https://") || location.starts_with("http://") {
+            check_jwks_url(location)?;
             JwksSource::Url(location.to_owned())
         } else {
             JwksSource::File(PathBuf::from(location))
         };
+        check_customer_claim(settings)?;
         let validation = [Algorithm::RS256, Algorithm::ES256]
             .into_iter()
             .map(|alg| {
@@ -192,11 +263,8 @@ impl Jwks {
                 if !settings.issuer.is_empty() {
                     v.set_issuer(&[&settings.issuer]);
                 }
-                if settings.audience.is_empty() {
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&[&settings.audience]);
-                }
+                // The audience is checked by `Audience` (Cognito access tokens have none).
+                v.validate_aud = false;
                 (alg, v)
             })
             .collect();
@@ -211,6 +279,7 @@ impl Jwks {
             role_claim: settings.role_claim.clone(),
             admin_role: settings.admin_role.clone(),
             customer_claim: settings.customer_claim.clone(),
+            audience: Audience::new(settings),
         })
     }
 
@@ -233,6 +302,7 @@ impl Jwks {
         let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, validation)
             .map_err(|e| AuthError(e.to_string()))?
             .claims;
+        self.audience.check(&claims)?;
         self.principal(&claims)
     }
 
@@ -334,52 +404,72 @@ impl std::fmt::Display for SecretSource {
     }
 }
 
+/// The shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: at least the hash size, 256 bits). A shorter
+/// one, above all an empty one, would let anyone who guesses it mint admin tokens, so the service refuses to
+/// start with it rather than sign with it.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why no usable secret could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{origin} is {len} bytes long; an HS256 secret must have at least {MIN_SECRET_BYTES}")]
+    TooShort { origin: String, len: usize },
+    #[error("cannot read or create {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Refuses a secret shorter than [`MIN_SECRET_BYTES`]; `origin` names where it came from.
+pub fn check_secret(origin: &str, secret: &str) -> Result<(), SecretError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(SecretError::TooShort { origin: origin.to_owned(), len: secret.len() });
+    }
+    Ok(())
+}
+
 /// The secret the service uses, found the way `serve` finds it, without ever creating one: the configured
-/// secret, else the one kept in `<data_dir>/jwt_secret`. `None` when neither exists (yet).
-pub fn find_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Result<Option<(String, SecretSource)>> {
+/// secret, else the one kept in `<data_dir>/jwt_secret`. `None` when neither exists (yet). A secret shorter than
+/// [`MIN_SECRET_BYTES`] is an error, wherever it comes from: an empty or truncated file is never a key.
+pub fn find_secret(settings: &AuthSettings, data_dir: &Path) -> Result<Option<(String, SecretSource)>, SecretError> {
     if !settings.jwt_secret.is_empty() {
+        check_secret("auth.jwt_secret", &settings.jwt_secret)?;
         return Ok(Some((settings.jwt_secret.clone(), SecretSource::Config)));
     }
     let path = data_dir.join("jwt_secret");
+    let io = |source| SecretError::Io { path: path.display().to_string(), source };
     match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => Ok(Some((secret.trim().to_owned(), SecretSource::File(path)))),
-        Ok(_) => Ok(None),
+        Ok(secret) => {
+            // A file left by an older version may be wider than 0600.
+            crate::files::private_file(&path).map_err(io)?;
+            let secret = secret.trim().to_owned();
+            check_secret(&path.display().to_string(), &secret)?;
+            Ok(Some((secret, SecretSource::File(path))))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(io(e)),
     }
 }
 
 /// The configured secret, or (when it is empty) the one kept in `<data_dir>/jwt_secret`, generated on first
 /// run. Returns the secret and whether it was just generated.
-pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> std::io::Result<(String, bool)> {
+pub fn resolve_secret(settings: &AuthSettings, data_dir: &Path) -> Result<(String, bool), SecretError> {
     if let Some((secret, _)) = find_secret(settings, data_dir)? {
         return Ok((secret, false));
     }
     let path = data_dir.join("jwt_secret");
-    std::fs::create_dir_all(data_dir)?;
+    let io = |source| SecretError::Io { path: path.display().to_string(), source };
+    crate::files::private_dir(data_dir).map_err(io)?;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    match write_private(&path, &secret) {
+    match crate::files::create_atomically(&path, secret.as_bytes()) {
         Ok(()) => Ok((secret, true)),
-        // Another process (the server, or `orderflow token`) created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok((std::fs::read_to_string(&path)?.trim().to_owned(), false))
-        }
-        Err(e) => Err(e),
+        // Another process created it first: use theirs. It was written whole before it got its name, so it is
+        // complete.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match find_secret(settings, data_dir)? {
+            Some((secret, _)) => Ok((secret, false)),
+            None => Err(io(e)),
+        },
+        Err(e) => Err(io(e)),
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }
 
 #[cfg(test)]
@@ -428,6 +518,46 @@ mod tests {
         let exp = jsonwebtoken::get_current_timestamp() + 60;
         let body = b64.encode(format!(r#"{{"sub":"a","role":"admin","exp":{exp}}}"#));
         assert!(auth().authenticate(Some(&format!("Bearer {header}.{body}."))).await.is_err());
+    }
+
+    #[test]
+    fn secrets_shorter_than_32_bytes_are_refused_wherever_they_come_from() {
+        let dir = tempfile::tempdir().expect("dir");
+        let short = AuthSettings { jwt_secret: "x".repeat(31), ..AuthSettings::default() };
+        assert!(matches!(resolve_secret(&short, dir.path()), Err(SecretError::TooShort { len: 31, .. })));
+        let long = AuthSettings { jwt_secret: "x".repeat(32), ..AuthSettings::default() };
+        assert_eq!(resolve_secret(&long, dir.path()).expect("32 bytes").0, "x".repeat(32));
+        let generated = AuthSettings::default();
+        for contents in ["", "  \n", "short"] {
+            std::fs::write(dir.path().join("jwt_secret"), contents).expect("write");
+            let refused = resolve_secret(&generated, dir.path());
+            assert!(matches!(refused, Err(SecretError::TooShort { .. })), "{contents:?}");
+        }
+    }
+
+    #[test]
+    fn racing_first_starts_agree_on_one_whole_secret() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        let secrets: Vec<(String, bool)> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| resolve_secret(&AuthSettings::default(), &data).expect("secret")))
+                .collect();
+            starts.into_iter().map(|s| s.join().expect("thread")).collect()
+        });
+        assert_eq!(secrets.iter().filter(|(_, generated)| *generated).count(), 1, "one process generates it");
+        assert!(secrets.iter().all(|(s, _)| *s == secrets[0].0 && s.len() >= MIN_SECRET_BYTES));
+        assert_eq!(std::fs::read_to_string(data.join("jwt_secret")).expect("file"), secrets[0].0);
+    }
+
+    #[test]
+    fn jwks_urls_must_be_https_unless_loopback() {
+        for ok in ["https://idp.example/jwks.json", "http://127.0.0.1:8080/j", "http://localhost/j", "http://[::1]/j"] {
+            assert!(check_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for refused in ["http://idp.example/jwks.json", "http://10.0.0.1/j", "http://127.0.0.1.evil.example/j"] {
+            assert!(check_jwks_url(refused).is_err(), "{refused}");
+        }
     }
 
     // ---- JWKS (RS256 / ES256): the throwaway keys of tests/fixtures/jwks ----

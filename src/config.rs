@@ -47,6 +47,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// How long a client may take to send a request's head; then 408.
     pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's body, once its head is in; then 408.
+    pub body_timeout_ms: u64,
     /// How long an idle keep-alive connection stays open.
     pub keep_alive_secs: u64,
     /// Most concurrent connections per worker; more wait in the kernel's accept queue.
@@ -78,6 +80,12 @@ pub struct AuthSettings {
     pub admin_role: String,
     /// The claim that holds a JWKS token's customer id.
     pub customer_claim: String,
+    /// Cognito app client ids: a JWKS token without `aud` (a Cognito access token) is accepted only with
+    /// `token_use: access` and a `client_id` in this list; a token with `aud` may name one of them.
+    pub client_ids: Vec<String>,
+    /// Allows a `customer_claim` its users can change themselves (`email`, `preferred_username`, …). Off: such
+    /// a claim is a startup error, since whoever changes theirs to another's value gets that customer's orders.
+    pub allow_mutable_customer_claim: bool,
 }
 
 /// One token bucket: a sustained rate and the burst a client may use at once.
@@ -113,6 +121,8 @@ impl Default for AuthSettings {
             role_claim: "role".into(),
             admin_role: "admin".into(),
             customer_claim: "sub".into(),
+            client_ids: Vec::new(),
+            allow_mutable_customer_claim: false,
         }
     }
 }
@@ -130,6 +140,8 @@ impl fmt::Debug for AuthSettings {
             .field("role_claim", &self.role_claim)
             .field("admin_role", &self.admin_role)
             .field("customer_claim", &self.customer_claim)
+            .field("client_ids", &self.client_ids)
+            .field("allow_mutable_customer_claim", &self.allow_mutable_customer_claim)
             .finish()
     }
 }
@@ -329,6 +341,7 @@ impl Settings {
                 // List keys take a comma-separated value: ORDERFLOW__SERVER__CORS_ALLOWED_ORIGINS=https://a,https://b
                 .list_separator(",")
                 .with_list_parse_key("server.cors_allowed_origins")
+                .with_list_parse_key("auth.client_ids")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -343,6 +356,7 @@ impl Settings {
         anyhow::ensure!(self.projections.batch_size > 0, "projections.batch_size must be at least 1");
         anyhow::ensure!(self.projections.max_attempts > 0, "projections.max_attempts must be at least 1");
         anyhow::ensure!(self.auth.leeway_secs <= 60, "auth.leeway_secs must be at most 60");
+        anyhow::ensure!(self.server.body_timeout_ms > 0, "server.body_timeout_ms must be at least 1");
         anyhow::ensure!((1..=1000).contains(&self.bridge.batch_size), "bridge.batch_size must be from 1 to 1000");
         anyhow::ensure!(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
         anyhow::ensure!(self.dynamodb.attempt_timeout_ms > 0, "dynamodb.attempt_timeout_ms must be at least 1");

@@ -167,8 +167,8 @@ pub fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::files::private_dir(data_dir)?;
     let id = uuid::Uuid::now_v7().to_string();
-    std::fs::write(&path, &id)?;
+    crate::files::replace_atomically(&path, id.as_bytes())?;
     Ok(id)
 }

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod feed;
+pub mod files;
 pub mod http;
 pub mod lease;
 pub mod sql;

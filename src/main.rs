@@ -26,6 +26,9 @@ struct Cli {
     command: Option<Commands>,
 }
 
+/// The longest lifetime `orderflow token --ttl` mints: 30 days.
+const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+
 #[derive(Subcommand)]
 enum Commands {
     /// Run the service (the default).
@@ -38,8 +41,8 @@ enum Commands {
         /// The subject: for a customer, its customerId.
         #[arg(long)]
         sub: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 86_400)]
+        /// Lifetime in seconds, at most 30 days (a token cannot be revoked, only outlived).
+        #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
         ttl: u64,
     },
     /// Rebuild a view (`search` or `revenue`) of the running service from the write model, with progress.
@@ -155,8 +158,17 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         let scheme = app.scheme();
         println!("orderflow listening on {scheme}://{host}:{}", app.port());
         println!("console: {scheme}://{host}:{}/console", app.port());
+        // A bearer token is a credential: it goes to a person at a terminal, never to a log or a container's
+        // captured output (`docker compose logs`), where anyone who reads the logs could use it.
         if let Some(token) = app.startup_admin_token() {
-            println!("admin token (24 h): {token}");
+            use std::io::IsTerminal as _;
+            if std::io::stdout().is_terminal() {
+                println!("admin token (24 h): {token}");
+            } else {
+                println!(
+                    "admin token: not printed off a terminal; `orderflow token --role admin --sub admin` mints one"
+                );
+            }
         }
         tracing::info!(port = app.port(), "serving");
         app.run_until_stopped().await?;

@@ -10,8 +10,13 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::Synchronous;
 
 /// Opens (creating if needed) a database in WAL mode: readers never block the writer, and a commit is one
-/// append to the WAL (plus an fsync with `synchronous = full`).
+/// append to the WAL (plus an fsync with `synchronous = full`). The file is made `0600` first (its `-wal` and
+/// `-shm` files take its mode), see `files`.
 pub fn open(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connection> {
+    crate::files::private_file(path).map_err(|e| {
+        let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN);
+        rusqlite::Error::SqliteFailure(code, Some(format!("{}: {e}", path.display())))
+    })?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -262,10 +262,14 @@ pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: in a file or a collector, escape sequences are noise (and the only ones a
+    // line may hold are then escaped values, see `EscapedFields`).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = match settings.format {
+        // serde_json escapes every control character of every value already.
         LogFormat::Json => fmt.json().boxed(),
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text => fmt.fmt_fields(EscapedFields).boxed(),
     };
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
     #[cfg(feature = "otlp")]
@@ -275,6 +279,64 @@ pub fn init_logging(settings: &LogSettings) {
         eprintln!("orderflow: log.otlp_endpoint is set, but this binary was built without the `otlp` feature");
     }
     let _ = registry.try_init();
+}
+
+/// The text format's fields, `name=value` separated by spaces (the message bare), with every control
+/// character escaped (`\n`, `\r`, `\t`, `\u{1b}`…). Field values come from outside (paths, ids, names,
+/// backend errors): printed raw, a `%0A` in a path would start a forged log line. Escaping here, where every
+/// field of every event and span is written, covers them all at once.
+struct EscapedFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = EscapedVisitor { writer, result: Ok(()), first: true };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapedVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+impl tracing::field::Visit for EscapedVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        // `log` records bridged into tracing carry their metadata as `log.*` fields, shown elsewhere.
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) { "" } else { " " };
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{separator}"),
+            name => write!(self.writer, "{separator}{}=", name.trim_start_matches("r#")),
+        }
+        .and_then(|()| write!(Escaping(&mut self.writer), "{value:?}"));
+    }
+}
+
+/// Writes through to `0`, escaping control characters.
+struct Escaping<W>(W);
+
+impl<W: std::fmt::Write> std::fmt::Write for Escaping<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if c.is_control() => write!(self.0, "\\u{{{:x}}}", u32::from(c))?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// OTLP/HTTP export of the spans (feature `otlp`). The `http.request` span takes the request's W3C trace as
@@ -414,6 +476,14 @@ mod tests {
     use super::*;
 
     const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/orderflow.json");
+
+    #[test]
+    fn control_characters_in_text_log_values_are_escaped() {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        Escaping(&mut out).write_str("x\nFORGED\r\t\u{1b}[31m é").expect("write");
+        assert_eq!(out, "x\\nFORGED\\r\\t\\u{1b}[31m é");
+    }
 
     /// The label names docs/api.md §4 documents, plus the ones Prometheus adds itself when it scrapes.
     const LABELS: &[&str] = &[

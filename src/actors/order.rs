@@ -222,15 +222,16 @@ async fn attempt(
 ) -> Result<(Option<Order>, Executed), Attempt> {
     let is_place = matches!(msg.command, Command::Place { .. });
     // Someone else's order does not exist for a customer (but an id in use still cannot be placed again).
-    let state = match (&msg.visible_to, state) {
-        (Some(customer), Some(order)) if &order.customer_id != customer && !is_place => None,
-        (_, state) => state,
-    };
+    let foreign = matches!((&msg.visible_to, &state), (Some(customer), Some(order)) if &order.customer_id != customer);
+    let state = if foreign && !is_place { None } else { state };
     // If-Match on an order that does not exist fails too (RFC 9110 §13.1.1); for commands other than
-    // place, "not found" is the better answer and `decide` gives it.
+    // place, "not found" is the better answer and `decide` gives it. The precondition is checked against
+    // the order as the caller may see it: someone else's order answers exactly like a missing one (412 with
+    // ETag "0"), so neither its existence nor its version leaks.
     if let Some(precondition) = msg.precondition {
-        let current = state.as_ref().map_or(0, |o| o.version);
-        let holds = match (precondition, &state) {
+        let seen = if foreign { None } else { state.as_ref() };
+        let current = seen.map_or(0, |o| o.version);
+        let holds = match (precondition, seen) {
             (_, None) => !is_place,
             (Precondition::Exists, Some(_)) => true,
             (Precondition::Version(v), Some(_)) => v == current,

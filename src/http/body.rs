@@ -24,13 +24,23 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     if ok { Ok(()) } else { Err(ApiError::UnsupportedMediaType) }
 }
 
-/// Reads the body, refusing it as soon as it grows past [`MAX_BODY_BYTES`].
-pub async fn read_limited(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+/// Reads the body, refusing it as soon as it grows past [`MAX_BODY_BYTES`], and with 408 (closing the
+/// connection) when it has not all arrived within `server.body_timeout_ms`: a client that stops sending
+/// would otherwise hold its connection, and a worker's share of them, for ever.
+pub async fn read_limited(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
     }
+    let timeout = req.app_data::<web::Data<super::AppState>>().map_or(DEFAULT_BODY_TIMEOUT, |s| s.body_timeout);
+    tokio::time::timeout(timeout, read_all(payload)).await.map_err(|_| ApiError::RequestTimeout)?
+}
+
+/// Used when the application state is missing (never in the service).
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn read_all(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| ApiError::InvalidJson("the request body could not be read".into()))?;

@@ -61,6 +61,8 @@ pub enum ApiError {
     RateLimited(std::time::Duration),
     #[error("the request target (path and query) is longer than {0} bytes")]
     UriTooLong(usize),
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
 }
 
 /// `Retry-After` for a wait: whole seconds, rounded up, at least 1.
@@ -115,6 +117,7 @@ impl ApiError {
             Self::RebuildInProgress(_) => "rebuild_in_progress",
             Self::RateLimited(_) => "rate_limited",
             Self::UriTooLong(_) => "uri_too_long",
+            Self::RequestTimeout => "request_timeout",
         }
     }
 
@@ -140,6 +143,7 @@ impl ApiError {
             Self::ParkedNotFound | Self::ProjectionNotFound => "Not found",
             Self::RateLimited(_) => "Too many requests",
             Self::UriTooLong(_) => "URI too long",
+            Self::RequestTimeout => "Request timeout",
         }
     }
 
@@ -196,6 +200,7 @@ impl ResponseError for ApiError {
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -211,6 +216,10 @@ impl ResponseError for ApiError {
             }
             Self::RateLimited(wait) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
+            }
+            // The rest of a late body may still be on its way: the connection is not reused.
+            Self::RequestTimeout => {
+                response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
             }
             _ => {}
         }

@@ -103,6 +103,27 @@ pub fn client_ip(req: &HttpRequest) -> String {
     req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0])).to_string()
 }
 
+/// How long a search waits for a slot before it is answered 503 (with `Retry-After`).
+const SEARCH_SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// Searches running at once, at most one per core. A search can be costly (a full-text match over the whole
+/// view), a point read (`GET /orders/{id}`) is not: bounding the searches keeps cores and read connections
+/// free for the point reads however many searches arrive, so searches cannot starve them. Searches beyond the
+/// bound wait their turn (for [`SEARCH_SLOT_WAIT`] at most).
+pub struct SearchSlots(tokio::sync::Semaphore);
+
+impl SearchSlots {
+    /// One slot per core the process may use.
+    pub fn per_core() -> Self {
+        Self(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)))
+    }
+
+    /// A slot, held until the permit is dropped; `None` when none came free in time.
+    pub async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(SEARCH_SLOT_WAIT, self.0.acquire()).await.ok()?.ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

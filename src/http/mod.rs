@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orders;
 pub mod request_metrics;
 pub mod revenue;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,12 @@ pub struct AppState {
     pub min_version_wait: Duration,
     /// Longest request target accepted (`server.max_uri_bytes`).
     pub max_uri_bytes: usize,
+    /// The last round of readiness checks (`/health/ready`).
+    pub readiness: ops::ReadinessCache,
+    /// Searches running at once (`GET /orders`).
+    pub search_slots: limits::SearchSlots,
+    /// How long a request body may take to arrive (`server.body_timeout_ms`).
+    pub body_timeout: Duration,
 }
 
 impl AppState {

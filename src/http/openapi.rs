@@ -440,6 +440,7 @@ fn every_error() -> Vec<ApiError> {
         E::RebuildInProgress("a rebuild of search is already running".to_owned()),
         E::RateLimited(std::time::Duration::from_secs(1)),
         E::UriTooLong(8192),
+        E::RequestTimeout,
     ]
 }
 
@@ -608,7 +609,7 @@ impl Modify for Security {
     }
 }
 
-/// The two problems of the router itself, on no route in particular: `components.responses`.
+/// The problems of the router itself, on no route in particular: `components.responses`.
 struct RouteProblems;
 
 impl Modify for RouteProblems {
@@ -625,6 +626,8 @@ impl Modify for RouteProblems {
         components.responses.insert("RouteNotFound".to_owned(), not_found.into());
         components.responses.insert("MethodNotAllowed".to_owned(), not_allowed.into());
         components.responses.insert("UriTooLong".to_owned(), uri_too_long.into());
+        let (_, request_timeout) = problem_response(&[ApiError::RequestTimeout]);
+        components.responses.insert("RequestTimeout".to_owned(), request_timeout.into());
     }
 }
 
@@ -692,6 +695,7 @@ mod tests {
             E::RebuildInProgress(_) => "RebuildInProgress",
             E::RateLimited(_) => "RateLimited",
             E::UriTooLong(_) => "UriTooLong",
+            E::RequestTimeout => "RequestTimeout",
         }
     }
 
@@ -719,7 +723,15 @@ mod tests {
         );
         let undocumented: Vec<String> = errors
             .iter()
-            .filter(|e| !matches!(e, ApiError::RouteNotFound | ApiError::MethodNotAllowed | ApiError::UriTooLong(_)))
+            .filter(|e| {
+                !matches!(
+                    e,
+                    ApiError::RouteNotFound
+                        | ApiError::MethodNotAllowed
+                        | ApiError::UriTooLong(_)
+                        | ApiError::RequestTimeout
+                )
+            })
             .map(|e| (e.status_code().as_str().to_owned(), e.code().to_owned()))
             .filter(|key| !documented.contains(key))
             .map(|(status, code)| format!("{status} {code}"))

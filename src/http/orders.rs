@@ -477,8 +477,10 @@ pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError
         let deadline = tokio::time::Instant::now() + state.min_version_wait;
         let mut progress = state.projections.status("search").map(|s| s.subscribe());
         loop {
-            // The view's document, answered with its stored JSON as it is.
-            let doc = state.search.document(&id).await?;
+            // The view's document, answered with its stored JSON as it is. Someone else's order is treated as
+            // missing before anything else looks at it, so it waits and answers exactly like a missing id: an
+            // early 404 once the view holds N would tell its version.
+            let doc = state.search.document(&id).await?.filter(|d| visible(&principal, &d.order));
             match (doc, min_version) {
                 (Some(doc), Some(n)) if doc.order.version >= n => {
                     return visible_document(&principal, &doc).ok_or(ApiError::OrderNotFound);
@@ -596,6 +598,8 @@ pub async fn search(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiEr
             (_, Err(_)) => return Ok(HttpResponse::Ok().json(empty_page())),
         }
     };
+    // At most one search per core at a time, so that searches cannot starve point reads (see `SearchSlots`).
+    let _slot = state.search_slots.acquire().await.ok_or(ApiError::Unavailable)?;
     let page = state.search.search(&query).await?;
     Ok(HttpResponse::Ok().json(page))
 }

@@ -253,9 +253,24 @@ pub trait RevenueView: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), ViewError>;
 }
 
-/// Splits free text into the words FTS matches on (letters and digits), lowercased.
+/// The most words a search matches on (Meilisearch stops at 10 too).
+pub const MAX_SEARCH_WORDS: usize = 10;
+
+/// Splits free text into the words a search matches on (letters and digits), lowercased, each once, words of
+/// one character left out, at most [`MAX_SEARCH_WORDS`]. Every word is a prefix match over the whole text
+/// index: a one-character prefix reads nearly all of it, and a hundred words a hundred times as much, so this
+/// is what bounds the cost of any `q`. Both search adapters use it.
 pub fn search_terms(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    let mut terms: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()).map(str::to_lowercase) {
+        if terms.len() == MAX_SEARCH_WORDS {
+            break;
+        }
+        if word.chars().count() >= 2 && !terms.contains(&word) {
+            terms.push(word);
+        }
+    }
+    terms
 }
 
 #[cfg(test)]
@@ -274,7 +289,15 @@ mod tests {
 
     #[test]
     fn terms_split_on_punctuation() {
-        assert_eq!(search_terms("Blue-Mug SKU_12 \"x\""), vec!["blue", "mug", "sku", "12", "x"]);
+        assert_eq!(search_terms("Blue-Mug SKU_12 \"x\""), vec!["blue", "mug", "sku", "12"]);
         assert!(search_terms("  -- ").is_empty());
+    }
+
+    #[test]
+    fn terms_are_bounded_one_character_words_and_repeats_dropped() {
+        assert_eq!(search_terms("a mug b MUG mug c tea"), vec!["mug", "tea"]);
+        assert!(search_terms(&"a ".repeat(100)).is_empty());
+        let many: Vec<String> = (10..30).map(|n| format!("w{n}")).collect();
+        assert_eq!(search_terms(&many.join(" ")), many[..MAX_SEARCH_WORDS].to_vec());
     }
 }

@@ -428,8 +428,8 @@ impl SearchView for MeiliSearchView {
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, ViewError> {
-        // Empty or blank text is no text filter; text without a single letter or digit has no word that could
-        // match, so nothing matches (as in the embedded view). Meilisearch would answer the latter with
+        // Empty or blank text is no text filter; text without a word of two letters or digits has no word that
+        // could match (see `search_terms`), so nothing matches (as in the embedded view). Meilisearch would answer the latter with
         // everything (a placeholder search), so it is answered here.
         let text = match query.text.as_deref().filter(|t| !t.trim().is_empty()) {
             None => None,

@@ -20,5 +20,6 @@ mod outage;
 mod queries;
 mod restart;
 mod scaleout;
+mod security;
 mod smoke;
 mod tracing;
