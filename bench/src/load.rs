@@ -8,9 +8,11 @@
 //! per client, no work stealing, no cross-thread wake-ups), so the CPU split can tell the load generator's own
 //! cost apart from the observers', which stay on the main runtime with reqwest: they send few requests.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -293,22 +295,38 @@ pub async fn run(target: &Target, plan: &Plan, observers: &Observers) -> anyhow:
     });
     let threads = plan.threads.clamp(1, plan.clients.max(1));
     let mut results = Vec::with_capacity(threads);
+    // Each load thread waits for `release` after handing in its counts, so that its CPU time is still in
+    // `/proc` when the window's last reading is taken.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(std::sync::Mutex::new(released));
     for t in 0..threads {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shared = Arc::clone(&shared);
+        let released = Arc::clone(&released);
         std::thread::Builder::new().name(LOAD_THREAD.into()).spawn(move || {
             let _ = tx.send(load_thread(t, threads, &shared));
+            let _ = released.lock().map(|r| r.recv());
         })?;
         results.push(rx);
     }
     let mut stats = LoadStats::default();
     let mut last_done = measure_start;
+    let mut failed = None;
     for rx in results {
-        let (thread_stats, done) = rx.await.map_err(|_| anyhow::anyhow!("a load thread failed"))??;
-        stats.merge(&thread_stats);
-        last_done = last_done.max(done);
+        match rx.await {
+            Ok(Ok((thread_stats, done))) => {
+                stats.merge(&thread_stats);
+                last_done = last_done.max(done);
+            }
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("a load thread panicked")),
+        }
     }
     let end_cpu = CpuSnapshot::take(target.pid);
+    drop(release);
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let (start_cpu, load_average, tools) = match opener.await {
         Ok(opened) => opened,
         Err(_) => (end_cpu.clone(), service::load_average(), Vec::new()),
@@ -330,32 +348,32 @@ pub async fn run(target: &Target, plan: &Plan, observers: &Observers) -> anyhow:
     })
 }
 
-/// One load thread: clients `t`, `t + threads`, … as tasks on a single-threaded runtime.
+/// One load thread: clients `t`, `t + threads`, … as tasks on a single-threaded runtime, counting into one
+/// `LoadStats` (one set of histograms per thread, not per client: they are large, and recording stays in cache).
 fn load_thread(t: usize, threads: usize, shared: &Arc<Shared>) -> anyhow::Result<(LoadStats, Instant)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    Ok(runtime.block_on(async {
+    let stats = Rc::new(RefCell::new(LoadStats::default()));
+    let last_done = tokio::task::LocalSet::new().block_on(&runtime, async {
         let clients: Vec<_> = (t..shared.plan.clients)
             .step_by(threads)
-            .map(|i| tokio::task::spawn(client(i, Arc::clone(shared))))
+            .map(|i| tokio::task::spawn_local(client(i, Arc::clone(shared), Rc::clone(&stats))))
             .collect();
-        let mut stats = LoadStats::default();
         let mut last_done = shared.measure_start;
         for handle in clients {
-            if let Ok((client_stats, done)) = handle.await {
-                stats.merge(&client_stats);
+            if let Ok(done) = handle.await {
                 last_done = last_done.max(done);
             }
         }
-        (stats, last_done)
-    }))
+        last_done
+    });
+    Ok((stats.take(), last_done))
 }
 
-/// One client: returns its counts and when its last measured request completed.
-async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
+/// One client: counts into `stats`; returns when its last measured request completed.
+async fn client(index: usize, shared: Arc<Shared>, stats: Rc<RefCell<LoadStats>>) -> Instant {
     let plan = &shared.plan;
     let mut state = ClientState::new(&plan.run_id, index, plan.seed);
     let mut conn = Conn::new(shared.target.addr, &shared.target.host, shared.target.client_token(index));
-    let mut stats = LoadStats::default();
     let mut last_done = shared.measure_start;
     let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.clients as f64 / rate.max(1e-3)));
     // Open loop: clients' schedules are spread evenly over one interval.
@@ -412,6 +430,7 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
             ledger.paid(order.total);
         }
         if measuring {
+            let mut stats = stats.borrow_mut();
             let s = stats.op_mut(op);
             match status {
                 Some(code) => {
@@ -432,7 +451,7 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
         }
         state.settle(request, status, version);
     }
-    (stats, last_done)
+    last_done
 }
 
 /// The version in a strong ETag `"N"` (the observers' answers).
