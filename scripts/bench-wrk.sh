@@ -46,7 +46,7 @@ echo "== orderflow-bench, place only ($clients clients, ${warmup} s warmup, ${du
 "$generator" --service-bin "$bin" --mix place=100 --clients "$clients" --warmup "${warmup}s" --duration "${duration}s" \
     --no-baseline --no-rebuild --lag-sample 0 --data-dir "$tmp" --json "$out/wrk-compare-bench.json" \
     > "$out/wrk-compare-bench.txt"
-jq -r '.mixed.orderflow | "orderflow-bench: \(.requestsPerS) requests/s (\(.statuses.place | to_entries | map("\(.key):\(.value)") | join(" "))), p99 \(.latency.all.p99Ms) ms; CPU per request: load generator \(.cpuPerRequestUs.loadGenerator) µs (\(.cpu.loadGeneratorCores) cores), whole bench process \(.cpuPerRequestUs.benchProcess) µs, service \(.cpuPerRequestUs.service) µs (\(.cpu.serviceCores) cores); machine busy \(.cpu.machineBusyCores) of \(.cpu.machineCores) cores, other processes \(.cpu.otherCores); load average at the window \(.loadAverageAtWindowStart)"' \
+jq -r '.mixed.orderflow | "orderflow-bench: \(.requestsPerS) requests/s (\(.statuses.place | to_entries | map("\(.key):\(.value)") | join(" "))), p99 \(.latency.all.p99Ms) ms; CPU per request: load generator \(.cpuPerRequestUs.loadGenerator) µs (\(.cpu.loadGeneratorCores) cores), whole bench process \(.cpuPerRequestUs.benchProcess) µs, service \(.cpuPerRequestUs.service) µs (\(.cpu.serviceCores) cores); machine busy \(.cpu.machineBusyCores) of \(.cpu.machineCores) cores, everything else (other processes, interrupts) \(.cpu.otherCores + .cpu.irqCores + .cpu.benchCores - .cpu.loadGeneratorCores | . * 100 | round / 100); load average at the window \(.loadAverageAtWindowStart)"' \
     "$out/wrk-compare-bench.json" | tee "$out/wrk-compare.txt"
 
 echo "== wrk, place only ($clients connections, $wrk_threads thread(s), ${warmup} s warmup, ${duration} s measured; load average $(loadavg))"
@@ -100,6 +100,7 @@ busy = (float(b1) - float(b0)) / hz / secs
 us = lambda cpu: round(cpu / max(requests, 1) * 1e6, 1)
 print(f"wrk: {rate:.0f} requests/s (non-2xx: {non2xx.group(1) if non2xx else 0}), p99 {p99.group(1) if p99 else 'n/a'}; "
       f"CPU per request: wrk {us(wrk_cpu)} µs ({wrk_cpu / secs:.2f} cores), service {us(service_cpu)} µs "
-      f"({service_cpu / secs:.2f} cores); machine busy {busy:.2f} of {cores} cores; load average at the window {load}")
+      f"({service_cpu / secs:.2f} cores); machine busy {busy:.2f} of {cores} cores, everything else (other processes, "
+      f"interrupts) {max(busy - (wrk_cpu + service_cpu) / secs, 0):.2f}; load average at the window {load}")
 PY
 echo "== written: $out/wrk-compare.txt (and wrk-compare-{bench,wrk}.txt, wrk-compare-bench.json)"
