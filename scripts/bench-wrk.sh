@@ -41,6 +41,9 @@ hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }              # user + system CPU ticks of a process
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; } # machine busy ticks (all cores)
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+threads() { # name|ticks of each thread of a process
+    for t in /proc/"$1"/task/*; do echo "$(cat "$t/comm" 2>/dev/null)|$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"; done
+}
 
 echo "== orderflow-bench, place only ($clients clients, ${warmup} s warmup, ${duration} s measured; load average $(loadavg))"
 "$generator" --service-bin "$bin" --mix place=100 --clients "$clients" --warmup "${warmup}s" --duration "${duration}s" \
@@ -71,6 +74,7 @@ wrk -t "$wrk_threads" -c "$clients" -d "${warmup}s" -s scripts/wrk-place.lua "$u
 WRK_RUN="${WRK_RUN}m"
 load_at_window=$(loadavg)
 service_before=$(ticks "$service_pid")
+threads "$service_pid" > "$tmp/threads-before"
 busy_before=$(busy)
 started=$(date +%s.%N)
 # `times` after wrk prints the CPU time of this subshell's children: wrk's.
@@ -78,11 +82,13 @@ started=$(date +%s.%N)
     > "$out/wrk-compare-wrk.txt"
 ended=$(date +%s.%N)
 service_after=$(ticks "$service_pid")
+threads "$service_pid" > "$tmp/threads-after"
 busy_after=$(busy)
 python3 - "$out/wrk-compare-wrk.txt" "$started" "$ended" "$hz" "$service_before" "$service_after" \
-    "$busy_before" "$busy_after" "$(nproc)" "$load_at_window" <<'PY' | tee -a "$out/wrk-compare.txt"
+    "$busy_before" "$busy_after" "$(nproc)" "$load_at_window" "$tmp/threads-before" "$tmp/threads-after" \
+    <<'PY' | tee -a "$out/wrk-compare.txt"
 import re, sys
-path, started, ended, hz, s0, s1, b0, b1, cores, load = sys.argv[1:]
+path, started, ended, hz, s0, s1, b0, b1, cores, load, t0, t1 = sys.argv[1:]
 text = open(path).read()
 secs = float(ended) - float(started)
 hz = float(hz)
@@ -102,5 +108,16 @@ print(f"wrk: {rate:.0f} requests/s (non-2xx: {non2xx.group(1) if non2xx else 0})
       f"CPU per request: wrk {us(wrk_cpu)} µs ({wrk_cpu / secs:.2f} cores), service {us(service_cpu)} µs "
       f"({service_cpu / secs:.2f} cores); machine busy {busy:.2f} of {cores} cores, everything else (other processes, "
       f"interrupts) {max(busy - (wrk_cpu + service_cpu) / secs, 0):.2f}; load average at the window {load}")
+def groups(file):  # ticks by thread name, digits folded (as orderflow-bench reports them)
+    out = {}
+    for line in open(file):
+        name, _, ticks = line.strip().rpartition("|")
+        if ticks:
+            key = re.sub(r"\d", "#", name)
+            out[key] = out.get(key, 0) + int(ticks)
+    return out
+before, after = groups(t0), groups(t1)
+split = sorted(((k, (v - before.get(k, 0)) / hz / secs) for k, v in after.items()), key=lambda kv: -kv[1])
+print("  service threads (cores): " + ", ".join(f"{k} {c:.2f}" for k, c in split if c >= 0.005))
 PY
 echo "== written: $out/wrk-compare.txt (and wrk-compare-{bench,wrk}.txt, wrk-compare-bench.json)"
