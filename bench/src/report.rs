@@ -391,7 +391,7 @@ pub fn human(results: &Results) -> String {
     let s = &results.settings;
     let _ = writeln!(
         out,
-        "\norderflow bench {} — {} cores ({}), {} GiB, kernel {}",
+        "\norderflow-bench {} — {} cores ({}), {} GiB, kernel {}",
         results.generated_at, m.cores, m.cpu_model, m.memory_gib, m.kernel
     );
     let mode = match s.rate {
