@@ -440,6 +440,9 @@ async fn client(index: usize, shared: Arc<Shared>, stats: Rc<RefCell<LoadStats>>
                 None => s.transport_errors += 1,
             }
             stats.tick(done.duration_since(shared.measure_start).as_secs() as usize, op.is_command());
+            if end.is_none_or(|end| done < end) {
+                stats.completed_in_window += 1;
+            }
             last_done = done;
             if ok
                 && op.is_command()

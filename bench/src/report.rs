@@ -103,12 +103,12 @@ pub struct LoadReport {
     /// counted), plus transport errors.
     pub errors: u64,
     pub cpu: CpuSplit,
-    /// CPU time per request answered in the window, in µs.
+    /// CPU time per request answered within the window, in µs.
     pub cpu_per_request_us: CpuPerRequest,
     pub load_average_at_window_start: String,
 }
 
-/// CPU time per request, in µs: cores × window ÷ requests.
+/// CPU time per request, in µs: cores ÷ requests answered per second, both over the window.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CpuPerRequest {
@@ -184,7 +184,7 @@ impl LoadReport {
             statuses,
             errors,
             cpu: outcome.cpu.clone(),
-            cpu_per_request_us: CpuPerRequest::of(&outcome.cpu, requests_per_s),
+            cpu_per_request_us: CpuPerRequest::of(&outcome.cpu, s.completed_in_window as f64 / secs),
             load_average_at_window_start: outcome.load_average.clone(),
         }
     }
