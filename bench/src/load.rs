@@ -325,6 +325,7 @@ pub async fn run(target: &Target, plan: &Plan, observers: &Observers) -> anyhow:
     let end_cpu = CpuSnapshot::take(target.pid);
     drop(release);
     if let Some(e) = failed {
+        opener.abort();
         return Err(e);
     }
     let (start_cpu, load_average, tools) = match opener.await {
