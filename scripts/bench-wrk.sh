@@ -66,7 +66,7 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 [[ -n "$url" ]] || { echo "the service did not start" >&2; exit 1; }
-until curl -fsS "$url/health/ready" >/dev/null 2>&1; do sleep 0.1; done
+for _ in $(seq 1 600); do curl -fsS "$url/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 export WRK_TOKEN WRK_RUN
 WRK_TOKEN=$("$bin" token --role customer --sub cust-0)
 WRK_RUN="w$(date +%s)"
