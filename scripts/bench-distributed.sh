@@ -12,12 +12,12 @@
 # Meilisearch's); every other figure (commands through DynamoDB, the bridge → broker → projector path, the
 # revenue table's lag and rebuild, RSS) is the distributed path's own.
 #
-# Runs `orderflow --config config/distributed.toml bench` three times, on fresh tables, topic, stream and index
-# each: the mix with the projectors on Kafka; the mix with the bridge fanning out to Kafka and Kinesis and the
-# projectors on Kinesis; the memory scenario (place only). Writes
+# Runs `orderflow-bench --config config/distributed.toml` (it spawns `orderflow --config … serve`) three times,
+# on fresh tables, topic, stream and index each: the mix with the projectors on Kafka; the mix with the bridge
+# fanning out to Kafka and Kinesis and the projectors on Kinesis; the memory scenario (place only). Writes
 # target/bench/distributed-{kafka,kinesis,memory}.{json,txt} (BENCH_OUT). Knobs: BENCH_DURATION (60s),
 # BENCH_CLIENTS (64), BENCH_ORDERS (20000, the memory run), BENCH_RUNS (some of `kafka kinesis memory`),
-# BENCH_BIN (an already built binary).
+# BENCH_BIN (an already built orderflow binary; the load generator is the orderflow-bench beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +33,7 @@ fi
 if [[ -n "${BENCH_BIN:-}" ]]; then
     bin=$BENCH_BIN
 else
-    cargo build --release --bin orderflow
+    cargo build --release --workspace
     bin=target/release/orderflow
 fi
 mkdir -p "$out"
@@ -82,7 +82,8 @@ run() { # name sinks source, then bench flags
     ORDERFLOW__MEILISEARCH__URL="$meili" \
     ORDERFLOW__MEILISEARCH__API_KEY="$key" \
     ORDERFLOW__MEILISEARCH__INDEX="orders_$run_id" \
-        "$bin" --config config/distributed.toml bench --no-baseline --clients "$clients" "$@" \
+        "$(dirname "$bin")/orderflow-bench" --service-bin "$bin" --config config/distributed.toml --no-baseline \
+        --clients "$clients" "$@" \
         --json "$out/distributed-$name.json" | tee "$out/distributed-$name.txt"
 }
 for name in ${BENCH_RUNS:-kafka kinesis memory}; do

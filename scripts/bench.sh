@@ -7,14 +7,16 @@
 # Builds --release, then writes into target/bench/ (BENCH_OUT):
 #   machine.txt        nproc, CPU model, RAM, disk, load average
 #   fsync.txt          cost of one durable SQLite commit on the data folder's disk (WAL, synchronous=FULL)
-#   results.json/.txt  `orderflow bench --scenario all`: baseline + mixed workload (throughput, latency, lag,
-#                      rebuild, RSS) and the 1,000,000-order memory run; results.md is its markdown table
+#   results.json/.txt  `orderflow-bench --scenario all`: baseline + mixed workload (throughput, latency, CPU per
+#                      request, lag, rebuild, RSS) and the 1,000,000-order memory run; results.md is its markdown
+#                      table
 #   perf-stat.txt      syscalls, fsyncs and context switches of the service over a mixed window
 #   profile.txt        where the service's CPU goes (perf record: by thread and library, top symbols)
 #   ablation.md        the mixed workload with one thing changed at a time (what limits the figure)
 #   distributed-*      the distributed profile (scripts/bench-distributed.sh; BENCH_NO_DISTRIBUTED=1 skips it)
 # and prints the markdown tables. Knobs: BENCH_DURATION (60s), BENCH_ORDERS (1000000), BENCH_CLIENTS (256),
-# BENCH_OUT (target/bench), BENCH_BIN (an already built orderflow binary: skips the build).
+# BENCH_OUT (target/bench), BENCH_BIN (an already built orderflow binary: skips the build; the load generator is
+# the orderflow-bench beside it).
 # Take figures on a quiet machine: the load average is printed before each run and stored in the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,9 +35,11 @@ fi
 if [[ -n "${BENCH_BIN:-}" ]]; then
     bin=$BENCH_BIN
 else
-    cargo build --release
+    cargo build --release --workspace
     bin=target/release/orderflow
 fi
+# The load generator (bench/), which spawns the service binary.
+bench() { "$(dirname "$bin")/orderflow-bench" --service-bin "$bin" "$@"; }
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/orderflow-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -48,7 +52,7 @@ echo "== machine"
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-    echo "binary: $bin (built $(date -u -r "$bin" +%FT%TZ))"
+    echo "binary: $bin (built $(date -u -r "$bin" +%FT%TZ)), load generator $(dirname "$bin")/orderflow-bench"
     echo "nproc: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
     echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
@@ -80,7 +84,7 @@ else
 fi
 
 echo "== headline: baseline + mixed workload, then ${orders} orders (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-"$bin" bench --scenario all --clients "$clients" --duration "$duration" --orders "$orders" --settle "$settle" \
+bench --scenario all --clients "$clients" --duration "$duration" --orders "$orders" --settle "$settle" \
     --json "$out/results.json" --markdown | tee "$out/results.txt"
 # The markdown table is the part of the output after the human one.
 sed -n '/^| figure/,$p' "$out/results.txt" > "$out/results.md"
@@ -89,13 +93,13 @@ if [[ -n "$perf_ok" ]]; then
     echo "== perf stat over a mixed window (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     events=task-clock,context-switches,cpu-migrations,page-faults
     for s in fsync fdatasync pwrite64 pread64 futex sendto recvfrom epoll_wait; do events+=",syscalls:sys_enter_$s"; done
-    "$bin" bench --no-baseline --no-rebuild --clients "$clients" --duration "$side" --json "$out/perf-stat-run.json" \
+    bench --no-baseline --no-rebuild --clients "$clients" --duration "$side" --json "$out/perf-stat-run.json" \
         --attach "perf stat -e $events -o $out/perf-stat.txt -p {pid}" > "$out/perf-stat-run.txt"
     grep -E "^orderflow:" "$out/perf-stat-run.txt"
     cat "$out/perf-stat.txt"
 
     echo "== CPU profile of the service over a mixed window"
-    "$bin" bench --no-baseline --no-rebuild --clients "$clients" --duration "$side" --json "$out/profile-run.json" \
+    bench --no-baseline --no-rebuild --clients "$clients" --duration "$side" --json "$out/profile-run.json" \
         --attach "perf record -F 499 -o $out/perf.data -p {pid}" > "$out/profile-run.txt" 2>/dev/null
     {
         grep -E "^orderflow:|service threads" "$out/profile-run.txt"
@@ -116,7 +120,8 @@ ablate() { # name, then env assignments and bench flags
     local envs=()
     while [[ $# -gt 0 && $1 == *=* && $1 != --* ]]; do envs+=("$1"); shift; done
     echo "-- $name (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    env "${envs[@]}" "$bin" bench --no-baseline --no-rebuild --duration "$side" --json "$out/ablation-$name.json" "$@" \
+    env "${envs[@]}" "$(dirname "$bin")/orderflow-bench" --service-bin "$bin" --no-baseline --no-rebuild \
+        --duration "$side" --json "$out/ablation-$name.json" "$@" \
         > "$out/ablation-$name.txt"
 }
 ablate default --clients "$clients"
@@ -127,11 +132,11 @@ ablate no-fsync ORDERFLOW__STORE__SYNCHRONOUS=normal --clients "$clients" --mix 
 ablate 64-clients --clients 64 --mix place=40,pay=35,ship=20,cancel=5
 if have jq; then
     {
-        echo "| run | requests/s | commands/s | command p50 / p99 ms | search-view lag p99 ms | service / load generator / other cores |"
-        echo "|---|---|---|---|---|---|"
+        echo "| run | requests/s | commands/s | command p50 / p99 ms | search-view lag p99 ms | service / load generator / other cores | service / load generator µs per request |"
+        echo "|---|---|---|---|---|---|---|"
         for name in default no-search commands-only place-only no-fsync 64-clients; do
             jq -r --arg n "$name" 'def r: (. * 10 | round) / 10; .mixed as $m | $m.orderflow as $o |
-                "| \($n) | \($o.requestsPerS) | \($o.commandsOkPerS) | \($o.latency.commands.p50Ms | r) / \($o.latency.commands.p99Ms | r) | \($m.searchLag.lag.p99Ms | r) | \($o.cpu.serviceCores) / \($o.cpu.benchCores) / \($o.cpu.otherCores + $o.cpu.irqCores | r) |"' \
+                "| \($n) | \($o.requestsPerS) | \($o.commandsOkPerS) | \($o.latency.commands.p50Ms | r) / \($o.latency.commands.p99Ms | r) | \($m.searchLag.lag.p99Ms | r) | \($o.cpu.serviceCores) / \($o.cpu.loadGeneratorCores) / \($o.cpu.otherCores + $o.cpu.irqCores | r) | \($o.cpuPerRequestUs.service) / \($o.cpuPerRequestUs.loadGenerator) |"' \
                 "$out/ablation-$name.json"
         done
     } | tee "$out/ablation.md"

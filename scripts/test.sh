@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of orderflow, both profiles:
-#   1. unit tests, adapter conformance tests and the black-box API suite on the embedded profile;
+#   1. unit tests (the load generator's in bench/ too: `--workspace`), adapter conformance tests and the black-box
+#      API suite on the embedded profile;
 #   2. a bounded schemathesis fuzz run against /openapi.json (scripts/fuzz.sh);
 #   3. the same black-box API suite again on the distributed profile
 #      (DynamoDB Local + the tansu Kafka broker, started here; Meilisearch: MEILI_URL if set, else the
@@ -36,7 +37,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Build first, so that service start-up does not compete with the compiler for the two cores.
-cargo nextest run --all-targets --no-run
+cargo nextest run --workspace --all-targets --no-run
 # The optional OTLP exporter (feature `otlp`) at least compiles.
 cargo check --features otlp
 
@@ -46,7 +47,7 @@ trap 'scripts/services.sh stop >/dev/null' EXIT
 
 status=0
 echo "== embedded profile (all targets) =="
-cargo nextest run --all-targets --no-fail-fast || status=1
+cargo nextest run --workspace --all-targets --no-fail-fast || status=1
 echo "== bounded fuzz of the HTTP API (schemathesis, no 5xx allowed) =="
 scripts/fuzz.sh 60 || status=1
 echo "== distributed profile (black-box API suite) =="

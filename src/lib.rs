@@ -19,7 +19,6 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod aws;
-pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod feed;

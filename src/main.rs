@@ -1,6 +1,7 @@
 //! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT; `rebuild` and
-//! `parked` operate a running service through its admin API; `bench` is the load generator behind
-//! BENCHMARKS.md. Exit codes: 0 done, 1 failed (the reason on stderr), 2 bad usage or configuration.
+//! `parked` operate a running service through its admin API. (The load generator behind BENCHMARKS.md is a
+//! program of its own, `orderflow-bench`, in `bench/`.) Exit codes: 0 done, 1 failed (the reason on stderr),
+//! 2 bad usage or configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,9 +65,6 @@ enum Commands {
         #[arg(long, global = true)]
         url: Option<String>,
     },
-    /// Load-test the HTTP API and report throughput, latency, projection lag, rebuild speed and RSS
-    /// (BENCHMARKS.md). Starts its own service unless given `--url`.
-    Bench(Box<orderflow::bench::BenchArgs>),
 }
 
 #[derive(Subcommand)]
@@ -109,7 +107,6 @@ fn main() -> ExitCode {
                 }
             })
         }),
-        Commands::Bench(args) => orderflow::bench::run(*args, cli.config.as_deref(), &settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

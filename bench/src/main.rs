@@ -1,19 +1,24 @@
-//! `orderflow bench`: the load generator behind BENCHMARKS.md.
+//! `orderflow-bench`: the load generator behind BENCHMARKS.md.
 //!
-//! It drives the real HTTP API with `--clients` concurrent clients over a mixed workload (place, pay, ship,
+//! It drives orderflow's HTTP API with `--clients` concurrent clients over a mixed workload (place, pay, ship,
 //! cancel, `GET /orders/{id}`, `GET /orders?q=`) and reports throughput, latency percentiles (HDR histograms),
-//! answers by status, end-to-end projection lag (search view and revenue view), rebuild speed and the
-//! service's peak RSS. In the same run it drives a baseline server that only parses the JSON and answers, so
-//! orderflow shows as a ratio of what HTTP + JSON alone reach on this machine.
+//! answers by status, where the CPU went (the service, the load generator, everything else) and per request,
+//! end-to-end projection lag (search view and revenue view), whether the revenue view holds exactly what was
+//! paid, rebuild speed and the service's peak RSS. In the same run it drives a baseline server that only parses
+//! the JSON and answers, so orderflow shows as a ratio of what HTTP + JSON alone reach on this machine.
 //!
-//! By default it starts the service itself (this binary, `serve`, embedded profile unless `--config` says
-//! otherwise, a fresh data folder, port 0) so it knows its pid; `--url` targets a running one instead. Every
-//! loop is bounded by a duration or a count, and only loopback addresses are accepted.
+//! It is a program of its own, not a subcommand of the service, so that the service carries none of its
+//! dependencies. By default it starts the service itself (`orderflow serve` from the same build folder, or
+//! `--service-bin`; embedded profile unless `--config` says otherwise; a fresh data folder; port 0) so it knows
+//! its pid; `--url` targets a running one instead. Every loop is bounded by a duration or a count, and only
+//! loopback addresses are accepted.
 //!
 //! Scenarios: `mixed` (baseline, then orderflow under the mix, lag, rebuild, RSS), `memory` (place `--orders`
 //! orders and watch RSS and live actors), `all` (both, each on a fresh service).
+#![forbid(unsafe_code)]
 
 mod baseline;
+mod http1;
 mod load;
 mod observe;
 mod rebuild;
@@ -23,18 +28,18 @@ mod stats;
 mod workload;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use reqwest::header::HeaderValue;
+use clap::Parser;
+use orderflow::auth::{Authenticator, Role};
+use orderflow::config::{AuthSettings, Settings};
 use serde::Serialize;
 
-use crate::auth::{Authenticator, Role};
-use crate::config::{AuthSettings, Settings};
 use load::{Observers, Plan, Stop, Target};
 use observe::{LagMethod, LagProbes, Monitor, RevenueLedger, RevenueWatcher};
-pub use report::Results;
-use report::{LoadReport, MemoryReport, MixedReport};
+use report::{LoadReport, MemoryReport, MixedReport, Results};
 use workload::{DEFAULT_MIX, Mix, Op};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -48,11 +53,21 @@ pub enum Scenario {
     All,
 }
 
-#[derive(Debug, Clone, clap::Args)]
+/// Load-test orderflow's HTTP API: throughput, latency, CPU per request, projection lag, rebuild speed and RSS,
+/// with a bare HTTP + JSON server as the baseline. Starts its own service unless given `--url`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "orderflow-bench", version)]
 pub struct BenchArgs {
+    /// A TOML config file for the spawned service (`orderflow --config FILE serve`); with `--url`, where to find
+    /// the running service's secret to mint tokens.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The service binary to spawn (default: `orderflow` next to this executable).
+    #[arg(long, value_name = "PATH")]
+    pub service_bin: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Scenario::Mixed)]
     pub scenario: Scenario,
-    /// Concurrent clients (one keep-alive connection each).
+    /// Concurrent clients (one keep-alive HTTP/1.1 connection each).
     #[arg(long, default_value_t = 256)]
     pub clients: usize,
     /// Measured time after the warmup (`30s`, `2m`, `1500ms`). Ignored with `--count`.
@@ -83,8 +98,9 @@ pub struct BenchArgs {
     /// With `--url`: the service's pid, for RSS and CPU figures.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// With `--url`: an admin token (default: minted from the configured or the data folder's secret).
-    #[arg(long, env = "ORDERFLOW_BENCH_TOKEN", hide_env_values = true)]
+    /// With `--url`: an admin token (default: the environment's ORDERFLOW_BENCH_TOKEN, else minted from the
+    /// configured or the data folder's secret).
+    #[arg(long)]
     pub token: Option<String>,
     /// Fraction of acknowledged commands whose search-view lag is probed.
     #[arg(long, default_value_t = 0.01)]
@@ -102,8 +118,8 @@ pub struct BenchArgs {
     pub no_rebuild: bool,
     #[arg(long, default_value = "300s", value_parser = parse_duration)]
     pub rebuild_timeout: Duration,
-    /// Worker threads of the load generator. One is the default: on a small machine it drives ~60k
-    /// requests/s from one core at a lower CPU cost per request than two, and leaves the rest to the service.
+    /// Threads of the load generator (each runs its share of the clients). One is the default: on a small
+    /// machine it leaves the most to the service.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Where spawned services keep their data (a fresh folder inside it; default: the temp folder).
@@ -119,7 +135,7 @@ pub struct BenchArgs {
     /// Write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Also print the results as a markdown table against the targets.
+    /// Also print the results as a markdown table (figure, target, measured), as BENCHMARKS.md shows them.
     #[arg(long)]
     pub markdown: bool,
     /// Seed of the workload's random choices.
@@ -145,25 +161,41 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
-/// Runs the bench. `config` is the `--config` file, passed on to a spawned service.
-pub fn run(args: BenchArgs, config: Option<&Path>, settings: &Settings) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let mut args = BenchArgs::parse();
+    if args.token.is_none() {
+        args.token = std::env::var("ORDERFLOW_BENCH_TOKEN").ok().filter(|t| !t.is_empty());
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orderflow-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the bench: the observers and the scenario's steps on this thread, the load on its own threads.
+fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
     if !(0.0..=1.0).contains(&args.lag_sample) {
         bail!("--lag-sample is a fraction from 0 to 1");
     }
-    if let Some(url) = &args.url {
-        service::check_loopback(url)?;
-    }
-    let threads = args.threads.max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("bench")
+    let settings = Settings::load(args.config.as_deref()).context("the configuration")?;
+    let service_bin = match &args.url {
+        Some(url) => {
+            service::check_loopback(url)?;
+            None
+        }
+        None => Some(service::service_bin(args.service_bin.as_deref())?),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the load generator's runtime")?;
-    let results = runtime.block_on(run_all(&args, config, settings, threads))?;
+        .context("starting the observers' runtime")?;
+    let results = runtime.block_on(run_all(&args, service_bin.as_deref(), &settings))?;
     let text = report::human(&results);
     println!("{text}");
     if args.markdown {
@@ -177,26 +209,21 @@ pub fn run(args: BenchArgs, config: Option<&Path>, settings: &Settings) -> anyho
     Ok(())
 }
 
-async fn run_all(
-    args: &BenchArgs,
-    config: Option<&Path>,
-    settings: &Settings,
-    threads: usize,
-) -> anyhow::Result<Results> {
-    let mut results = Results::new(args, threads);
+async fn run_all(args: &BenchArgs, service_bin: Option<&Path>, settings: &Settings) -> anyhow::Result<Results> {
+    let mut results = Results::new(args, service_bin);
     if matches!(args.scenario, Scenario::Mixed | Scenario::All) {
-        results.mixed = Some(mixed(args, config, settings).await?);
+        results.mixed = Some(mixed(args, service_bin, settings).await?);
     }
     if matches!(args.scenario, Scenario::Memory | Scenario::All) {
-        results.memory = Some(memory(args, config, settings).await?);
+        results.memory = Some(memory(args, service_bin, settings).await?);
     }
     Ok(results)
 }
 
-/// The HTTP client of the load: one pooled client, one keep-alive connection per concurrent client.
-fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {
+/// The observers' HTTP client (lag probes, revenue watcher, monitor, rebuild): its own pooled connections.
+fn http_client(connections: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
-        .pool_max_idle_per_host(clients + 16)
+        .pool_max_idle_per_host(connections)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(60))
         .build()?)
@@ -209,9 +236,10 @@ struct Service {
 }
 
 impl Service {
-    fn open(args: &BenchArgs, config: Option<&Path>, settings: &Settings, tag: &str) -> anyhow::Result<Self> {
-        match &args.url {
-            Some(url) => {
+    /// `service_bin`: spawn this binary; `None`: the service at `--url`.
+    fn open(args: &BenchArgs, service_bin: Option<&Path>, settings: &Settings, tag: &str) -> anyhow::Result<Self> {
+        match (service_bin, &args.url) {
+            (_, Some(url)) => {
                 let base = service::check_loopback(url)?;
                 let secret = url_mode_secret(settings);
                 let token = match &args.token {
@@ -222,19 +250,20 @@ impl Service {
                     Some(secret) => customer_tokens(&settings.auth, secret)?,
                     None => Vec::new(),
                 };
-                Ok(Self { target: target(base, token, customers, args.pid)?, spawned: None })
+                Ok(Self { target: Target::new(base, token, customers, args.pid)?, spawned: None })
             }
-            None => {
+            (Some(bin), None) => {
                 let secret = service::random_secret();
                 let dir = service::fresh_data_dir(args.data_dir.as_deref(), tag);
-                let spawned = service::Spawned::start(config, dir, &secret, args.keep_data)?;
+                let spawned = service::Spawned::start(bin, args.config.as_deref(), dir, &secret, args.keep_data)?;
                 let auth = AuthSettings { jwt_secret: secret.clone(), ..AuthSettings::default() };
                 let token = mint(&auth, &secret)?;
                 let customers = customer_tokens(&auth, &secret)?;
-                eprintln!("bench: started orderflow (pid {}) at {}", spawned.pid, spawned.url);
-                let target = target(spawned.url.clone(), Some(token), customers, Some(spawned.pid))?;
+                eprintln!("bench: started {} (pid {}) at {}", bin.display(), spawned.pid, spawned.url);
+                let target = Target::new(spawned.url.clone(), Some(token), customers, Some(spawned.pid))?;
                 Ok(Self { target, spawned: Some(spawned) })
             }
+            (None, None) => bail!("no service: give --url or a service binary"),
         }
     }
 
@@ -264,16 +293,6 @@ fn customer_tokens(auth: &AuthSettings, secret: &str) -> anyhow::Result<Vec<Stri
     (0..workload::CUSTOMERS).map(|i| Ok(authenticator.mint(&format!("cust-{i}"), Role::Customer, 24 * 3600)?)).collect()
 }
 
-fn bearer(token: &str) -> anyhow::Result<HeaderValue> {
-    HeaderValue::from_str(&format!("Bearer {token}")).context("token")
-}
-
-fn target(base: String, token: Option<String>, customers: Vec<String>, pid: Option<u32>) -> anyhow::Result<Target> {
-    let auth = token.as_deref().map(bearer).transpose()?;
-    let customers = customers.iter().map(|t| bearer(t)).collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Target { base, auth, customers: std::sync::Arc::new(customers), pid })
-}
-
 /// Waits until `/health/ready` answers 200 (bounded).
 async fn wait_ready(http: &reqwest::Client, target: &Target) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -296,6 +315,7 @@ fn plan(args: &BenchArgs, mix: Mix, warmup: Duration, stop: Stop) -> Plan {
         stop,
         rate: args.rate,
         mix,
+        threads: args.threads.max(1),
         run_id: format!("{:x}", (nanos as u64) & 0xff_ffff_ffff),
         seed: args.seed,
     }
@@ -308,9 +328,7 @@ fn stop_rule(args: &BenchArgs) -> Stop {
     }
 }
 
-async fn mixed(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> anyhow::Result<MixedReport> {
-    let http = http_client(args.clients)?;
-    // Probes and watchers get their own connections, so they never wait behind the clients' pool.
+async fn mixed(args: &BenchArgs, service_bin: Option<&Path>, settings: &Settings) -> anyhow::Result<MixedReport> {
     let side = http_client(32)?;
 
     let baseline = if args.no_baseline {
@@ -318,23 +336,29 @@ async fn mixed(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> 
     } else {
         eprintln!("bench: baseline (parse JSON and answer), {} clients …", args.clients);
         let server = baseline::Baseline::start()?;
-        let target = Target { base: server.url.clone(), auth: None, customers: std::sync::Arc::default(), pid: None };
+        let target = Target::new(server.url.clone(), None, Vec::new(), None)?;
         let plan = plan(args, args.mix.clone(), args.warmup, stop_rule(args));
-        let outcome = load::run(&http, &target, &plan, &Observers::default()).await;
+        let outcome = load::run(&target, &plan, &Observers::default()).await;
         server.stop().await;
+        let mut outcome = outcome?;
+        // The baseline server runs in this process: its threads are the "service".
+        outcome.cpu.count_in_process_server(&baseline::THREAD_PREFIXES);
         Some(LoadReport::of(&outcome))
     };
-    // Fresh connections for the service under test.
-    let http = http_client(args.clients)?;
 
-    let service = Service::open(args, config, settings, "mixed")?;
+    let service = Service::open(args, service_bin, settings, "mixed")?;
     let target = service.target.clone();
-    let result = measure_mixed(args, &target, &http, &side).await;
+    let result = measure_mixed(args, &target, &side).await;
     service.stop();
     let mut report = result?;
     if let Some(baseline) = baseline {
         report.ratio_to_baseline =
             Some(load::round2(report.orderflow.requests_per_s / baseline.requests_per_s.max(1e-9)));
+        report.service_cpu_ratio_to_baseline =
+            match (report.orderflow.cpu_per_request_us.service, baseline.cpu_per_request_us.service) {
+                (Some(o), Some(b)) if b > 0.0 => Some(load::round2(o / b)),
+                _ => None,
+            };
         report.baseline = Some(baseline);
     }
     Ok(report)
@@ -355,23 +379,17 @@ fn mib(kib: u64) -> f64 {
     load::round2(kib as f64 / 1024.0)
 }
 
-async fn memory(args: &BenchArgs, config: Option<&Path>, settings: &Settings) -> anyhow::Result<MemoryReport> {
-    let http = http_client(args.clients)?;
+async fn memory(args: &BenchArgs, service_bin: Option<&Path>, settings: &Settings) -> anyhow::Result<MemoryReport> {
     let side = http_client(8)?;
-    let service = Service::open(args, config, settings, "memory")?;
+    let service = Service::open(args, service_bin, settings, "memory")?;
     let target = service.target.clone();
-    let result = measure_memory(args, &target, &http, &side).await;
+    let result = measure_memory(args, &target, &side).await;
     service.stop();
     result
 }
 
 /// The orderflow half of the mixed scenario: load with lag probes and revenue watcher, drain, rebuild.
-async fn measure_mixed(
-    args: &BenchArgs,
-    target: &Target,
-    http: &reqwest::Client,
-    side: &reqwest::Client,
-) -> anyhow::Result<MixedReport> {
+async fn measure_mixed(args: &BenchArgs, target: &Target, side: &reqwest::Client) -> anyhow::Result<MixedReport> {
     wait_ready(side, target).await?;
     let load_average_before = service::load_average();
     let ledger = std::sync::Arc::new(RevenueLedger::default());
@@ -391,7 +409,7 @@ async fn measure_mixed(
             Stop::Requests(n) => format!("{n} requests measured"),
         }
     );
-    let outcome = load::run(http, target, &plan, &observers).await;
+    let outcome = load::run(target, &plan, &observers).await?;
     let load_stopped = Instant::now();
 
     // Drain: how long until the revenue view holds every acknowledged payment.
@@ -435,6 +453,7 @@ async fn measure_mixed(
         orderflow: LoadReport::of(&outcome),
         baseline: None,
         ratio_to_baseline: None,
+        service_cpu_ratio_to_baseline: None,
         search_lag,
         revenue_lag,
         lag_gauge_max_s: [
@@ -447,6 +466,7 @@ async fn measure_mixed(
         drain: report::Drain {
             revenue_expected: expected,
             revenue_seen,
+            revenue_exact: revenue_seen == Some(expected),
             revenue_caught_up_ms: revenue_caught_up_ms.map(load::round2),
             revenue_poll_errors: revenue_errors,
             orders_placed_in_window: placed_ok,
@@ -460,19 +480,14 @@ async fn measure_mixed(
 }
 
 /// Places `--orders` orders and follows RSS and live actors, then rebuilds over the log.
-async fn measure_memory(
-    args: &BenchArgs,
-    target: &Target,
-    http: &reqwest::Client,
-    side: &reqwest::Client,
-) -> anyhow::Result<MemoryReport> {
+async fn measure_memory(args: &BenchArgs, target: &Target, side: &reqwest::Client) -> anyhow::Result<MemoryReport> {
     wait_ready(side, target).await?;
     let load_average_before = service::load_average();
     let started = Instant::now();
     let monitor = Monitor::start(side.clone(), target.clone(), Duration::from_secs(1));
     let plan = plan(args, Mix::place_only(), Duration::ZERO, Stop::Requests(args.orders));
     eprintln!("bench: memory, placing {} orders with {} clients …", args.orders, args.clients);
-    let outcome = load::run(http, target, &plan, &Observers::default()).await;
+    let outcome = load::run(target, &plan, &Observers::default()).await?;
     let placed = outcome_placed(&outcome);
     let at_end = observe::sample(side, target, started).await;
     eprintln!("bench: placed {placed}; watching for {:?} while idle actors passivate …", args.settle);

@@ -14,6 +14,9 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context as _;
 use serde_json::Value;
 
+/// The names its threads start with: its `System` thread and actix's workers (`actix-rt|system:0|arbiter:N`).
+pub const THREAD_PREFIXES: [&str; 2] = ["bench-baseline", "actix-rt"];
+
 pub struct Baseline {
     pub url: String,
     handle: ServerHandle,

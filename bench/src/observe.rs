@@ -21,9 +21,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::load::{Target, etag_version, round2};
-use super::service;
-use super::stats::{Percentiles, histogram, record};
+use crate::load::{Target, etag_version, round2};
+use crate::service;
+use crate::stats::{Percentiles, histogram, record};
 
 /// How long a probe looks for its version before counting it as not visible.
 const PROBE_DEADLINE: Duration = Duration::from_secs(30);
@@ -54,6 +54,8 @@ pub struct LagProbes {
     method: LagMethod,
     http: reqwest::Client,
     target: Target,
+    /// The observers' runtime: `submit` is called from the load threads, the probes run here.
+    runtime: tokio::runtime::Handle,
     permits: Arc<Semaphore>,
     counts: Arc<Mutex<ProbeCounts>>,
 }
@@ -75,12 +77,14 @@ pub struct LagReport {
 }
 
 impl LagProbes {
+    /// Call on the observers' runtime: the probes run on it.
     pub fn new(sample: f64, method: LagMethod, http: reqwest::Client, target: Target) -> Arc<Self> {
         Arc::new(Self {
             sample,
             method,
             http,
             target,
+            runtime: tokio::runtime::Handle::current(),
             permits: Arc::new(Semaphore::new(MAX_PROBES)),
             counts: Arc::new(Mutex::new(ProbeCounts { latency: Some(histogram()), ..Default::default() })),
         })
@@ -94,7 +98,7 @@ impl LagProbes {
         };
         let (http, target, counts, method) =
             (self.http.clone(), self.target.clone(), Arc::clone(&self.counts), self.method);
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let (seen, errors) = probe(&http, &target, method, &order_id, version, acked).await;
             let mut c = lock(&counts);
             c.errors += errors;

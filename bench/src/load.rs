@@ -1,22 +1,35 @@
-//! The load engine: `clients` tasks, each one HTTP/1.1 keep-alive connection, each sending its next request
-//! when the last one is answered (closed loop), or at fixed intended times (`rate`, open loop: latency is
-//! then counted from the intended send time, so a slow answer is not hidden by the requests it delayed).
-//! Only requests *sent* inside the measured window count; the warmup before it fills the connection pool,
-//! the actors and SQLite's caches.
+//! The load engine: `clients` simulated clients, each one HTTP/1.1 keep-alive connection (`http1`), each
+//! sending its next request when the last one is answered (closed loop), or at fixed intended times (`rate`,
+//! open loop: latency is then counted from the intended send time, so a slow answer is not hidden by the
+//! requests it delayed). Only requests *sent* inside the measured window count; the warmup before it opens the
+//! connections and fills the actors and SQLite's caches.
+//!
+//! The clients run on `threads` threads named `bench-load`, each with a single-threaded tokio runtime (a task
+//! per client, no work stealing, no cross-thread wake-ups), so the CPU split can tell the load generator's own
+//! cost apart from the observers', which stay on the main runtime with reqwest: they send few requests.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::process::{Child, Command};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderValue};
 use serde::Serialize;
 
-use super::observe::{LagProbes, RevenueLedger};
-use super::service;
-use super::stats::{LoadStats, record};
-use super::workload::{ClientState, Mix, Op};
+use crate::http1::{Conn, Method};
+use crate::observe::{LagProbes, RevenueLedger};
+use crate::service;
+use crate::stats::{LoadStats, record};
+use crate::workload::{ClientState, Mix, Op};
+
+/// The name of the load generator's threads (the CPU split counts them apart).
+pub const LOAD_THREAD: &str = "bench-load";
+/// A request with no answer after this long counts as a transport error (and its connection is reopened).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When the measured window ends.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +47,8 @@ pub struct Plan {
     /// Open loop: requests per second over all clients.
     pub rate: Option<f64>,
     pub mix: Mix,
+    /// Threads the clients run on.
+    pub threads: usize,
     /// Tells this run's order ids apart from other runs' on the same service.
     pub run_id: String,
     pub seed: u64,
@@ -42,17 +57,33 @@ pub struct Plan {
 /// Where to send it.
 #[derive(Clone)]
 pub struct Target {
+    /// `http://host:port`.
     pub base: String,
+    /// Where the load connects, and the `Host` it names.
+    pub addr: SocketAddr,
+    pub host: String,
     /// An admin token: observers, probes, rebuilds.
-    pub auth: Option<HeaderValue>,
+    pub token: Option<String>,
+    auth: Option<HeaderValue>,
     /// The workload's tokens, one per customer `cust-<i>` (see `workload::CUSTOMERS`): clients act as the
     /// customers they are, as real ones would (an admin's command on a customer's order is audited). Empty:
     /// the admin token (`--url` with `--token` and no secret to mint them).
-    pub customers: Arc<Vec<HeaderValue>>,
+    pub customers: Arc<Vec<String>>,
     pub pid: Option<u32>,
 }
 
 impl Target {
+    /// `base` is a loopback `http://host:port` URL (see `service::check_loopback`).
+    pub fn new(base: String, token: Option<String>, customers: Vec<String>, pid: Option<u32>) -> anyhow::Result<Self> {
+        let (addr, host) = service::socket_addr(&base)?;
+        let auth = token
+            .as_deref()
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("the token is not a valid header value"))?;
+        Ok(Self { base, addr, host, token, auth, customers: Arc::new(customers), pid })
+    }
+
     pub fn get(&self, http: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
         self.with_auth(http.get(format!("{}{path}", self.base)))
     }
@@ -68,11 +99,11 @@ impl Target {
         }
     }
 
-    /// The `Authorization` of workload client `client`: its customer's token, else the admin one.
-    fn client_auth(&self, client: usize) -> Option<HeaderValue> {
+    /// The bearer token of workload client `client`: its customer's token, else the admin one.
+    fn client_token(&self, client: usize) -> Option<&str> {
         match self.customers.len() {
-            0 => self.auth.clone(),
-            n => self.customers.get(crate::bench::workload::customer_of(client) % n).cloned(),
+            0 => self.token.as_deref(),
+            n => self.customers.get(crate::workload::customer_of(client) % n).map(String::as_str),
         }
     }
 }
@@ -92,8 +123,10 @@ pub struct Observers {
 pub struct CpuSplit {
     /// The service process (all its threads); `null` without a pid.
     pub service_cores: Option<f64>,
-    /// This bench process: load generator, and in the baseline run the baseline server too.
+    /// This bench process: load generator, observers, and in the baseline run the baseline server too.
     pub bench_cores: f64,
+    /// The load generator alone: this process's `bench-load` threads.
+    pub load_generator_cores: f64,
     /// Interrupts and softirqs (the loopback TCP stack, mostly), charged to no process.
     pub irq_cores: f64,
     /// Time the hypervisor took from this machine's virtual CPUs.
@@ -108,8 +141,9 @@ pub struct CpuSplit {
     /// The service's CPU by thread name (cores): HTTP workers, the event-store writer, the blocking pool that
     /// runs SQLite reads and view writes, ….
     pub service_threads: BTreeMap<String, f64>,
-    /// This bench process's CPU by thread name: `bench` is the load generator; in the baseline run the
-    /// `actix-rt…` threads are the baseline server.
+    /// This bench process's CPU by thread name: `bench-load` is the load generator, `orderflow-bench` (the
+    /// main thread) the lag probes, revenue watcher and monitor; in the baseline run the `actix-rt…` threads
+    /// are the baseline server.
     pub bench_threads: BTreeMap<String, f64>,
 }
 
@@ -164,8 +198,10 @@ impl CpuSnapshot {
             others.into_iter().map(|(n, c)| (n, round2(c))).filter(|(_, c)| *c >= 0.01).collect();
         other_top.sort_by(|a, b| b.1.total_cmp(&a.1));
         other_top.truncate(5);
+        let bench_threads = by_thread(&self.own_threads, &end.own_threads, cores);
         CpuSplit {
             other_top,
+            load_generator_cores: bench_threads.get(LOAD_THREAD).copied().unwrap_or(0.0),
             service_cores: service.map(round2),
             bench_cores: round2(bench),
             irq_cores: round2(irq),
@@ -174,8 +210,22 @@ impl CpuSnapshot {
             machine_busy_cores: round2(busy),
             machine_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             service_threads: by_thread(&self.threads, &end.threads, cores),
-            bench_threads: by_thread(&self.own_threads, &end.own_threads, cores),
+            bench_threads,
         }
+    }
+}
+
+impl CpuSplit {
+    /// Counts this process's threads whose names start with one of `prefixes` as the service: the baseline
+    /// server, which runs inside the bench.
+    pub fn count_in_process_server(&mut self, prefixes: &[&str]) {
+        let server: f64 = self
+            .bench_threads
+            .iter()
+            .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p)))
+            .map(|(_, c)| c)
+            .sum();
+        self.service_cores = Some(round2(server));
     }
 }
 
@@ -208,7 +258,6 @@ pub struct LoadOutcome {
 }
 
 struct Shared {
-    http: reqwest::Client,
     target: Target,
     plan: Plan,
     observers: Observers,
@@ -217,15 +266,13 @@ struct Shared {
     /// Measured requests handed out (count mode).
     issued: AtomicU64,
     stopped: AtomicBool,
-    content_type: HeaderValue,
 }
 
 /// Runs the plan against the target and returns what the clients counted.
-pub async fn run(http: &reqwest::Client, target: &Target, plan: &Plan, observers: &Observers) -> LoadOutcome {
+pub async fn run(target: &Target, plan: &Plan, observers: &Observers) -> anyhow::Result<LoadOutcome> {
     let start = Instant::now();
     let measure_start = start + plan.warmup;
     let shared = Arc::new(Shared {
-        http: http.clone(),
         target: target.clone(),
         plan: plan.clone(),
         observers: observers.clone(),
@@ -233,7 +280,6 @@ pub async fn run(http: &reqwest::Client, target: &Target, plan: &Plan, observers
         measure_start,
         issued: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
-        content_type: HeaderValue::from_static("application/json"),
     });
     // The window opens: CPU counters, load average and attached tools start from here.
     let opener = tokio::spawn({
@@ -247,16 +293,41 @@ pub async fn run(http: &reqwest::Client, target: &Target, plan: &Plan, observers
             (cpu, load, tools)
         }
     });
-    let clients: Vec<_> = (0..plan.clients).map(|i| tokio::spawn(client(i, Arc::clone(&shared)))).collect();
+    let threads = plan.threads.clamp(1, plan.clients.max(1));
+    let mut results = Vec::with_capacity(threads);
+    // Each load thread waits for `release` after handing in its counts, so that its CPU time is still in
+    // `/proc` when the window's last reading is taken.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(std::sync::Mutex::new(released));
+    for t in 0..threads {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&shared);
+        let released = Arc::clone(&released);
+        std::thread::Builder::new().name(LOAD_THREAD.into()).spawn(move || {
+            let _ = tx.send(load_thread(t, threads, &shared));
+            let _ = released.lock().map(|r| r.recv());
+        })?;
+        results.push(rx);
+    }
     let mut stats = LoadStats::default();
     let mut last_done = measure_start;
-    for handle in clients {
-        if let Ok((client_stats, done)) = handle.await {
-            stats.merge(&client_stats);
-            last_done = last_done.max(done);
+    let mut failed = None;
+    for rx in results {
+        match rx.await {
+            Ok(Ok((thread_stats, done))) => {
+                stats.merge(&thread_stats);
+                last_done = last_done.max(done);
+            }
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(anyhow::anyhow!("a load thread panicked")),
         }
     }
     let end_cpu = CpuSnapshot::take(target.pid);
+    drop(release);
+    if let Some(e) = failed {
+        opener.abort();
+        return Err(e);
+    }
     let (start_cpu, load_average, tools) = match opener.await {
         Ok(opened) => opened,
         Err(_) => (end_cpu.clone(), service::load_average(), Vec::new()),
@@ -268,22 +339,42 @@ pub async fn run(http: &reqwest::Client, target: &Target, plan: &Plan, observers
         Stop::After(d) => measure_start + d,
         Stop::Requests(_) => last_done,
     };
-    LoadOutcome {
+    Ok(LoadOutcome {
         stats,
         window: measure_end.saturating_duration_since(measure_start),
         cpu: start_cpu.split(&end_cpu),
         measure_start,
         measure_end,
         load_average,
-    }
+    })
 }
 
-/// One client: returns its counts and when its last measured request completed.
-async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
+/// One load thread: clients `t`, `t + threads`, … as tasks on a single-threaded runtime, counting into one
+/// `LoadStats` (one set of histograms per thread, not per client: they are large, and recording stays in cache).
+fn load_thread(t: usize, threads: usize, shared: &Arc<Shared>) -> anyhow::Result<(LoadStats, Instant)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stats = Rc::new(RefCell::new(LoadStats::default()));
+    let last_done = tokio::task::LocalSet::new().block_on(&runtime, async {
+        let clients: Vec<_> = (t..shared.plan.clients)
+            .step_by(threads)
+            .map(|i| tokio::task::spawn_local(client(i, Arc::clone(shared), Rc::clone(&stats))))
+            .collect();
+        let mut last_done = shared.measure_start;
+        for handle in clients {
+            if let Ok(done) = handle.await {
+                last_done = last_done.max(done);
+            }
+        }
+        last_done
+    });
+    Ok((stats.take(), last_done))
+}
+
+/// One client: counts into `stats`; returns when its last measured request completed.
+async fn client(index: usize, shared: Arc<Shared>, stats: Rc<RefCell<LoadStats>>) -> Instant {
     let plan = &shared.plan;
     let mut state = ClientState::new(&plan.run_id, index, plan.seed);
-    let auth = shared.target.client_auth(index);
-    let mut stats = LoadStats::default();
+    let mut conn = Conn::new(shared.target.addr, &shared.target.host, shared.target.client_token(index));
     let mut last_done = shared.measure_start;
     let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.clients as f64 / rate.max(1e-3)));
     // Open loop: clients' schedules are spread evenly over one interval.
@@ -317,28 +408,19 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
             shared.stopped.store(true, Ordering::Relaxed);
             break;
         }
-        let mut request = state.next_request(&plan.mix);
+        let request = state.next_request(&plan.mix);
         let op = request.op;
-        let url = format!("{}{}", shared.target.base, request.path);
-        let rb = match request.body.take() {
-            Some(body) => shared.http.post(url).header(header::CONTENT_TYPE, shared.content_type.clone()).body(body),
-            None => shared.http.get(url),
+        let sent = match &request.body {
+            Some(body) => conn.send(Method::Post, &request.path, Some(body.as_bytes())),
+            None => conn.send(Method::Get, &request.path, None),
         };
-        let rb = match &auth {
-            Some(auth) => rb.header(header::AUTHORIZATION, auth.clone()),
-            None => rb,
-        };
-        let (status, version) = match rb.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let version = etag_version(response.headers());
-                // The whole body is read, as a real client would, before the connection is reused.
-                match response.bytes().await {
-                    Ok(_) => (Some(status), version),
-                    Err(_) => (None, None),
-                }
+        let (status, version) = match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+            Ok(Ok(answer)) => (Some(answer.status), answer.version),
+            Ok(Err(_)) => (None, None),
+            Err(_) => {
+                conn.reset();
+                (None, None)
             }
-            Err(_) => (None, None),
         };
         let done = Instant::now();
         let ok = status == Some(op.expected_status());
@@ -349,6 +431,7 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
             ledger.paid(order.total);
         }
         if measuring {
+            let mut stats = stats.borrow_mut();
             let s = stats.op_mut(op);
             match status {
                 Some(code) => {
@@ -358,6 +441,9 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
                 None => s.transport_errors += 1,
             }
             stats.tick(done.duration_since(shared.measure_start).as_secs() as usize, op.is_command());
+            if end.is_none_or(|end| done < end) {
+                stats.completed_in_window += 1;
+            }
             last_done = done;
             if ok
                 && op.is_command()
@@ -369,11 +455,11 @@ async fn client(index: usize, shared: Arc<Shared>) -> (LoadStats, Instant) {
         }
         state.settle(request, status, version);
     }
-    (stats, last_done)
+    last_done
 }
 
-/// The version in a strong ETag `"N"`.
-pub fn etag_version(headers: &HeaderMap) -> Option<u64> {
+/// The version in a strong ETag `"N"` (the observers' answers).
+pub fn etag_version(headers: &reqwest::header::HeaderMap) -> Option<u64> {
     let value = headers.get(header::ETAG)?.to_str().ok()?;
     value.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
@@ -414,6 +500,7 @@ async fn stop_tool(mut child: Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderMap;
 
     #[test]
     fn reads_strong_etags_only() {

@@ -1,9 +1,9 @@
-//! The service under test: spawned from this same binary (`serve`, a fresh data folder, port 0) or reached at
-//! `--url`; and what `/proc` tells about it (RSS, CPU time) and about the machine.
+//! The service under test: spawned (`orderflow serve`, a fresh data folder, port 0) or reached at `--url`; and
+//! what `/proc` tells about it (RSS, CPU time) and about the machine.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -24,13 +24,18 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    /// Starts `<this binary> [--config FILE] serve` with the data in `data_dir` (which must not exist yet),
-    /// port 0, auth on with `secret`. The environment's `ORDERFLOW__*` settings pass through (so any setting
-    /// can be changed for a run), except the ones above.
-    pub fn start(config: Option<&Path>, data_dir: PathBuf, secret: &str, keep_data: bool) -> anyhow::Result<Self> {
+    /// Starts `<bin> [--config FILE] serve` with the data in `data_dir` (which must not exist yet), port 0,
+    /// auth on with `secret`. The environment's `ORDERFLOW__*` settings pass through (so any setting can be
+    /// changed for a run), except the ones above.
+    pub fn start(
+        bin: &Path,
+        config: Option<&Path>,
+        data_dir: PathBuf,
+        secret: &str,
+        keep_data: bool,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let exe = std::env::current_exe().context("finding this executable")?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(bin);
         if let Some(config) = config {
             cmd.arg("--config").arg(config);
         }
@@ -46,7 +51,7 @@ impl Spawned {
         if std::env::var_os("ORDERFLOW__LOG__LEVEL").is_none() && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("ORDERFLOW__LOG__LEVEL", "warn");
         }
-        let mut child = cmd.spawn().context("starting `orderflow serve`")?;
+        let mut child = cmd.spawn().with_context(|| format!("starting `{} serve`", bin.display()))?;
         let pid = child.id();
         let stdout = child.stdout.take().context("the service's stdout")?;
         let (tx, rx) = mpsc::channel();
@@ -111,6 +116,23 @@ impl Drop for Spawned {
     }
 }
 
+/// The service binary: `--service-bin`, else `orderflow` next to this executable (cargo builds both into
+/// the same `target/<profile>/`).
+pub fn service_bin(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let bin = exe.with_file_name(format!("orderflow{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        bail!(
+            "no service binary at {} (build it with `cargo build --release --workspace`, or pass --service-bin)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 /// A fresh folder for a spawned service's data: `<base>/orderflow-bench-<pid>-<n>`.
 pub fn fresh_data_dir(base: Option<&Path>, tag: &str) -> PathBuf {
     let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
@@ -137,6 +159,20 @@ pub fn check_loopback(url: &str) -> anyhow::Result<String> {
         bail!("--url must be a loopback address (127.0.0.0/8, ::1, localhost): the bench only loads this machine");
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Where a loopback URL's requests go, and its `Host` (`host:port`).
+pub fn socket_addr(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
+    let host = parsed.host_str().context("the URL has no host")?;
+    let port = parsed.port_or_known_default().context("the URL has no port")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (bare, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .find(|a| a.ip().is_loopback())
+        .with_context(|| format!("{host} is not a loopback address"))?;
+    Ok((addr, format!("{host}:{port}")))
 }
 
 /// Resident set size now and at its peak (VmRSS, VmHWM), in KiB.
@@ -337,5 +373,13 @@ mod tests {
         assert!(check_loopback("http://10.0.0.1:8080").is_err());
         assert!(check_loopback("http://example.com").is_err());
         assert!(check_loopback("https://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn loopback_socket_addresses() {
+        let (addr, host) = socket_addr("http://127.0.0.1:8080").unwrap();
+        assert_eq!((addr.to_string(), host.as_str()), ("127.0.0.1:8080".to_owned(), "127.0.0.1:8080"));
+        assert!(socket_addr("http://localhost:1").unwrap().0.ip().is_loopback());
+        assert_eq!(socket_addr("http://[::1]:2").unwrap().0.to_string(), "[::1]:2");
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::workload::Op;
+use crate::workload::Op;
 
 /// Latencies are recorded in microseconds, 1 µs to 10 min, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -89,6 +89,9 @@ pub struct LoadStats {
     pub commands_per_second: Vec<u64>,
     /// Requests of any kind completed in each second of the measured window.
     pub requests_per_second: Vec<u64>,
+    /// Measured requests answered (or failed) before the window closed: what the CPU read over the window
+    /// paid for. (In an overloaded open loop, many requests sent in the window are answered after it.)
+    pub completed_in_window: u64,
 }
 
 impl LoadStats {
@@ -112,6 +115,7 @@ impl LoadStats {
         for (mine, theirs) in self.ops.iter_mut().zip(&other.ops) {
             mine.merge(theirs);
         }
+        self.completed_in_window += other.completed_in_window;
         add_series(&mut self.commands_per_second, &other.commands_per_second);
         add_series(&mut self.requests_per_second, &other.requests_per_second);
     }
@@ -203,7 +207,10 @@ mod tests {
         *b.op_mut(Op::Place).statuses.entry(503).or_default() += 1;
         a.tick(0, true);
         b.tick(2, false);
+        a.completed_in_window = 1;
+        b.completed_in_window = 2;
         a.merge(&b);
+        assert_eq!(a.completed_in_window, 3);
         assert_eq!(a.op(Op::Place).latency.len(), 2);
         assert_eq!(a.op(Op::Place).answered(), 2);
         assert_eq!(a.commands_per_second, vec![1]);

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::load::{Target, round2};
-use super::observe::metrics_text;
-use super::service;
+use crate::load::{Target, round2};
+use crate::observe::metrics_text;
+use crate::service;
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
