@@ -73,6 +73,33 @@ pub struct Authenticator {
     encoding: EncodingKey,
     validation: Validation,
     jwks: Option<Arc<Jwks>>,
+    verified: Arc<Verified>,
+}
+
+/// HS256 tokens verified recently, so that a client sending the same token with every request pays for the
+/// signature check and the claims' parse once. Only HS256: its key cannot change while the service runs (a JWKS
+/// key can be withdrawn). An entry is good until the token's `exp` plus the leeway, as the full check would say;
+/// the set is bounded (emptied when full) so that a stream of fresh tokens cannot grow it.
+#[derive(Default)]
+struct Verified(Mutex<HashMap<String, (Principal, u64)>>);
+
+/// Most tokens [`Verified`] holds.
+const VERIFIED_MAX: usize = 10_000;
+
+impl Verified {
+    fn get(&self, token: &str, leeway: u64) -> Option<Principal> {
+        let entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (principal, exp) = entries.get(token)?;
+        (jsonwebtoken::get_current_timestamp() <= exp.saturating_add(leeway)).then(|| principal.clone())
+    }
+
+    fn put(&self, token: &str, principal: &Principal, exp: u64) {
+        let mut entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= VERIFIED_MAX {
+            entries.clear();
+        }
+        entries.insert(token.to_owned(), (principal.clone(), exp));
+    }
 }
 
 impl Authenticator {
@@ -89,6 +116,7 @@ impl Authenticator {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             validation,
             jwks: None,
+            verified: Arc::default(),
         }
     }
 
@@ -120,22 +148,30 @@ impl Authenticator {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(AuthError("not a Bearer token".into())),
         };
+        if let Some(principal) = self.verified.get(token, self.validation.leeway) {
+            return Ok(principal);
+        }
         let alg = jsonwebtoken::decode_header(token).map_err(|e| AuthError(e.to_string()))?.alg;
         match (alg, &self.jwks) {
-            (Algorithm::HS256, _) => self.hs256(token),
+            (Algorithm::HS256, _) => {
+                let (principal, exp) = self.hs256(token)?;
+                self.verified.put(token, &principal, exp);
+                Ok(principal)
+            }
             (Algorithm::RS256 | Algorithm::ES256, Some(jwks)) => jwks.authenticate(token).await,
             (other, _) => Err(AuthError(format!("algorithm {other:?} is not accepted"))),
         }
     }
 
-    fn hs256(&self, token: &str) -> Result<Principal, AuthError> {
+    /// The caller and the token's `exp`.
+    fn hs256(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError(e.to_string()))?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT {
             return Err(AuthError("bad sub".into()));
         }
-        Ok(Principal { subject: claims.sub, role: claims.role })
+        Ok((Principal { subject: claims.sub, role: claims.role }, claims.exp))
     }
 
     /// Mints a token valid for `ttl_secs` (the `token` CLI command and tests).
@@ -482,6 +518,21 @@ mod tests {
 
     fn auth() -> Authenticator {
         Authenticator::new(&settings(), "s3cret")
+    }
+
+    /// A verified token is remembered only until its `exp` plus the leeway, like the full check.
+    #[test]
+    fn remembered_tokens_expire_with_their_exp() {
+        let verified = Verified::default();
+        let who = Principal { subject: "c-1".into(), role: Role::Customer };
+        let now = jsonwebtoken::get_current_timestamp();
+        verified.put("fresh", &who, now + 30);
+        verified.put("in-leeway", &who, now - 30);
+        verified.put("expired", &who, now - 61);
+        assert_eq!(verified.get("fresh", 60), Some(who.clone()));
+        assert_eq!(verified.get("in-leeway", 60), Some(who));
+        assert_eq!(verified.get("expired", 60), None);
+        assert_eq!(verified.get("unknown", 60), None);
     }
 
     #[tokio::test]

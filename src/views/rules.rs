@@ -183,7 +183,10 @@ mod tests {
             cancelled_at: at("2026-12-02T00:00:00Z"),
         };
         let refund = revenue_delta(&cancelled).expect("a cancellation moves revenue");
-        assert_eq!((refund.day.to_string(), refund.refunds, refund.cancelled, refund.gross), ("2026-12-02".into(), 1000, 1, 0));
+        assert_eq!(
+            (refund.day.to_string(), refund.refunds, refund.cancelled, refund.gross),
+            ("2026-12-02".into(), 1000, 1, 0)
+        );
         assert_eq!(revenue_delta(&placed()), None);
     }
 }

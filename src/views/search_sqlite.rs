@@ -205,7 +205,8 @@ const REBUILD_FOLD_DOCS: usize = 50_000;
 
 /// Writes the document with its version; returns its rowid (the text index's key).
 fn write_doc(conn: &Connection, doc: &Document) -> Result<i64, ViewError> {
-    let (order, json) = (&doc.order, std::str::from_utf8(&doc.json).map_err(|e| ViewError::Unavailable(e.to_string()))?);
+    let (order, json) =
+        (&doc.order, std::str::from_utf8(&doc.json).map_err(|e| ViewError::Unavailable(e.to_string()))?);
     let rowid: i64 = conn
         .prepare_cached(
             "INSERT INTO search_docs (order_id, customer_id, status, total, placed_at, version, doc)
