@@ -45,7 +45,9 @@ impl LogTail {
     pub fn new(store: Arc<SqliteEventStore>, position: u64) -> Self {
         let head = store.head();
         let live = store.subscribe();
-        let delivered_at = tokio::time::Instant::now();
+        // As if the last batch went out a linger ago: the first one goes at once.
+        let now = tokio::time::Instant::now();
+        let delivered_at = now.checked_sub(LINGER).unwrap_or(now);
         Self { store, head, live, position, pending: VecDeque::new(), buffered_to: position, delivered_at }
     }
 
