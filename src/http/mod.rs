@@ -129,7 +129,9 @@ fn console_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/console", console::page))
         .service(get("/console/", console::page))
         .service(get("/console/app.js", console::script))
-        .service(get("/console/app.css", console::style));
+        .service(get("/console/app.css", console::style))
+        .service(get("/console/uplot.js", console::chart_script))
+        .service(get("/console/uplot.css", console::chart_style));
 }
 
 fn get<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
