@@ -84,8 +84,7 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
     let dir = &settings.data_dir;
     let store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
     let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
-    let revenue =
-        SqliteRevenueView::open(dir, READ_CONNECTIONS, settings.revenue.timezone).context("revenue view")?;
+    let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS, settings.revenue.timezone).context("revenue view")?;
     let kit = ProjectorKit {
         settings,
         parked: SqliteParkedStore::open(dir).context("parked events")?,

@@ -332,7 +332,11 @@ impl RevenueTables {
     }
 
     /// Adds a delta to its (day, currency) row (created by the first `ADD`).
-    fn day_add(&self, currency: &str, delta: &DayDelta) -> Result<TransactWriteItem, aws_sdk_dynamodb::error::BuildError> {
+    fn day_add(
+        &self,
+        currency: &str,
+        delta: &DayDelta,
+    ) -> Result<TransactWriteItem, aws_sdk_dynamodb::error::BuildError> {
         let day = delta.day;
         let add = Update::builder()
             .table_name(&self.names.daily)
@@ -430,7 +434,12 @@ impl OrderFold {
     /// Folds an order's events over its dedupe row as read (`known`). An event the rules refuse (a gap, an order
     /// the view does not hold whose first event is not its placement) gives the group back, for the
     /// event-by-event path to apply what it can and report the refusal.
-    fn of(events: &[StoredEvent], group: Vec<usize>, known: Option<&RevenueOrder>, zone: Tz) -> Result<Self, Vec<usize>> {
+    fn of(
+        events: &[StoredEvent],
+        group: Vec<usize>,
+        known: Option<&RevenueOrder>,
+        zone: Tz,
+    ) -> Result<Self, Vec<usize>> {
         let folded = rules::fold_revenue(known, group.iter().filter_map(|&i| events.get(i)), zone);
         let Ok(RevenueFold { record, days, applied, skipped }) = folded else { return Err(group) };
         let (currency, to) = record.map_or((String::new(), 0), |r| (r.currency, r.version));
@@ -609,7 +618,8 @@ impl RevenueTables {
                         let currency = attr::s(&item, "currency")?.to_owned();
                         Ok((id, RevenueOrder { currency, version: attr::n(&item, "version")? }))
                     };
-                    let (id, row) = decode().map_err(|e| ViewError::Unavailable(format!("corrupt revenue row: {e}")))?;
+                    let (id, row) =
+                        decode().map_err(|e| ViewError::Unavailable(format!("corrupt revenue row: {e}")))?;
                     rows.insert(id, row);
                 }
                 // Keys DynamoDB did not get to (throttling, the response size limit) are asked again.

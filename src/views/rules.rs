@@ -141,7 +141,11 @@ pub struct RevenueStep {
 /// Applies one event to the revenue view's record of its order (`None`: the view holds nothing of it), with
 /// days in `zone`. `None` for a duplicate. A gap, an order whose first event is not its placement (the view
 /// could not know its currency) and a second placement are refused.
-pub fn revenue_step(record: Option<&RevenueOrder>, event: &StoredEvent, zone: Tz) -> Result<Option<RevenueStep>, ViewError> {
+pub fn revenue_step(
+    record: Option<&RevenueOrder>,
+    event: &StoredEvent,
+    zone: Tz,
+) -> Result<Option<RevenueStep>, ViewError> {
     let have = record.map_or(0, |r| r.version);
     match sequence(have, event.version) {
         Sequence::Duplicate => return Ok(None),
@@ -301,7 +305,10 @@ mod tests {
         let paid = revenue_delta(&paid("2026-12-01T23:59:59.999Z"), Tz::UTC).expect("a payment moves revenue");
         assert_eq!((paid.day.to_string(), paid.gross, paid.paid, paid.refunds), ("2026-12-01".into(), 1000, 1, 0));
         let refund = revenue_delta(&cancelled("2026-12-02T00:00:00Z"), Tz::UTC).expect("a cancellation moves revenue");
-        assert_eq!((refund.day.to_string(), refund.refunds, refund.cancelled, refund.gross), ("2026-12-02".into(), 1000, 1, 0));
+        assert_eq!(
+            (refund.day.to_string(), refund.refunds, refund.cancelled, refund.gross),
+            ("2026-12-02".into(), 1000, 1, 0)
+        );
         assert_eq!(revenue_delta(&placed(), Tz::UTC), None);
         assert_eq!(revenue_delta(&shipped(), Tz::UTC), None);
     }
@@ -319,40 +326,47 @@ mod tests {
         assert_eq!(business_day(at("2026-12-02T04:59:59Z"), Tz::UTC), day("2026-12-02"));
     }
 
+    /// Each (UTC instant, its Berlin date, the Berlin clock then) in order.
+    fn assert_berlin_days(cases: &[(&str, &str, &str)]) {
+        for (instant, date, clock) in cases {
+            assert_eq!(business_day(at(instant), Tz::Europe__Berlin).to_string(), *date, "{instant} is {clock}");
+        }
+    }
+
     #[test]
     fn days_around_the_switch_to_summer_time_follow_the_local_clock() {
         // Europe/Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST (01:00 UTC), so the 29th lasts 23 hours,
         // from 2026-03-28T23:00Z to 2026-03-29T22:00Z.
-        let berlin = Tz::Europe__Berlin;
-        let days = |instant: &str| business_day(at(instant), berlin).to_string();
-        assert_eq!(days("2026-03-28T22:30:00Z"), "2026-03-28", "23:30 CET");
-        assert_eq!(days("2026-03-28T23:30:00Z"), "2026-03-29", "00:30 CET");
-        assert_eq!(days("2026-03-29T00:30:00Z"), "2026-03-29", "01:30 CET");
-        assert_eq!(days("2026-03-29T01:30:00Z"), "2026-03-29", "03:30 CEST");
-        assert_eq!(days("2026-03-29T21:59:59Z"), "2026-03-29", "23:59:59 CEST");
-        assert_eq!(days("2026-03-29T22:00:00Z"), "2026-03-30", "midnight CEST");
-        assert_eq!(days("2026-03-29T23:30:00Z"), "2026-03-30", "01:30 CEST");
-        assert_eq!(days("2026-03-30T00:30:00Z"), "2026-03-30", "02:30 CEST");
+        assert_berlin_days(&[
+            ("2026-03-28T22:30:00Z", "2026-03-28", "23:30 CET"),
+            ("2026-03-28T23:30:00Z", "2026-03-29", "00:30 CET"),
+            ("2026-03-29T00:30:00Z", "2026-03-29", "01:30 CET"),
+            ("2026-03-29T01:30:00Z", "2026-03-29", "03:30 CEST"),
+            ("2026-03-29T21:59:59Z", "2026-03-29", "23:59:59 CEST"),
+            ("2026-03-29T22:00:00Z", "2026-03-30", "midnight CEST"),
+            ("2026-03-29T23:30:00Z", "2026-03-30", "01:30 CEST"),
+            ("2026-03-30T00:30:00Z", "2026-03-30", "02:30 CEST"),
+        ]);
     }
 
     #[test]
     fn days_around_the_switch_to_winter_time_follow_the_local_clock() {
         // Europe/Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET (01:00 UTC), so the 25th lasts 25 hours,
         // from 2026-10-24T22:00Z to 2026-10-25T23:00Z.
-        let berlin = Tz::Europe__Berlin;
-        let days = |instant: &str| business_day(at(instant), berlin).to_string();
-        assert_eq!(days("2026-10-24T21:59:59Z"), "2026-10-24", "23:59:59 CEST");
-        assert_eq!(days("2026-10-24T22:00:00Z"), "2026-10-25", "midnight CEST");
-        assert_eq!(days("2026-10-24T23:30:00Z"), "2026-10-25", "01:30 CEST");
-        assert_eq!(days("2026-10-25T00:30:00Z"), "2026-10-25", "02:30 CEST");
-        assert_eq!(days("2026-10-25T01:30:00Z"), "2026-10-25", "02:30 CET, the second time");
-        assert_eq!(days("2026-10-25T22:59:59Z"), "2026-10-25", "23:59:59 CET");
-        assert_eq!(days("2026-10-25T23:00:00Z"), "2026-10-26", "midnight CET");
-        assert_eq!(days("2026-10-25T23:30:00Z"), "2026-10-26", "00:30 CET");
-        assert_eq!(days("2026-10-26T00:30:00Z"), "2026-10-26", "01:30 CET");
+        assert_berlin_days(&[
+            ("2026-10-24T21:59:59Z", "2026-10-24", "23:59:59 CEST"),
+            ("2026-10-24T22:00:00Z", "2026-10-25", "midnight CEST"),
+            ("2026-10-24T23:30:00Z", "2026-10-25", "01:30 CEST"),
+            ("2026-10-25T00:30:00Z", "2026-10-25", "02:30 CEST"),
+            ("2026-10-25T01:30:00Z", "2026-10-25", "02:30 CET, the second time"),
+            ("2026-10-25T22:59:59Z", "2026-10-25", "23:59:59 CET"),
+            ("2026-10-25T23:00:00Z", "2026-10-26", "midnight CET"),
+            ("2026-10-25T23:30:00Z", "2026-10-26", "00:30 CET"),
+            ("2026-10-26T00:30:00Z", "2026-10-26", "01:30 CET"),
+        ]);
         // A payment and a refund each count on their own local day.
-        let payment = revenue_delta(&paid("2026-10-24T22:30:00Z"), berlin).expect("payment");
-        let refund = revenue_delta(&cancelled("2026-10-25T23:30:00Z"), berlin).expect("refund");
+        let payment = revenue_delta(&paid("2026-10-24T22:30:00Z"), Tz::Europe__Berlin).expect("payment");
+        let refund = revenue_delta(&cancelled("2026-10-25T23:30:00Z"), Tz::Europe__Berlin).expect("refund");
         assert_eq!((payment.day, refund.day), (day("2026-10-25"), day("2026-10-26")));
     }
 
