@@ -84,7 +84,7 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
     let dir = &settings.data_dir;
     let store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
     let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
-    let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS).context("revenue view")?;
+    let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS, settings.revenue.timezone).context("revenue view")?;
     let kit = ProjectorKit {
         settings,
         parked: SqliteParkedStore::open(dir).context("parked events")?,
@@ -123,8 +123,9 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &settings.store, create)
         .await
         .context("DynamoDB event store")?;
-    let revenue =
-        DynamoRevenueView::open(dynamo.clone(), tables.clone(), create).await.context("DynamoDB revenue view")?;
+    let revenue = DynamoRevenueView::open(dynamo.clone(), tables.clone(), create, settings.revenue.timezone)
+        .await
+        .context("DynamoDB revenue view")?;
     let search = MeiliSearchView::open(&settings.meilisearch).await.context("Meilisearch search view")?;
     let uses = |t: Transport| settings.bridge.sinks.contains(&t) || settings.projections.source == t;
     let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();

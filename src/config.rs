@@ -29,6 +29,7 @@ pub struct Settings {
     pub actors: ActorSettings,
     pub store: StoreSettings,
     pub projections: ProjectionSettings,
+    pub revenue: RevenueSettings,
     pub log: LogSettings,
     pub aws: AwsSettings,
     pub dynamodb: DynamoSettings,
@@ -181,6 +182,27 @@ pub struct ProjectionSettings {
     pub poison_order_prefix: String,
     /// The event feed the distributed profile's projectors read (the embedded profile tails its log).
     pub source: Transport,
+}
+
+/// The revenue view (both profiles).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevenueSettings {
+    /// The business time zone, an IANA name: a payment counts on the date of its `paidAt` there, a refund on
+    /// that of its `cancelledAt`. A name the zone database does not know is a startup error.
+    #[serde(deserialize_with = "time_zone")]
+    pub timezone: chrono_tz::Tz,
+}
+
+/// A time zone by its IANA name. The config crate adds the key to the message.
+fn time_zone<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<chrono_tz::Tz, D::Error> {
+    use serde::de::Error as _;
+    let name = String::deserialize(deserializer)?;
+    name.trim().parse().map_err(|_| {
+        D::Error::custom(format!(
+            "`{name}` is not an IANA time zone name (for example UTC, Europe/Berlin, America/New_York)"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -459,6 +481,21 @@ mod tests {
         // The projectors must read a feed the bridge writes.
         let lonely = [("ORDERFLOW__PROFILE", "distributed"), ("ORDERFLOW__PROJECTIONS__SOURCE", "kinesis")];
         assert!(Settings::load_with(None, env(&lonely)).is_err());
+    }
+
+    #[test]
+    fn the_business_time_zone_is_an_iana_name_utc_by_default() {
+        let s = Settings::load_with(None, env(&[])).unwrap();
+        assert_eq!(s.revenue.timezone, chrono_tz::Tz::UTC);
+        let s = Settings::load_with(None, env(&[("ORDERFLOW__REVENUE__TIMEZONE", "Europe/Berlin")])).unwrap();
+        assert_eq!(s.revenue.timezone, chrono_tz::Tz::Europe__Berlin);
+        let error = Settings::load_with(None, env(&[("ORDERFLOW__REVENUE__TIMEZONE", "Mars/Olympus_Mons")]))
+            .expect_err("an unknown zone is a config error");
+        let message = format!("{error:#}");
+        assert!(message.contains("revenue.timezone") && message.contains("Mars/Olympus_Mons"), "{message}");
+        for bad in ["", "CEST", "+02:00"] {
+            assert!(Settings::load_with(None, env(&[("ORDERFLOW__REVENUE__TIMEZONE", bad)])).is_err(), "{bad}");
+        }
     }
 
     #[test]

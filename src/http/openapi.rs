@@ -357,9 +357,9 @@ pub struct SearchParams {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RevenueParams {
-    /// The first UTC day.
+    /// The first day (a date in the business time zone).
     pub from: NaiveDate,
-    /// The last UTC day, not before `from`.
+    /// The last day, not before `from`.
     pub to: NaiveDate,
     /// Only this currency; all currencies when left out.
     pub currency: Option<Currency>,

@@ -22,7 +22,8 @@ struct Days {
 #[utoipa::path(
     get, path = "/revenue/daily", tag = "revenue", operation_id = "dailyRevenue",
     summary = "Daily revenue",
-    description = "A payment counts on the UTC day of `paidAt`, a refund on the UTC day of `cancelledAt`. Admin only.",
+    description = "A payment counts on the date of its `paidAt` in the business time zone (config `revenue.timezone`, \
+                   default UTC), a refund on the date of its `cancelledAt`. Admin only.",
     params(super::openapi::RevenueParams),
     responses(
         (status = 200, description = "The days with activity in the range", body = Days),

@@ -2,7 +2,7 @@
 //!
 //! Two tables. `revenue_orders` (orderId S) keeps per order its `currency` S and the last `version` N the view
 //! applied: the dedupe record. `revenue_daily` (month S HASH = `YYYY-MM`, dayCurrency S RANGE =
-//! `YYYY-MM-DD#EUR`) keeps the totals of one UTC day and currency: `day` S, `currency` S, `gross` N,
+//! `YYYY-MM-DD#EUR`) keeps the totals of one business day and currency: `day` S, `currency` S, `gross` N,
 //! `refunds` N, `paidOrders` N, `cancelledOrders` N, all grown with `ADD`. Partitioning by month keeps a
 //! range query to at most 13 partitions (docs/api.md bounds the range at 366 days); the range key sorts by day,
 //! then currency, which is the order the API answers in.
@@ -22,9 +22,12 @@
 //! whose events do not follow its row, then take the event-by-event path above (orders concurrently, each
 //! in order; a `TransactionConflict` on a shared day row is retried).
 //!
-//! A payment counts on the UTC day of `paidAt`, a refund (and the cancellation, paid or not) on the day of
-//! `cancelledAt`. The view is fed by Kafka, which holds the consumer position: `checkpoint` is always 0 and
-//! `reset_checkpoint` does nothing here (the feed is rewound by the consumer group, and the view dedupes).
+//! What an event does is decided by `rules` (this module loads and stores): duplicates and gaps by
+//! `rules::revenue_step` / `rules::fold_revenue`, and days by `rules::business_day`: a payment counts on the
+//! date of `paidAt` in the business time zone (`revenue.timezone`), a refund (and the cancellation, paid or
+//! not) on that of `cancelledAt`. The view is fed by Kafka, which holds the consumer position: `checkpoint` is
+//! always 0 and `reset_checkpoint` does nothing here (the feed is rewound by the consumer group, and the view
+//! dedupes).
 //!
 //! Events of one order are applied in order; different orders are applied concurrently (bounded), since
 //! they touch different dedupe rows. They may share a day row: DynamoDB then cancels one transaction with
@@ -54,12 +57,14 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{Datelike, Months, NaiveDate, Utc};
+use chrono_tz::Tz;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use super::rules::{self, DayDelta, RevenueChange, RevenueFold, RevenueOrder, RevenueStep, Sequence};
 use super::{ApplyReport, Projection, Rebuilder, RevenueDay, RevenueView, ViewError};
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{RevenueTableNames, Tables, delete_tables, dynamo_client_with_timeouts, ensure_tables, error_text};
-use crate::domain::{Currency, OrderEvent};
+use crate::domain::Currency;
 use crate::store::StoredEvent;
 
 const NAME: &str = super::REVENUE;
@@ -86,6 +91,8 @@ pub struct DynamoRevenueView {
     tables: Tables,
     /// The generation queries and the projector use now; a rebuild's `finish` replaces it.
     active: Arc<RwLock<Arc<RevenueTables>>>,
+    /// The business time zone of the days (`revenue.timezone`).
+    zone: Tz,
 }
 
 /// One generation of the view's two tables, with all the code that writes and reads them: the projector and
@@ -94,15 +101,18 @@ struct RevenueTables {
     client: aws_sdk_dynamodb::Client,
     generation: u64,
     names: RevenueTableNames,
+    zone: Tz,
 }
 
 impl DynamoRevenueView {
     /// Wraps the client (adding timeouts where its configuration has none), reads the active generation and,
     /// when `create_tables`, creates the checkpoints table and the generation's two tables if they are missing.
+    /// Its days are business days in `zone` (`revenue.timezone`).
     pub async fn open(
         client: aws_sdk_dynamodb::Client,
         tables: Tables,
         create_tables: bool,
+        zone: Tz,
     ) -> anyhow::Result<Arc<Self>> {
         let client = dynamo_client_with_timeouts(&client);
         if create_tables {
@@ -112,8 +122,8 @@ impl DynamoRevenueView {
         if create_tables {
             ensure_tables(&client, &tables.revenue_specs(generation)).await?;
         }
-        let active = Arc::new(RevenueTables::new(&client, &tables, generation));
-        Ok(Arc::new(Self { client, tables, active: Arc::new(RwLock::new(active)) }))
+        let active = Arc::new(RevenueTables::new(&client, &tables, generation, zone));
+        Ok(Arc::new(Self { client, tables, active: Arc::new(RwLock::new(active)), zone }))
     }
 
     /// The generation in use now.
@@ -135,7 +145,7 @@ impl DynamoRevenueView {
         // Generations only grow, so a lower number is a stale read racing a switch, never a rollback.
         if generation > active.generation {
             tracing::info!(generation, "the revenue view moved to a newer table generation");
-            *active = Arc::new(RevenueTables::new(&self.client, &self.tables, generation));
+            *active = Arc::new(RevenueTables::new(&self.client, &self.tables, generation, self.zone));
         }
         (active.generation > used.generation).then(|| Arc::clone(&active))
     }
@@ -160,12 +170,12 @@ async fn active_generation(client: &aws_sdk_dynamodb::Client, tables: &Tables) -
 }
 
 impl RevenueTables {
-    fn new(client: &aws_sdk_dynamodb::Client, tables: &Tables, generation: u64) -> Self {
-        Self { client: client.clone(), generation, names: tables.revenue_generation(generation) }
+    fn new(client: &aws_sdk_dynamodb::Client, tables: &Tables, generation: u64, zone: Tz) -> Self {
+        Self { client: client.clone(), generation, names: tables.revenue_generation(generation), zone }
     }
 
     /// The order's dedupe row: its currency and the last version applied.
-    async fn order_row(&self, order_id: &str) -> Result<Option<(String, u64)>, ViewError> {
+    async fn order_row(&self, order_id: &str) -> Result<Option<RevenueOrder>, ViewError> {
         let output = self
             .client
             .get_item()
@@ -176,8 +186,8 @@ impl RevenueTables {
             .await
             .map_err(|e| unavailable(&self.names.orders, &e))?;
         let Some(item) = output.item else { return Ok(None) };
-        let decode = || -> Result<(String, u64), String> {
-            Ok((attr::s(&item, "currency")?.to_owned(), attr::n(&item, "version")?))
+        let decode = || -> Result<RevenueOrder, String> {
+            Ok(RevenueOrder { currency: attr::s(&item, "currency")?.to_owned(), version: attr::n(&item, "version")? })
         };
         decode().map(Some).map_err(|e| ViewError::Unavailable(format!("corrupt revenue row of {order_id}: {e}")))
     }
@@ -197,45 +207,31 @@ impl RevenueTables {
 
     /// True when applied, false when it was a duplicate (already applied).
     async fn apply_one(&self, event: &StoredEvent) -> Result<bool, ViewError> {
-        let id = event.order_id.as_str();
-        let known = self.order_row(id).await?;
-        let have = known.as_ref().map_or(0, |(_, v)| *v);
-        if event.version <= have {
-            return Ok(false);
-        }
-        let out_of_order = || ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have };
-        if event.version != have + 1 {
-            return Err(out_of_order());
-        }
-        let write = match (&event.event, &known) {
-            (OrderEvent::OrderPlaced { currency, .. }, _) => Write::Place { currency: currency.as_str().to_owned() },
-            // Version 1 that is not an OrderPlaced: the view cannot know the order's currency.
-            (_, None) => return Err(out_of_order()),
-            (other, Some((currency, _))) => DayDelta::of(other, currency).map_or(Write::Bump, Write::Day),
-        };
-        if settle(|| self.write(event, &write)).await? {
+        let known = self.order_row(event.order_id.as_str()).await?;
+        let Some(step) = rules::revenue_step(known.as_ref(), event, self.zone)? else { return Ok(false) };
+        if settle(|| self.write(event, &step)).await? {
             return Ok(true);
         }
         // Someone (a redelivery racing us, another instance) moved the row: duplicate or gap?
-        let now = self.order_row(id).await?.map_or(0, |(_, v)| v);
-        if now >= event.version {
-            return Ok(false);
+        let now = self.order_row(event.order_id.as_str()).await?.map_or(0, |r| r.version);
+        match rules::sequence(now, event.version) {
+            Sequence::Duplicate => Ok(false),
+            Sequence::Next | Sequence::Gap => Err(rules::out_of_order(event, now)),
         }
-        Err(ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have: now })
     }
 
-    async fn write(&self, event: &StoredEvent, write: &Write) -> Result<Written, ViewError> {
+    async fn write(&self, event: &StoredEvent, step: &RevenueStep) -> Result<Written, ViewError> {
         let table = &self.names.orders;
         let id = string(event.order_id.as_str());
-        match write {
-            Write::Place { currency } => {
+        match &step.change {
+            RevenueChange::Placed => {
                 let result = self
                     .client
                     .put_item()
                     .table_name(table)
                     .item("orderId", id)
-                    .item("currency", string(currency))
-                    .item("version", num(event.version))
+                    .item("currency", string(&step.record.currency))
+                    .item("version", num(step.record.version))
                     .condition_expression("attribute_not_exists(orderId)")
                     .send()
                     .await;
@@ -249,7 +245,7 @@ impl RevenueTables {
                     Err(e) => Err(unavailable(table, &e)),
                 }
             }
-            Write::Bump => {
+            RevenueChange::Version => {
                 let (names, values) = bump_expression(event.version.saturating_sub(1), event.version);
                 let result = self
                     .client
@@ -272,8 +268,10 @@ impl RevenueTables {
                     Err(e) => Err(unavailable(table, &e)),
                 }
             }
-            Write::Day(delta) => {
-                let items = self.day_transaction(event, delta).map_err(|e| ViewError::Unavailable(e.to_string()))?;
+            RevenueChange::Day(delta) => {
+                let items = self
+                    .day_transaction(event, &step.record.currency, delta)
+                    .map_err(|e| ViewError::Unavailable(e.to_string()))?;
                 self.transact(items).await
             }
         }
@@ -313,10 +311,11 @@ impl RevenueTables {
     fn day_transaction(
         &self,
         event: &StoredEvent,
+        currency: &str,
         delta: &DayDelta,
     ) -> Result<Vec<TransactWriteItem>, aws_sdk_dynamodb::error::BuildError> {
         let bump = self.bump(event.order_id.as_str(), event.version.saturating_sub(1), event.version)?;
-        Ok(vec![TransactWriteItem::builder().update(bump).build(), self.day_add(delta)?])
+        Ok(vec![TransactWriteItem::builder().update(bump).build(), self.day_add(currency, delta)?])
     }
 
     /// Moves an order's dedupe row from version `from` to `to`, on condition that it is at `from`.
@@ -332,13 +331,17 @@ impl RevenueTables {
             .build()
     }
 
-    /// Adds a delta to its day row (created by the first `ADD`).
-    fn day_add(&self, delta: &DayDelta) -> Result<TransactWriteItem, aws_sdk_dynamodb::error::BuildError> {
+    /// Adds a delta to its (day, currency) row (created by the first `ADD`).
+    fn day_add(
+        &self,
+        currency: &str,
+        delta: &DayDelta,
+    ) -> Result<TransactWriteItem, aws_sdk_dynamodb::error::BuildError> {
         let day = delta.day;
         let add = Update::builder()
             .table_name(&self.names.daily)
             .key("month", string(month_key(day)))
-            .key("dayCurrency", string(format!("{day}#{}", delta.currency)))
+            .key("dayCurrency", string(format!("{day}#{currency}")))
             // `day` is a reserved word in DynamoDB expressions; every name goes through a #placeholder alike.
             .update_expression("SET #day = :day, #cur = :cur ADD #g :g, #r :r, #p :p, #c :c")
             .set_expression_attribute_names(Some(names_map(&[
@@ -351,7 +354,7 @@ impl RevenueTables {
             ])))
             .set_expression_attribute_values(Some(HashMap::from([
                 (":day".to_owned(), string(day.to_string())),
-                (":cur".to_owned(), string(&delta.currency)),
+                (":cur".to_owned(), string(currency)),
                 (":g".to_owned(), num(delta.gross)),
                 (":r".to_owned(), num(delta.refunds)),
                 (":p".to_owned(), num(delta.paid)),
@@ -406,16 +409,6 @@ impl RevenueTables {
     }
 }
 
-/// What one event writes.
-enum Write {
-    /// Create the dedupe row (OrderPlaced).
-    Place { currency: String },
-    /// Only move the version (OrderShipped).
-    Bump,
-    /// Move the version and add to a day row (PaymentConfirmed, OrderCancelled).
-    Day(DayDelta),
-}
-
 enum Written {
     Done,
     /// The dedupe row was not at the expected version (or already existed).
@@ -424,51 +417,8 @@ enum Written {
     Transient(String),
 }
 
-/// What one event (or several, summed) adds to one day's row.
-#[derive(Clone)]
-struct DayDelta {
-    day: NaiveDate,
-    currency: String,
-    gross: u64,
-    refunds: u64,
-    paid: u64,
-    cancelled: u64,
-}
-
-impl DayDelta {
-    fn add(&mut self, other: &DayDelta) {
-        self.gross += other.gross;
-        self.refunds += other.refunds;
-        self.paid += other.paid;
-        self.cancelled += other.cancelled;
-    }
-
-    fn of(event: &OrderEvent, currency: &str) -> Option<Self> {
-        let currency = currency.to_owned();
-        match event {
-            OrderEvent::PaymentConfirmed { amount, paid_at, .. } => Some(DayDelta {
-                day: paid_at.date_naive(),
-                currency,
-                gross: amount.minor(),
-                refunds: 0,
-                paid: 1,
-                cancelled: 0,
-            }),
-            OrderEvent::OrderCancelled { refund, cancelled_at, .. } => Some(DayDelta {
-                day: cancelled_at.date_naive(),
-                currency,
-                gross: 0,
-                refunds: refund.minor(),
-                paid: 0,
-                cancelled: 1,
-            }),
-            OrderEvent::OrderPlaced { .. } | OrderEvent::OrderShipped { .. } => None,
-        }
-    }
-}
-
-/// One order's events of a batch, folded into one write: its dedupe row from `from` (absent: `None`) to `to`,
-/// and what it adds to day rows.
+/// One order's events of a batch, folded by [`rules::fold_revenue`] into one write: its dedupe row from `from`
+/// (absent: `None`) to `to`, and what it adds to day rows of its currency.
 struct OrderFold {
     /// The order's events, as indices into the batch, in feed order.
     group: Vec<usize>,
@@ -481,50 +431,24 @@ struct OrderFold {
 }
 
 impl OrderFold {
-    /// Folds an order's events over its dedupe row as read (`known`: currency and version). Events at or
-    /// below the row's version are duplicates; the others must follow it one by one, and an order the view
-    /// does not hold must start with its `OrderPlaced`. Anything else gives the group back, for the
-    /// event-by-event path to apply what it can and report the gap.
-    fn of(events: &[StoredEvent], group: Vec<usize>, known: Option<&(String, u64)>) -> Result<Self, Vec<usize>> {
-        let have = known.map(|(_, v)| *v);
-        let mut fold = OrderFold {
-            from: have,
-            to: have.unwrap_or(0),
-            currency: known.map(|(c, _)| c.clone()).unwrap_or_default(),
-            days: Vec::new(),
-            applied: 0,
-            skipped: 0,
-            group: Vec::new(),
-        };
-        for &i in &group {
-            let event = &events[i];
-            if event.version <= have.unwrap_or(0) {
-                fold.skipped += 1;
-                continue;
-            }
-            if event.version != fold.to + 1 {
-                return Err(group);
-            }
-            let first_of_new_order = fold.from.is_none() && fold.applied == 0;
-            match &event.event {
-                OrderEvent::OrderPlaced { currency, .. } if first_of_new_order => {
-                    fold.currency = currency.as_str().to_owned();
-                }
-                // A second placement, or an order the view does not hold whose first event is not its placement.
-                OrderEvent::OrderPlaced { .. } => return Err(group),
-                _ if first_of_new_order => return Err(group),
-                other => fold.days.extend(DayDelta::of(other, &fold.currency)),
-            }
-            fold.to = event.version;
-            fold.applied += 1;
-        }
-        fold.group = group;
-        Ok(fold)
+    /// Folds an order's events over its dedupe row as read (`known`). An event the rules refuse (a gap, an order
+    /// the view does not hold whose first event is not its placement) gives the group back, for the
+    /// event-by-event path to apply what it can and report the refusal.
+    fn of(
+        events: &[StoredEvent],
+        group: Vec<usize>,
+        known: Option<&RevenueOrder>,
+        zone: Tz,
+    ) -> Result<Self, Vec<usize>> {
+        let folded = rules::fold_revenue(known, group.iter().filter_map(|&i| events.get(i)), zone);
+        let Ok(RevenueFold { record, days, applied, skipped }) = folded else { return Err(group) };
+        let (currency, to) = record.map_or((String::new(), 0), |r| (r.currency, r.version));
+        Ok(OrderFold { group, from: known.map(|r| r.version), to, currency, days, applied, skipped })
     }
 
     /// The day rows this fold adds to.
     fn day_keys(&self) -> impl Iterator<Item = (NaiveDate, &str)> {
-        self.days.iter().map(|d| (d.day, d.currency.as_str()))
+        self.days.iter().map(|d| (d.day, self.currency.as_str()))
     }
 }
 
@@ -637,7 +561,7 @@ impl RevenueTables {
         let mut folds = Vec::new();
         for group in groups {
             let id = events[group[0]].order_id.as_str();
-            match OrderFold::of(events, group, rows.get(id)) {
+            match OrderFold::of(events, group, rows.get(id), self.zone) {
                 Ok(fold) if fold.applied == 0 => total.skipped += fold.skipped,
                 Ok(fold) => folds.push(fold),
                 Err(group) => one_by_one.push(group),
@@ -669,7 +593,7 @@ impl RevenueTables {
     }
 
     /// The dedupe rows of these orders (consistent reads, [`BATCH_GET_KEYS`] per request), by order id.
-    async fn order_rows(&self, ids: &[&str]) -> Result<HashMap<String, (String, u64)>, ViewError> {
+    async fn order_rows(&self, ids: &[&str]) -> Result<HashMap<String, RevenueOrder>, ViewError> {
         let table = &self.names.orders;
         let mut rows = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_GET_KEYS) {
@@ -689,13 +613,14 @@ impl RevenueTables {
                     .await
                     .map_err(|e| unavailable(table, &e))?;
                 for item in output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default() {
-                    let decode = || -> Result<(String, String, u64), String> {
+                    let decode = || -> Result<(String, RevenueOrder), String> {
                         let id = attr::s(&item, "orderId")?.to_owned();
-                        Ok((id, attr::s(&item, "currency")?.to_owned(), attr::n(&item, "version")?))
+                        let currency = attr::s(&item, "currency")?.to_owned();
+                        Ok((id, RevenueOrder { currency, version: attr::n(&item, "version")? }))
                     };
-                    let (id, currency, version) =
+                    let (id, row) =
                         decode().map_err(|e| ViewError::Unavailable(format!("corrupt revenue row: {e}")))?;
-                    rows.insert(id, (currency, version));
+                    rows.insert(id, row);
                 }
                 // Keys DynamoDB did not get to (throttling, the response size limit) are asked again.
                 match output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
@@ -718,7 +643,8 @@ impl RevenueTables {
     async fn write_folds(&self, events: &[StoredEvent], folds: &[OrderFold]) -> Result<bool, ViewError> {
         let build = || -> Result<Vec<TransactWriteItem>, aws_sdk_dynamodb::error::BuildError> {
             let mut items = Vec::with_capacity(folds.len() + 1);
-            let mut days: Vec<DayDelta> = Vec::new();
+            // The pack's day rows, each summed once: (day, currency) → delta.
+            let mut days: Vec<(&str, DayDelta)> = Vec::new();
             for fold in folds {
                 let id = events[fold.group[0]].order_id.as_str();
                 items.push(match fold.from {
@@ -736,14 +662,14 @@ impl RevenueTables {
                     Some(from) => TransactWriteItem::builder().update(self.bump(id, from, fold.to)?).build(),
                 });
                 for delta in &fold.days {
-                    match days.iter_mut().find(|d| d.day == delta.day && d.currency == delta.currency) {
-                        Some(sum) => sum.add(delta),
-                        None => days.push(delta.clone()),
+                    match days.iter_mut().find(|(c, d)| d.day == delta.day && *c == fold.currency) {
+                        Some((_, sum)) => sum.add(delta),
+                        None => days.push((&fold.currency, *delta)),
                     }
                 }
             }
-            for delta in &days {
-                items.push(self.day_add(delta)?);
+            for (currency, delta) in &days {
+                items.push(self.day_add(currency, delta)?);
             }
             Ok(items)
         };
@@ -841,7 +767,7 @@ impl Projection for DynamoRevenueView {
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
         let previous = self.active();
         let generation = self.claim_generation().await?;
-        let fresh = Arc::new(RevenueTables::new(&self.client, &self.tables, generation));
+        let fresh = Arc::new(RevenueTables::new(&self.client, &self.tables, generation, self.zone));
         if let Err(e) = ensure_tables(&self.client, &self.tables.revenue_specs(generation)).await {
             drop_generation(&fresh).await;
             return Err(ViewError::Unavailable(format!(

@@ -1,17 +1,22 @@
-//! The embedded daily revenue view: totals per (UTC day, currency), and per order the currency and the last
-//! version applied. The per-order version is the dedupe record: it is updated in the same transaction as the
-//! totals, so a redelivered or replayed event is skipped and never counts twice.
+//! The embedded daily revenue view: totals per (business day, currency), and per order the currency and the
+//! last version applied. The per-order version is the dedupe record: it is updated in the same transaction as
+//! the totals, so a redelivered or replayed event is skipped and never counts twice. What an event does (skip,
+//! refuse, which day row grows) is decided by `rules`; this module only loads and stores.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sqlite::{Direct, Generations, SqliteRebuild, apply_batch, apply_each, read_checkpoint, save_checkpoint};
+use super::rules::{self, RevenueChange, RevenueOrder, RevenueStep};
+use super::sqlite::{
+    ApplyFn, Direct, Generations, SqliteRebuild, apply_batch, apply_each, read_checkpoint, save_checkpoint,
+};
 use super::{ApplyReport, Projection, Rebuilder, RevenueDay, RevenueView, ViewError};
-use crate::domain::{Currency, OrderEvent};
+use crate::domain::Currency;
 use crate::sql::DbError;
 use crate::store::StoredEvent;
 
@@ -37,85 +42,57 @@ const NAME: &str = super::REVENUE;
 
 pub struct SqliteRevenueView {
     gens: Generations,
+    /// Applies a batch with the view's business time zone.
+    apply: ApplyFn,
 }
 
 impl SqliteRevenueView {
-    pub fn open(dir: &Path, read_connections: usize) -> Result<Arc<Self>, DbError> {
-        Ok(Arc::new(Self { gens: Generations::open(dir, "revenue", SCHEMA, &[], read_connections)? }))
+    /// Opens the view; its days are business days in `zone` (`revenue.timezone`).
+    pub fn open(dir: &Path, read_connections: usize, zone: Tz) -> Result<Arc<Self>, DbError> {
+        let apply: ApplyFn = Arc::new(move |conn, events| apply_each(conn, events, |conn, e| apply_one(conn, e, zone)));
+        Ok(Arc::new(Self { gens: Generations::open(dir, "revenue", SCHEMA, &[], read_connections)?, apply }))
     }
 }
 
-fn day(at: DateTime<Utc>) -> String {
-    at.date_naive().to_string()
-}
-
-fn apply_all(conn: &Connection, events: &[StoredEvent]) -> Result<ApplyReport, ViewError> {
-    apply_each(conn, events, apply_one)
-}
-
-fn apply_one(conn: &Connection, event: &StoredEvent) -> Result<bool, ViewError> {
+/// Loads the order's record, lets [`rules::revenue_step`] decide, and stores what it says.
+fn apply_one(conn: &Connection, event: &StoredEvent, zone: Tz) -> Result<bool, ViewError> {
     let id = event.order_id.as_str();
-    let known: Option<(String, u64)> = conn
+    let known: Option<RevenueOrder> = conn
         .prepare_cached("SELECT currency, version FROM revenue_orders WHERE order_id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id], |r| Ok(RevenueOrder { currency: r.get(0)?, version: r.get(1)? }))
         .optional()?;
-    let have = known.as_ref().map_or(0, |(_, v)| *v);
-    if event.version <= have {
+    let Some(RevenueStep { record, change }) = rules::revenue_step(known.as_ref(), event, zone)? else {
         return Ok(false);
-    }
-    if event.version != have + 1 {
-        return Err(ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have });
-    }
-    let bump = |row: DayDelta| -> Result<(), ViewError> {
-        let currency = known.as_ref().map(|(c, _)| c.as_str()).ok_or_else(|| ViewError::OutOfOrder {
-            order_id: id.to_owned(),
-            version: event.version,
-            have,
-        })?;
-        conn.prepare_cached(
-            "INSERT INTO revenue_daily (day, currency, gross, refunds, paid_orders, cancelled_orders)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (day, currency) DO UPDATE SET
-                 gross = gross + excluded.gross, refunds = refunds + excluded.refunds,
-                 paid_orders = paid_orders + excluded.paid_orders,
-                 cancelled_orders = cancelled_orders + excluded.cancelled_orders",
-        )?
-        .execute(params![
-            day(row.at),
-            currency,
-            row.gross as i64,
-            row.refunds as i64,
-            row.paid,
-            row.cancelled
-        ])?;
-        Ok(())
     };
-    match &event.event {
-        OrderEvent::OrderPlaced { currency, .. } => {
-            conn.prepare_cached("INSERT INTO revenue_orders (order_id, currency, version) VALUES (?1, ?2, 1)")?
-                .execute(params![id, currency.as_str()])?;
+    match change {
+        RevenueChange::Placed => {
+            conn.prepare_cached("INSERT INTO revenue_orders (order_id, currency, version) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, record.currency, record.version])?;
             return Ok(true);
         }
-        OrderEvent::PaymentConfirmed { amount, paid_at, .. } => {
-            bump(DayDelta { at: *paid_at, gross: amount.minor(), refunds: 0, paid: 1, cancelled: 0 })?
+        RevenueChange::Day(delta) => {
+            conn.prepare_cached(
+                "INSERT INTO revenue_daily (day, currency, gross, refunds, paid_orders, cancelled_orders)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (day, currency) DO UPDATE SET
+                     gross = gross + excluded.gross, refunds = refunds + excluded.refunds,
+                     paid_orders = paid_orders + excluded.paid_orders,
+                     cancelled_orders = cancelled_orders + excluded.cancelled_orders",
+            )?
+            .execute(params![
+                delta.day.to_string(),
+                record.currency,
+                delta.gross as i64,
+                delta.refunds as i64,
+                delta.paid,
+                delta.cancelled
+            ])?;
         }
-        OrderEvent::OrderCancelled { refund, cancelled_at, .. } => {
-            bump(DayDelta { at: *cancelled_at, gross: 0, refunds: refund.minor(), paid: 0, cancelled: 1 })?
-        }
-        OrderEvent::OrderShipped { .. } => {}
+        RevenueChange::Version => {}
     }
     conn.prepare_cached("UPDATE revenue_orders SET version = ?2 WHERE order_id = ?1")?
-        .execute(params![id, event.version])?;
+        .execute(params![id, record.version])?;
     Ok(true)
-}
-
-/// What one event adds to one day's row.
-struct DayDelta {
-    at: DateTime<Utc>,
-    gross: u64,
-    refunds: u64,
-    paid: u64,
-    cancelled: u64,
 }
 
 #[async_trait]
@@ -125,7 +102,7 @@ impl Projection for SqliteRevenueView {
     }
 
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, apply_all).await
+        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, Arc::clone(&self.apply)).await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {
@@ -133,7 +110,7 @@ impl Projection for SqliteRevenueView {
     }
 
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
-        Ok(Box::new(SqliteRebuild::new(&self.gens, NAME, Box::new(Direct(apply_all)))?))
+        Ok(Box::new(SqliteRebuild::new(&self.gens, NAME, Box::new(Direct(Arc::clone(&self.apply))))?))
     }
 
     async fn reset_checkpoint(&self) -> Result<(), ViewError> {

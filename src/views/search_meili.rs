@@ -11,15 +11,15 @@
 //! character), a spelling that survives lowercasing and stays one-to-one.
 //!
 //! **Applying.** A batch reads the current documents of its orders in one fetch (`ids`), folds the events in
-//! memory with the domain's `Order::evolve`, skips events at or below a document's version (redelivery never
-//! regresses a document), fails the whole batch with `OutOfOrder` on a gap, and writes the changed documents
-//! with ONE replace call. Writes are asynchronous tasks in Meilisearch: `apply` waits until the task has
-//! succeeded, because the caller commits its Kafka offsets as soon as `apply` returns. The version inside
-//! the document is the dedupe record, so no checkpoint is stored here (Kafka's committed offsets are the
-//! position). Meilisearch has no conditional write: the single writer per order is Kafka's partition owner.
-//! During a rebalance an old and a new owner may briefly both write an order; whatever either writes comes
-//! from the same event stream, and the new owner's next batch folds on top of the latest document, so the
-//! view converges.
+//! memory with `rules::fold_document` (the domain's `Order::evolve`; events at or below a document's version
+//! are skipped, so redelivery never regresses a document, and a gap fails the whole batch with `OutOfOrder`),
+//! and writes the changed documents with ONE replace call. Writes are asynchronous tasks in Meilisearch:
+//! `apply` waits until the task has succeeded, because the caller commits its Kafka offsets as soon as `apply`
+//! returns. The version inside the document is the dedupe record, so no checkpoint is stored here (Kafka's
+//! committed offsets are the position). Meilisearch has no conditional write: the single writer per order is
+//! Kafka's partition owner. During a rebalance an old and a new owner may briefly both write an order;
+//! whatever either writes comes from the same event stream, and the new owner's next batch folds on top of the
+//! latest document, so the view converges.
 //!
 //! **Searching.** Filters are built from quoted, escaped values (never raw input). `q` is reduced to the same
 //! words as the embedded view (letters and digits, lowercased) and sent with `matchingStrategy: all`, so
@@ -59,6 +59,7 @@ use meilisearch_sdk::task_info::TaskInfo;
 use meilisearch_sdk::tasks::Task;
 use serde::Serialize;
 
+use super::rules;
 use super::{
     ApplyReport, Cursor, Projection, Rebuilder, SearchPage, SearchQuery, SearchView, SortOrder, ViewError, search_terms,
 };
@@ -309,28 +310,23 @@ impl Projection for MeiliSearchView {
         let mut ids: Vec<&str> = events.iter().map(|e| e.order_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut docs = self.current(&ids).await?;
+        let mut docs: HashMap<String, Option<Order>> =
+            self.current(&ids).await?.into_iter().map(|(id, order)| (id, Some(order))).collect();
         // Orders changed by this batch; all of them go out in one write.
         let mut changed: BTreeSet<&str> = BTreeSet::new();
         for event in events {
             let id = event.order_id.as_str();
-            let current = docs.get(id);
-            let have = current.map_or(0, |o| o.version);
-            if event.version <= have {
+            if rules::fold_document(docs.entry(id.to_owned()).or_default(), event)? {
+                changed.insert(id);
+                report.applied += 1;
+            } else {
                 report.skipped += 1;
-                continue;
             }
-            let next = Order::evolve(current.cloned(), &event.order_id, &event.event)
-                .filter(|o| o.version == event.version)
-                .ok_or_else(|| ViewError::OutOfOrder { order_id: id.to_owned(), version: event.version, have })?;
-            docs.insert(id.to_owned(), next);
-            changed.insert(id);
-            report.applied += 1;
         }
         if changed.is_empty() {
             return Ok(report);
         }
-        let batch: Vec<Doc<'_>> = changed.iter().filter_map(|id| docs.get(*id)).map(Doc::new).collect();
+        let batch: Vec<Doc<'_>> = changed.iter().filter_map(|id| docs.get(*id)?.as_ref()).map(Doc::new).collect();
         self.replace(&batch).await?;
         Ok(report)
     }

@@ -39,14 +39,15 @@ pub(super) fn read_checkpoint(conn: &Connection, projection: &str) -> Result<u64
 }
 
 /// How a view applies a batch of events (in feed order) inside the caller's transaction: each one applied, or
-/// skipped as a duplicate, and counted in the report.
-pub(super) type ApplyFn = fn(&Connection, &[StoredEvent]) -> Result<ApplyReport, ViewError>;
+/// skipped as a duplicate, and counted in the report. A closure, so a view can apply with its settings (the
+/// revenue view's business time zone).
+pub(super) type ApplyFn = Arc<dyn Fn(&Connection, &[StoredEvent]) -> Result<ApplyReport, ViewError> + Send + Sync>;
 
 /// Applies `events` one at a time with `apply_one` (true = applied, false = duplicate skipped).
 pub(super) fn apply_each(
     conn: &Connection,
     events: &[StoredEvent],
-    apply_one: fn(&Connection, &StoredEvent) -> Result<bool, ViewError>,
+    apply_one: impl Fn(&Connection, &StoredEvent) -> Result<bool, ViewError>,
 ) -> Result<ApplyReport, ViewError> {
     let mut report = ApplyReport::default();
     for event in events {

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use orderflow::domain::{Currency, OrderEvent, OrderId};
 use orderflow::store::{EVENT_SCHEMA_VERSION, StoredEvent};
 use orderflow::views::revenue_dynamo::DynamoRevenueView;
@@ -19,14 +20,24 @@ pub trait RevenueAdapter: Projection + RevenueView {}
 impl<T: Projection + RevenueView> RevenueAdapter for T {}
 
 async fn run_sqlite<F: Future<Output = ()>>(case: impl FnOnce(Arc<dyn RevenueAdapter>) -> F) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let view = SqliteRevenueView::open(dir.path(), 2).expect("open the SQLite view");
-    case(view).await;
+    run_sqlite_in(Tz::UTC, case).await;
 }
 
 async fn run_dynamo<F: Future<Output = ()>>(case: impl FnOnce(Arc<dyn RevenueAdapter>) -> F) {
+    run_dynamo_in(Tz::UTC, case).await;
+}
+
+/// The SQLite view with business days in `zone`.
+async fn run_sqlite_in<F: Future<Output = ()>>(zone: Tz, case: impl FnOnce(Arc<dyn RevenueAdapter>) -> F) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let view = SqliteRevenueView::open(dir.path(), 2, zone).expect("open the SQLite view");
+    case(view).await;
+}
+
+/// The DynamoDB view with business days in `zone`.
+async fn run_dynamo_in<F: Future<Output = ()>>(zone: Tz, case: impl FnOnce(Arc<dyn RevenueAdapter>) -> F) {
     let Some((client, tables)) = dynamo().await else { return };
-    let view = DynamoRevenueView::open(client, tables, true).await.expect("open the DynamoDB view");
+    let view = DynamoRevenueView::open(client, tables, true, zone).await.expect("open the DynamoDB view");
     case(view).await;
 }
 
@@ -51,6 +62,21 @@ conformance! {
     a_large_batch_delivered_twice_at_once_counts_each_event_once,
     a_rebuild_fills_a_fresh_copy_unseen_by_queries_until_it_is_swapped_in,
     an_aborted_rebuild_leaves_the_view_as_it_was,
+}
+
+/// The same case on both adapters, each built with `revenue.timezone = Europe/Berlin`.
+mod business_days {
+    use chrono_tz::Tz;
+
+    #[tokio::test]
+    async fn sqlite() {
+        super::run_sqlite_in(Tz::Europe__Berlin, super::days_are_dates_in_the_views_time_zone_across_dst).await;
+    }
+
+    #[tokio::test]
+    async fn dynamo() {
+        super::run_dynamo_in(Tz::Europe__Berlin, super::days_are_dates_in_the_views_time_zone_across_dst).await;
+    }
 }
 
 // ---- helpers ------------------------------------------------------------------------------------------
@@ -149,6 +175,36 @@ async fn totals_are_exact_and_redelivery_changes_nothing(view: Arc<dyn RevenueAd
     let mut want = boundary_days();
     want[2] = day(date(2025, 2, 1), "EUR", 10, 1000, 1, 2);
     assert_eq!(all_days(&*view).await, want);
+}
+
+/// A view in Europe/Berlin around the switch to summer time (2026-03-29, 01:00 UTC): its 29th runs from
+/// 2026-03-28T23:00Z to 2026-03-29T22:00Z, and each payment and refund counts on its local date.
+async fn days_are_dates_in_the_views_time_zone_across_dst(view: Arc<dyn RevenueAdapter>) {
+    let (a, b, c) = (order_id(), order_id(), order_id());
+    let noon = at(2026, 3, 28, 12, 0, 0);
+    let feed = [
+        ev(&a, 1, placed("EUR", 100, noon)),
+        ev(&b, 1, placed("EUR", 200, noon)),
+        ev(&c, 1, placed("EUR", 400, noon)),
+        // 23:30 CET on the 28th (a UTC day would say the same).
+        ev(&a, 2, paid(100, at(2026, 3, 28, 22, 30, 0))),
+        // 00:30 CET on the 29th, still the 28th in UTC.
+        ev(&b, 2, paid(200, at(2026, 3, 28, 23, 30, 0))),
+        // 23:30 CEST on the 29th.
+        ev(&c, 2, paid(400, at(2026, 3, 29, 21, 30, 0))),
+        // 00:30 CEST on the 30th, still the 29th in UTC: the refund counts on the 30th.
+        ev(&c, 3, cancelled(400, at(2026, 3, 29, 22, 30, 0))),
+    ];
+    assert_eq!(view.apply(&feed, None).await.expect("apply"), report(7, 0));
+    let days = view.daily(date(2026, 3, 1), date(2026, 3, 31), None).await.expect("daily");
+    assert_eq!(
+        days,
+        [
+            day(date(2026, 3, 28), "EUR", 100, 0, 1, 0),
+            day(date(2026, 3, 29), "EUR", 600, 0, 2, 0),
+            day(date(2026, 3, 30), "EUR", 0, 400, 0, 1),
+        ]
+    );
 }
 
 async fn events_out_of_order_are_refused(view: Arc<dyn RevenueAdapter>) {
@@ -334,7 +390,7 @@ async fn an_aborted_rebuild_leaves_the_view_as_it_was(view: Arc<dyn RevenueAdapt
 #[tokio::test]
 async fn dynamo_rebuild_switches_table_generations_durably_and_deletes_the_old_tables() {
     let Some((client, tables)) = dynamo().await else { return };
-    let view = DynamoRevenueView::open(client.clone(), tables.clone(), true).await.expect("open");
+    let view = DynamoRevenueView::open(client.clone(), tables.clone(), true, Tz::UTC).await.expect("open");
     let feed = boundary_feed();
     view.apply(&feed[..3], None).await.expect("the current view");
     let exists = |name: String| {
@@ -374,7 +430,7 @@ async fn dynamo_rebuild_switches_table_generations_durably_and_deletes_the_old_t
     assert_eq!(all_days(&*view).await, boundary_days());
 
     // A view opened now (a restart) reads generation 2, and an old handle whose tables are gone moves on too.
-    let reopened = DynamoRevenueView::open(client.clone(), tables.clone(), true).await.expect("reopen");
+    let reopened = DynamoRevenueView::open(client.clone(), tables.clone(), true, Tz::UTC).await.expect("reopen");
     assert_eq!(all_days(&*reopened).await, boundary_days());
     assert!(!exists(tables.revenue_daily.clone()).await, "reopening does not recreate generation 0");
     let mut third = reopened.rebuild().await.expect("fresh tables");

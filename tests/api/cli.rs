@@ -97,6 +97,23 @@ async fn operator_commands_talk_to_the_running_service() {
     process.kill();
 }
 
+/// A business time zone the zone database does not know stops `serve` before it binds: exit 2, one line
+/// naming the key and the value.
+#[test]
+fn an_unknown_revenue_time_zone_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().display().to_string();
+    let env = [("ORDERFLOW__DATA_DIR", data_dir.as_str()), ("ORDERFLOW__REVENUE__TIMEZONE", "Europe/Berln")];
+    let output = orderflow_in(dir.path(), &env, &["serve"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("revenue.timezone") && stderr.contains("`Europe/Berln` is not an IANA time zone"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn token_from_another_folder_creates_no_secret_and_says_where_it_looked() {
     let elsewhere = tempfile::tempdir().expect("temp dir");

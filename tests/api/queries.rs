@@ -907,6 +907,45 @@ async fn daily_revenue_sums_payments_and_refunds_per_day_and_currency() {
     );
 }
 
+/// `revenue.timezone`: a payment counts on the date of its `paidAt` in the business time zone, a refund on
+/// that of its `cancelledAt`. `paidAt` is the server's clock, so the zone is picked for the hour the test runs
+/// in, such that the local date is almost surely not the UTC date (UTC−11 before 10:00 UTC, UTC+14 from then):
+/// a view that counted UTC days would fail here.
+#[actix_web::test]
+async fn daily_revenue_counts_business_days_in_the_configured_time_zone() {
+    use chrono::Timelike;
+    let name = if Utc::now().hour() < 10 { "Pacific/Pago_Pago" } else { "Pacific/Kiritimati" };
+    let zone: chrono_tz::Tz = name.parse().expect("a zone name");
+    let app = spawn_app_with(&[("ORDERFLOW__REVENUE__TIMEZONE", name)]).await;
+    let local = |at: &Value| assert_utc_timestamp(at).with_timezone(&zone).date_naive().to_string();
+
+    let mut expected = RevenueRows::new();
+    let mut count = |day: String, add: [u64; 4]| {
+        let row = expected.entry((day, "EUR".to_owned())).or_default();
+        row.iter_mut().zip(add).for_each(|(sum, n)| *sum += n);
+    };
+    let paid_only = new_id("tz1");
+    app.place(&paid_only, "c-tz", 1, 1200).await;
+    let paid = ok_body(app.pay(&paid_only, "p1", 1200).await).await;
+    count(local(&paid["paidAt"]), [1200, 0, 1, 0]);
+    let refunded = new_id("tz2");
+    app.place(&refunded, "c-tz", 1, 800).await;
+    let paid = ok_body(app.pay(&refunded, "p2", 800).await).await;
+    count(local(&paid["paidAt"]), [800, 0, 1, 0]);
+    let cancelled = ok_body(app.cancel(&refunded).await).await;
+    assert_eq!(cancelled["refund"], 800);
+    count(local(&cancelled["cancelledAt"]), [0, 800, 0, 1]);
+
+    let today = Utc::now().date_naive();
+    let (from, to) = (today - chrono::Duration::days(2), today + chrono::Duration::days(2));
+    let rows = eventually(|| async {
+        let rows = revenue_between(&app, from, to).await;
+        (rows == expected).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows, expected, "days are dates in {name}");
+}
+
 #[actix_web::test]
 async fn daily_revenue_validates_its_parameters() {
     let app = spawn_app().await;
