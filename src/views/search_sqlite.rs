@@ -40,6 +40,8 @@ CREATE INDEX IF NOT EXISTS search_docs_total ON search_docs (total, order_id);
 CREATE INDEX IF NOT EXISTS search_docs_customer_placed ON search_docs (customer_id, placed_at, order_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS search_words
     USING fts5 (terms, owner, content = '', tokenize = 'unicode61', prefix = '2 3 4 5 6');
+CREATE VIRTUAL TABLE IF NOT EXISTS search_scoped
+    USING fts5 (terms, content = '', tokenize = 'unicode61');
 ";
 
 const NAME: &str = super::SEARCH;
@@ -88,10 +90,55 @@ impl SqliteSearchView {
                 tx.execute_batch(MIGRATE_TEXT_INDEX)?;
                 tx.commit()?;
             }
+            let unscoped: bool = conn
+                .prepare("SELECT EXISTS (SELECT 1 FROM search_docs) AND NOT EXISTS (SELECT 1 FROM search_scoped)")?
+                .query_row([], |r| r.get(0))?;
+            if unscoped {
+                tracing::info!("search view: indexing each customer's words for customer searches (once)");
+                let tx = conn.transaction()?;
+                fill_scoped(&tx)?;
+                tx.commit()?;
+            }
             Ok(())
         })?;
         Ok(view)
     }
+}
+
+/// Fills the customer-scoped words of every document (a view written before they existed).
+fn fill_scoped(conn: &Connection) -> Result<(), DbError> {
+    let mut insert = conn.prepare("INSERT INTO search_scoped (rowid, terms) VALUES (?1, ?2)")?;
+    let mut docs = conn.prepare("SELECT rowid, doc FROM search_docs")?;
+    let mut rows = docs.query([])?;
+    while let Some(row) = rows.next()? {
+        let (rowid, doc): (i64, String) = (row.get(0)?, row.get(1)?);
+        let order: Order = serde_json::from_str(&doc).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        insert.execute(params![rowid, scoped_terms(order.customer_id.as_str(), &item_terms(&order.items))])?;
+    }
+    Ok(())
+}
+
+/// The words of an order's items (names and skus), as the text index takes them.
+fn item_terms(items: &[crate::domain::LineItem]) -> String {
+    let terms: Vec<&str> = items.iter().flat_map(|i| [i.name.as_str(), i.sku.as_str()]).collect();
+    terms.join(" ")
+}
+
+/// Each word of `terms` as one token of its customer: `<owner token>x<word>`. The owner token is hex digits after
+/// a `c`, so the `x` ends it unambiguously, and a prefix query `"<owner>x<word>"*` matches only that customer's
+/// words that start with `<word>`: a customer's search reads its own matches, not every customer's.
+fn scoped_terms(customer_id: &str, terms: &str) -> String {
+    let owner = owner_token(customer_id);
+    let mut scoped = String::with_capacity(terms.len() * 2);
+    for word in terms.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        if !scoped.is_empty() {
+            scoped.push(' ');
+        }
+        scoped.push_str(&owner);
+        scoped.push('x');
+        scoped.push_str(word);
+    }
+    scoped
 }
 
 fn load_json(conn: &Connection, order_id: &str) -> Result<Option<String>, DbError> {
@@ -152,8 +199,7 @@ impl Fold {
                 continue;
             }
             if let OrderEvent::OrderPlaced { items, .. } = &event.event {
-                let terms: Vec<&str> = items.iter().flat_map(|i| [i.name.as_str(), i.sku.as_str()]).collect();
-                doc.terms = Some(terms.join(" "));
+                doc.terms = Some(item_terms(items));
             }
             report.applied += 1;
         }
@@ -176,14 +222,16 @@ impl Fold {
                 let doc = Document::new(order)?;
                 let rowid = write_doc(conn, &doc)?;
                 if let Some(terms) = terms {
-                    text_rows.push((rowid, terms, owner_token(doc.order.customer_id.as_str())));
+                    text_rows.push((rowid, terms, doc.order.customer_id.as_str().to_owned()));
                 }
                 written.push(Arc::new(doc));
             }
         }
         let mut insert = conn.prepare_cached("INSERT INTO search_words (rowid, terms, owner) VALUES (?1, ?2, ?3)")?;
-        for (rowid, terms, owner) in text_rows {
-            insert.execute(params![rowid, terms, owner])?;
+        let mut scoped = conn.prepare_cached("INSERT INTO search_scoped (rowid, terms) VALUES (?1, ?2)")?;
+        for (rowid, terms, customer) in text_rows {
+            scoped.execute(params![rowid, scoped_terms(&customer, &terms)])?;
+            insert.execute(params![rowid, terms, owner_token(&customer)])?;
         }
         Ok(written)
     }
@@ -381,18 +429,22 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
         if terms.is_empty() {
             filters.push("0".into());
         } else {
-            // Each word quoted (so no FTS syntax gets through) and matched as a prefix; all must match. A
-            // customer's search also matches the owner token, so the index yields only that customer's matches
-            // (the `customer_id` filter above stays the exact check).
-            let owner = q.customer_id.as_ref().map(|c| format!("owner:\"{}\"", owner_token(c.as_str())));
-            let words = terms.iter().map(|t| format!("terms:\"{t}\"*"));
-            let expr = owner.into_iter().chain(words).collect::<Vec<_>>().join(" AND ");
+            // Each word quoted (so no FTS syntax gets through: a term is letters and digits only) and matched as a
+            // prefix; all must match. A customer's search matches that customer's own words (see
+            // `scoped_terms`), so the index yields only its matches (the `customer_id` filter above stays the
+            // exact check); anyone else's searches every order's words.
+            let (table, expr) = match &q.customer_id {
+                Some(customer) => {
+                    let owner = owner_token(customer.as_str());
+                    let words = terms.iter().map(|t| format!("\"{owner}x{t}\"*"));
+                    ("search_scoped", words.collect::<Vec<_>>().join(" AND "))
+                }
+                None => ("search_words", terms.iter().map(|t| format!("terms:\"{t}\"*")).collect::<Vec<_>>().join(" AND ")),
+            };
             args.push(Box::new(expr));
             // The matches are read from the index once, for both the count and the page.
-            text_matches = format!(
-                "WITH m AS MATERIALIZED (SELECT rowid AS r FROM search_words WHERE search_words MATCH ?{}) ",
-                args.len()
-            );
+            text_matches =
+                format!("WITH m AS MATERIALIZED (SELECT rowid AS r FROM {table} WHERE {table} MATCH ?{}) ", args.len());
             filters.push("rowid IN m".into());
         }
     }
