@@ -439,7 +439,9 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
                     let words = terms.iter().map(|t| format!("\"{owner}x{t}\"*"));
                     ("search_scoped", words.collect::<Vec<_>>().join(" AND "))
                 }
-                None => ("search_words", terms.iter().map(|t| format!("terms:\"{t}\"*")).collect::<Vec<_>>().join(" AND ")),
+                None => {
+                    ("search_words", terms.iter().map(|t| format!("terms:\"{t}\"*")).collect::<Vec<_>>().join(" AND "))
+                }
             };
             args.push(Box::new(expr));
             // The matches are read from the index once, for both the count and the page.
