@@ -1,7 +1,8 @@
 //! The embedded search view: one row per order (the API document as JSON plus the columns we filter and sort
-//! on) and an FTS5 index over item names and skus plus one owner token per document (its customer), contentless
-//! and keyed by the document's rowid. A text match is a list of rowids read straight from the index, a
-//! customer's search matches only that customer's documents, and a page walks a sort index and stops at its
+//! on) and two FTS5 indexes over item names and skus, contentless and keyed by the document's rowid: every
+//! order's words (for searches across customers), and each word again as a token of its customer (for a
+//! customer's own searches, which then read only that customer's matches). A text match is a list of rowids read
+//! straight from an index, and a page walks a sort index and stops at its
 //! limit instead of sorting every match. `estimatedTotal` counts at most [`MAX_ESTIMATED_TOTAL`] matches, as
 //! the distributed profile's Meilisearch does. Applying a batch reads each order's stored document once, folds
 //! the batch's events into it with the domain's own `Order::evolve`, and writes it back once with its version:
@@ -38,8 +39,8 @@ CREATE TABLE IF NOT EXISTS search_docs (
 CREATE INDEX IF NOT EXISTS search_docs_placed ON search_docs (placed_at, order_id);
 CREATE INDEX IF NOT EXISTS search_docs_total ON search_docs (total, order_id);
 CREATE INDEX IF NOT EXISTS search_docs_customer_placed ON search_docs (customer_id, placed_at, order_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS search_words
-    USING fts5 (terms, owner, content = '', tokenize = 'unicode61', prefix = '2 3 4 5 6');
+CREATE VIRTUAL TABLE IF NOT EXISTS search_all
+    USING fts5 (terms, content = '', tokenize = 'unicode61');
 CREATE VIRTUAL TABLE IF NOT EXISTS search_scoped
     USING fts5 (terms, content = '', tokenize = 'unicode61');
 ";
@@ -62,18 +63,19 @@ const RECENT_DOCUMENTS: usize = 25_000;
 /// reading every match of a frequent word.
 pub const MAX_ESTIMATED_TOTAL: u64 = 10_000;
 
-/// A view written before the text index carried the owner (table `search_fts`, keyed by order id, or
-/// `search_text`, without the owner column) gets the new index filled from its documents, once, and the old
-/// ones dropped. The same for the customer index, which now holds the whole sort key.
+/// A view written with an earlier text index (`search_fts`, keyed by order id; `search_text`; `search_words`, with
+/// an owner column and five prefix indexes, which made every word of a placed order cost twelve index entries)
+/// gets the current one filled from its documents, once, and the old ones dropped. The same for the customer
+/// index, which now holds the whole sort key.
 const MIGRATE_TEXT_INDEX: &str = "
-INSERT INTO search_words (rowid, terms, owner)
+INSERT INTO search_all (rowid, terms)
     SELECT d.rowid,
            (SELECT group_concat(json_extract(i.value, '$.name') || ' ' || json_extract(i.value, '$.sku'), ' ')
-              FROM json_each(d.doc, '$.items') AS i),
-           'c' || hex(d.customer_id)
+              FROM json_each(d.doc, '$.items') AS i)
       FROM search_docs AS d;
 DROP TABLE IF EXISTS search_fts;
 DROP TABLE IF EXISTS search_text;
+DROP TABLE IF EXISTS search_words;
 DROP INDEX IF EXISTS search_docs_customer;
 ";
 
@@ -82,8 +84,9 @@ impl SqliteSearchView {
         let gens = Generations::open(dir, "search", SCHEMA, DEFERRED_INDEXES, read_connections)?;
         let view = Arc::new(Self { gens, recent: Arc::new(RecentDocs::new(RECENT_DOCUMENTS)) });
         view.gens.db().writer.write_blocking(|conn| {
-            let old: bool =
-                conn.prepare("SELECT 1 FROM sqlite_master WHERE name IN ('search_fts', 'search_text')")?.exists([])?;
+            let old: bool = conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE name IN ('search_fts', 'search_text', 'search_words')")?
+                .exists([])?;
             if old {
                 tracing::info!("search view: moving the text index to its current layout (once)");
                 let tx = conn.transaction()?;
@@ -227,11 +230,11 @@ impl Fold {
                 written.push(Arc::new(doc));
             }
         }
-        let mut insert = conn.prepare_cached("INSERT INTO search_words (rowid, terms, owner) VALUES (?1, ?2, ?3)")?;
+        let mut insert = conn.prepare_cached("INSERT INTO search_all (rowid, terms) VALUES (?1, ?2)")?;
         let mut scoped = conn.prepare_cached("INSERT INTO search_scoped (rowid, terms) VALUES (?1, ?2)")?;
         for (rowid, terms, customer) in text_rows {
             scoped.execute(params![rowid, scoped_terms(&customer, &terms)])?;
-            insert.execute(params![rowid, terms, owner_token(&customer)])?;
+            insert.execute(params![rowid, terms])?;
         }
         Ok(written)
     }
@@ -392,8 +395,9 @@ impl SearchView for SqliteSearchView {
     }
 }
 
-/// The one token the text index holds for a document's customer: the id's bytes in hex, so that any id is a
-/// single word to the tokenizer (the same as SQLite's `'c' || hex(customer_id)`, lower-cased as it indexes).
+/// A customer as the text index spells it, the prefix of its scoped tokens (see `scoped_terms`): the id's bytes in
+/// hex after a `c`, so that any id is a single word to the tokenizer (the same as SQLite's
+/// `'c' || hex(customer_id)`, lower-cased as it indexes).
 fn owner_token(customer_id: &str) -> String {
     use std::fmt::Write;
     customer_id.bytes().fold(String::from("c"), |mut token, b| {
@@ -440,7 +444,7 @@ fn run_search(conn: &Connection, q: &SearchQuery) -> Result<SearchPage, DbError>
                     ("search_scoped", words.collect::<Vec<_>>().join(" AND "))
                 }
                 None => {
-                    ("search_words", terms.iter().map(|t| format!("terms:\"{t}\"*")).collect::<Vec<_>>().join(" AND "))
+                    ("search_all", terms.iter().map(|t| format!("terms:\"{t}\"*")).collect::<Vec<_>>().join(" AND "))
                 }
             };
             args.push(Box::new(expr));
@@ -539,6 +543,10 @@ mod tests {
             "CREATE INDEX search_docs_customer ON search_docs (customer_id, placed_at);
              CREATE VIRTUAL TABLE search_text USING fts5 (terms, content = '', tokenize = 'unicode61', prefix = '2 3');
              INSERT INTO search_text (rowid, terms) SELECT rowid, 'Blue mug MUG-7' FROM search_docs;",
+            "CREATE INDEX search_docs_customer_placed ON search_docs (customer_id, placed_at, order_id);
+             CREATE VIRTUAL TABLE search_words
+                 USING fts5 (terms, owner, content = '', tokenize = 'unicode61', prefix = '2 3 4 5 6');
+             INSERT INTO search_words (rowid, terms, owner) SELECT rowid, 'Blue mug MUG-7', 'c632d31' FROM search_docs;",
         ];
         for layout in old_layouts {
             let dir = tempfile::tempdir().expect("dir");
@@ -577,7 +585,8 @@ mod tests {
             let conn = crate::sql::open(&path, crate::config::Synchronous::Normal).expect("db");
             let left: i64 = conn
                 .query_row(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('search_fts', 'search_text', 'search_docs_customer')",
+                    "SELECT COUNT(*) FROM sqlite_master
+                     WHERE name IN ('search_fts', 'search_text', 'search_words', 'search_docs_customer')",
                     [],
                     |r| r.get(0),
                 )
