@@ -110,23 +110,41 @@ const SEARCH_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// view), a point read (`GET /orders/{id}`) is not: bounding the searches keeps cores and read connections
 /// free for the point reads however many searches arrive, so searches cannot starve them. Searches beyond the
 /// bound wait their turn (for [`SEARCH_SLOT_WAIT`] at most).
-pub struct SearchSlots(tokio::sync::Semaphore);
+pub struct SearchSlots {
+    slots: tokio::sync::Semaphore,
+    wait: Duration,
+}
 
 impl SearchSlots {
     /// One slot per core the process may use.
     pub fn per_core() -> Self {
-        Self(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)))
+        Self::new(std::thread::available_parallelism().map_or(1, usize::from), SEARCH_SLOT_WAIT)
+    }
+
+    fn new(slots: usize, wait: Duration) -> Self {
+        Self { slots: tokio::sync::Semaphore::new(slots.max(1)), wait }
     }
 
     /// A slot, held until the permit is dropped; `None` when none came free in time.
     pub async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        tokio::time::timeout(SEARCH_SLOT_WAIT, self.0.acquire()).await.ok()?.ok()
+        tokio::time::timeout(self.wait, self.slots.acquire()).await.ok()?.ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Searches beyond the slots wait their turn, and give up (503) when none comes free in time.
+    #[tokio::test]
+    async fn searches_beyond_the_slots_wait_then_give_up() {
+        let slots = SearchSlots::new(2, Duration::from_millis(50));
+        let first = slots.acquire().await.expect("a free slot");
+        let _second = slots.acquire().await.expect("a free slot");
+        assert!(slots.acquire().await.is_none(), "a third search gives up after the wait");
+        drop(first);
+        assert!(slots.acquire().await.is_some(), "a freed slot is taken");
+    }
 
     fn settings(per_second: u32, burst: u32) -> RateLimitSettings {
         let bucket = Bucket { per_second, burst };
