@@ -174,7 +174,13 @@ async fn search_words_are_normalized_one_character_words_and_repeats_dropped_ten
     let singles: Vec<String> = (0..98).map(|i| char::from(b'a' + (i % 26) as u8).to_string()).collect();
     assert_eq!(hits(format!("mug%20{}", singles.join("%20"))).await, 1, "one-character words are dropped");
     assert_eq!(hits("mug%20mug%20MUG%20blue%20mug".into()).await, 1, "repeats are one word");
-    // Ten words count; an eleventh is not read.
+    // Ten words count; an eleventh is not read. (Every word a prefix: Meilisearch matches only the last word of a
+    // query as a prefix, the others as whole words, and this order has three distinct words, so the ten-word case
+    // is the embedded view's; the normalization itself is the same function for both.)
+    if crate::helpers::distributed() {
+        assert_eq!(hits("zebra%20mug".into()).await, 0, "every word must match");
+        return;
+    }
     let ten = "bl%20blu%20blue%20ce%20cer%20cera%20ceram%20ceramic%20mu%20mug";
     assert_eq!(hits(ten.into()).await, 1, "ten words that all match");
     assert_eq!(hits(format!("{ten}%20zebra")).await, 1, "the eleventh word is not used");
@@ -369,10 +375,15 @@ fn a_first_start_prints_no_token_off_a_terminal_and_keeps_its_files_private() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         files += 1;
     }
-    for name in ["events.db", "search.db", "revenue.db", "audit.db", "jwt_secret"] {
-        assert!(data.join(name).exists(), "{name}");
+    assert!(data.join("jwt_secret").exists(), "jwt_secret");
+    // The distributed profile keeps its data in DynamoDB, Kafka and Meilisearch: the folder holds the secret and
+    // the instance id only.
+    if !crate::helpers::distributed() {
+        for name in ["events.db", "search.db", "revenue.db", "audit.db"] {
+            assert!(data.join(name).exists(), "{name}");
+        }
+        assert!(files >= 6, "databases with their -wal/-shm files: {files}");
     }
-    assert!(files >= 6, "databases with their -wal/-shm files: {files}");
 }
 
 #[test]
@@ -409,10 +420,11 @@ async fn readiness_shows_why_a_check_fails_to_admins_only() {
             (status, response.json::<Value>().await.expect("json"))
         }
     };
-    // The projectors crash on the order until readiness fails.
+    // The projectors crash on the order until readiness fails (both of them, in either order).
     let (status, open) = crate::helpers::eventually_within(Duration::from_secs(90), || async {
         let (status, body) = ready(None).await;
-        (status == StatusCode::SERVICE_UNAVAILABLE).then_some((status, body))
+        (status == StatusCode::SERVICE_UNAVAILABLE && body["checks"]["projection:search"] != "ok")
+            .then_some((status, body))
     })
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
