@@ -438,11 +438,22 @@ fn visible(principal: &Principal, order: &Order) -> bool {
     principal.is_admin() || order.customer_id.as_str() == principal.subject
 }
 
+/// A `200` for an order document at `version`, with the headers every read of one carries.
+fn document_at(version: u64, consistency: &'static str) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::ETAG, format!("\"{version}\"")))
+        .insert_header(("X-Consistency", HeaderValue::from_static(consistency)));
+    response
+}
+
 fn document(order: &Order, consistency: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((header::ETAG, format!("\"{}\"", order.version)))
-        .insert_header(("X-Consistency", HeaderValue::from_static(consistency)))
-        .json(order)
+    document_at(order.version, consistency).json(order)
+}
+
+/// The read model's document, answered with its stored JSON as it is.
+fn stored_document(doc: &crate::views::Document) -> HttpResponse {
+    document_at(doc.order.version, "eventual").content_type(header::ContentType::json()).body(doc.json.clone())
 }
 
 /// `GET /orders/{id}`: the projected document; `consistency=strong` folds the write model instead, and
@@ -477,17 +488,12 @@ pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError
         let deadline = tokio::time::Instant::now() + state.min_version_wait;
         let mut progress = state.projections.status("search").map(|s| s.subscribe());
         loop {
-            // The view's document, answered with its stored JSON as it is. Someone else's order is treated as
-            // missing before anything else looks at it, so it waits and answers exactly like a missing id: an
-            // early 404 once the view holds N would tell its version.
+            // Someone else's order is treated as missing before anything else looks at it, so it waits and
+            // answers exactly like a missing id: an early 404 once the view holds N would tell its version.
             let doc = state.search.document(&id).await?.filter(|d| visible(&principal, &d.order));
             match (doc, min_version) {
-                (Some(doc), Some(n)) if doc.order.version >= n => {
-                    return visible_document(&principal, &doc).ok_or(ApiError::OrderNotFound);
-                }
-                (doc, None) => {
-                    return doc.and_then(|doc| visible_document(&principal, &doc)).ok_or(ApiError::OrderNotFound);
-                }
+                (Some(doc), Some(n)) if doc.order.version >= n => return Ok(stored_document(&doc)),
+                (doc, None) => return doc.map(|doc| stored_document(&doc)).ok_or(ApiError::OrderNotFound),
                 _ => {}
             }
             let Some(progress) = progress.as_mut().filter(|_| tokio::time::Instant::now() < deadline) else {
@@ -498,21 +504,6 @@ pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError
     }
     let order = state.store.load(&id).await?.fold(&id).ok_or(ApiError::OrderNotFound)?;
     found(&principal, order, "strong")
-}
-
-/// The read model's document, for whoever may see it.
-fn visible_document(principal: &Principal, doc: &crate::views::Document) -> Option<HttpResponse> {
-    visible(principal, &doc.order).then(|| {
-        HttpResponse::Ok()
-            .insert_header((header::ETAG, format!("\"{}\"", doc.order.version)))
-            .insert_header(("X-Consistency", HeaderValue::from_static("eventual")))
-            .content_type(mime_json())
-            .body(doc.json.clone())
-    })
-}
-
-fn mime_json() -> HeaderValue {
-    HeaderValue::from_static("application/json")
 }
 
 fn found(principal: &Principal, order: Order, consistency: &'static str) -> Result<HttpResponse, ApiError> {

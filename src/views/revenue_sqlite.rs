@@ -102,7 +102,16 @@ impl Projection for SqliteRevenueView {
     }
 
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, Arc::clone(&self.apply)).await
+        let apply = Arc::clone(&self.apply);
+        apply_batch(
+            &self.gens.db().writer,
+            NAME,
+            events,
+            checkpoint,
+            move |conn, events| Ok((apply(conn, events)?, ())),
+            drop,
+        )
+        .await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::recent::RecentDocs;
 use super::rules;
-use super::sqlite::{BulkLoad, Generations, SqliteRebuild, read_checkpoint, save_checkpoint};
+use super::sqlite::{BulkLoad, Generations, SqliteRebuild, apply_batch, read_checkpoint, save_checkpoint};
 use super::{
     ApplyReport, Cursor, Document, Projection, Rebuilder, SearchPage, SearchQuery, SearchView, ViewError, search_terms,
 };
@@ -287,28 +287,15 @@ impl Projection for SqliteSearchView {
     }
 
     /// One fold, written at once with the checkpoint in one transaction; the documents it wrote are then the
-    /// recent ones (on the writer thread, so in the order of the commits).
+    /// recent ones.
     async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        let (events, recent) = (events.to_vec(), Arc::clone(&self.recent));
-        self.gens
-            .db()
-            .writer
-            .write(move |conn| {
-                let tx = conn.transaction()?;
-                let mut fold = Fold::live(&recent);
-                let written = match fold.add(&tx, &events).and_then(|report| Ok((report, fold.write(&tx)?))) {
-                    Ok(written) => written,
-                    Err(e) => return Ok(Err(e)),
-                };
-                if let Some(position) = checkpoint {
-                    save_checkpoint(&tx, NAME, position)?;
-                }
-                tx.commit()?;
-                let (report, docs) = written;
-                recent.put(docs);
-                Ok(Ok(report))
-            })
-            .await?
+        let (fold_with, keep) = (Arc::clone(&self.recent), Arc::clone(&self.recent));
+        let fold = move |conn: &Connection, events: &[StoredEvent]| {
+            let mut fold = Fold::live(&fold_with);
+            let report = fold.add(conn, events)?;
+            Ok((report, fold.write(conn)?))
+        };
+        apply_batch(&self.gens.db().writer, NAME, events, checkpoint, fold, move |docs| keep.put(docs)).await
     }
 
     async fn checkpoint(&self) -> Result<u64, ViewError> {

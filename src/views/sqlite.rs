@@ -60,26 +60,30 @@ pub(super) fn apply_each(
 }
 
 /// Applies `events` with `apply` and saves `checkpoint`, all in one transaction: either the whole batch and its
-/// checkpoint are durable, or none of it.
-pub(super) async fn apply_batch(
+/// checkpoint are durable, or none of it. `committed` then gets what `apply` produced besides its report, still on
+/// the writer (so in commit order, before any later write of the view): the search view keeps the documents it
+/// wrote as the recent ones there.
+pub(super) async fn apply_batch<T: Send + 'static>(
     writer: &WriteConn,
     projection: &'static str,
     events: &[StoredEvent],
     checkpoint: Option<u64>,
-    apply: ApplyFn,
+    apply: impl FnOnce(&Connection, &[StoredEvent]) -> Result<(ApplyReport, T), ViewError> + Send + 'static,
+    committed: impl FnOnce(T) + Send + 'static,
 ) -> Result<ApplyReport, ViewError> {
     let events = events.to_vec();
     writer
         .write(move |conn| {
             let tx = conn.transaction()?;
-            let report = match apply(&tx, &events) {
-                Ok(report) => report,
+            let (report, produced) = match apply(&tx, &events) {
+                Ok(applied) => applied,
                 Err(e) => return Ok(Err(e)),
             };
             if let Some(position) = checkpoint {
                 save_checkpoint(&tx, projection, position)?;
             }
             tx.commit()?;
+            committed(produced);
             Ok(Ok(report))
         })
         .await?

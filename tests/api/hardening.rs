@@ -2,13 +2,12 @@
 //! secret; over-long request targets get 414; slow clients are cut off; no token or secret reaches a log
 //! line; CORS is off unless configured; HTTPS when a certificate is configured.
 
-use std::io::{Read, Write};
-use std::time::Duration;
+use std::io::Write;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{SECRET, assert_problem, new_id, order_body, spawn_app, spawn_app_with};
+use crate::helpers::{SECRET, assert_problem, new_id, order_body, spawn_app, spawn_app_with, until_closed};
 
 /// Authorization values a fuzzer would try: garbage, huge, unicode, half-JWTs, every `alg` trick.
 fn hostile_authorizations() -> Vec<String> {
@@ -103,18 +102,11 @@ async fn an_over_long_request_target_is_414_problem_json() {
 #[actix_web::test]
 async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     let app = spawn_app_with(&[("ORDERFLOW__SERVER__REQUEST_TIMEOUT_MS", "300")]).await;
-    let address = app.address.trim_start_matches("http://").to_owned();
-    let answer = actix_web::rt::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(address).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    // The server answers 408 and closes; a read that times out instead would be the failure.
+    let answer = until_closed(&app.address, |stream| {
         stream.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n").expect("write");
-        let mut answer = String::new();
-        // The server answers 408 and closes; a read that times out instead would be the failure.
-        let _ = stream.read_to_string(&mut answer);
-        answer
     })
-    .await
-    .expect("join");
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 }
 

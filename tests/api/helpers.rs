@@ -314,3 +314,20 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Speaks raw HTTP/1.1 to the app over a blocking socket, for what a client library will not send (a head that
+/// never ends, a body that stops arriving): `talk` writes (and may read a response first), then everything the
+/// server sends until it closes the connection is the answer. A read that times out (10 s) ends it too.
+pub async fn until_closed(address: &str, talk: impl FnOnce(&mut std::net::TcpStream) + Send + 'static) -> String {
+    let address = address.trim_start_matches("http://").to_owned();
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        talk(&mut stream);
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+        answer
+    })
+    .await
+    .expect("join")
+}

@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, new_id, spawn_app_with, spawn_process_with, test_env};
+use crate::helpers::{TestApp, new_id, spawn_app_with, spawn_process_with, test_env, until_closed};
 
 // ----------------------------------------------------------------------------------------------- helpers
 
@@ -52,12 +52,6 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// Connects to the app over raw TCP, with a read timeout.
-fn connect(address: &str) -> std::net::TcpStream {
-    let stream = std::net::TcpStream::connect(address.trim_start_matches("http://")).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    stream
-}
-
 /// Reads one response with a `content-length` body from a keep-alive connection.
 fn read_response(stream: &mut std::net::TcpStream) -> String {
     let mut reader = BufReader::new(stream);
@@ -112,20 +106,15 @@ async fn a_body_that_stops_arriving_gets_408_and_the_connection_is_closed() {
     let app = spawn_app_with(&[("ORDERFLOW__SERVER__BODY_TIMEOUT_MS", "300")]).await;
     let (address, token) = (app.address.clone(), app.admin());
     let started = Instant::now();
-    let answer = actix_web::rt::task::spawn_blocking(move || {
-        let mut stream = connect(&address);
+    // 408, then the server closes the connection. A read that times out instead is the failure.
+    let answer = until_closed(&address, move |stream| {
         let head = format!(
             "POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
              Content-Length: 200\r\n\r\n{{\"customerId\":"
         );
         stream.write_all(head.as_bytes()).expect("write");
-        let mut answer = String::new();
-        // 408, then the server closes: read_to_string ends. A read that times out instead is the failure.
-        let _ = stream.read_to_string(&mut answer);
-        answer
     })
-    .await
-    .expect("join");
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(answer.contains("request_timeout"), "a problem document: {answer:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "cut after the body timeout, took {:?}", started.elapsed());
@@ -135,19 +124,14 @@ async fn a_body_that_stops_arriving_gets_408_and_the_connection_is_closed() {
 async fn every_request_head_on_a_keep_alive_connection_gets_the_head_timeout() {
     let app = spawn_app_with(&[("ORDERFLOW__SERVER__REQUEST_TIMEOUT_MS", "300")]).await;
     let address = app.address.clone();
-    let answer = actix_web::rt::task::spawn_blocking(move || {
-        let mut stream = connect(&address);
+    let answer = until_closed(&address, |stream| {
         stream.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-        let first = read_response(&mut stream);
+        let first = read_response(stream);
         assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
         // The second request's head never finishes.
         stream.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n").expect("write");
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        answer
     })
-    .await
-    .expect("join");
+    .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 }
 
