@@ -116,9 +116,10 @@ const ACTIVE_WAIT: Duration = Duration::from_secs(120);
 /// A write retried after a timed-out attempt is safe: every write is conditional, a transaction carries the
 /// SDK's idempotency token (one per operation, the same for each of its attempts), and a plain put recognises
 /// its own earlier attempt (`store::dynamo`, `own_earlier_attempt`). A write whose whole operation timed out
-/// may still land later (the request can sit in a frozen server's socket): the command answered 503, the order
-/// actor reloads its state before the next command, and a client retry with the same `Idempotency-Key` gets the
-/// first response, since the idempotency record is written in the same transaction as the events.
+/// may still land later (the request can sit in a frozen server's socket): the command answers 503 with
+/// `outcome: "unknown"` (`store::dynamo`, "Did a failed append land?"), the order actor reloads its state before
+/// the next command, and a client retry with the same `Idempotency-Key` gets the first response, since the
+/// idempotency record is written in the same transaction as the events.
 pub fn dynamo_client(sdk: &SdkConfig, settings: &DynamoSettings) -> aws_sdk_dynamodb::Client {
     let timeouts = TimeoutConfig::builder()
         .operation_attempt_timeout(Duration::from_millis(settings.attempt_timeout_ms))

@@ -71,8 +71,12 @@ pub enum CommandError {
     WriteConflict,
     #[error("the idempotency key is in use by a concurrent request")]
     IdempotencyKeyTaken,
+    /// Refused before anything was written (load shed, a store that could not be reached or refused).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The append was sent and not answered: it may have landed (see `store::AppendError::Unknown`).
+    #[error("unavailable, outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// The success response of a command: the order document, its version as a strong ETag.
@@ -184,7 +188,7 @@ fn settle(
 ) -> (Option<Option<Order>>, Result<Executed, CommandError>) {
     match result {
         Ok((after, executed)) => (Some(after), Ok(executed)),
-        Err(Attempt::Failed(e @ CommandError::Unavailable(_))) => (None, Err(e)),
+        Err(Attempt::Failed(e @ (CommandError::Unavailable(_) | CommandError::Unknown(_)))) => (None, Err(e)),
         Err(Attempt::Failed(e)) => (Some(before), Err(e)),
         Err(Attempt::Conflict) => (None, Err(CommandError::WriteConflict)),
     }
@@ -264,6 +268,7 @@ async fn attempt(
         Err(AppendError::Conflict) => Err(Attempt::Conflict),
         Err(AppendError::IdempotencyKeyTaken) => Err(CommandError::IdempotencyKeyTaken.into()),
         Err(AppendError::Unavailable(e)) => Err(CommandError::Unavailable(e).into()),
+        Err(AppendError::Unknown(e)) => Err(CommandError::Unknown(e).into()),
     }
 }
 

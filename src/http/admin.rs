@@ -130,7 +130,12 @@ fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, Ap
         Ok(report) => Ok(HttpResponse::Ok().json(report)),
         Err(ParkingError::NotFound(_)) => Err(ApiError::ParkedNotFound),
         Err(e @ ParkingError::NotFirst { .. }) => Err(ApiError::ParkedNotFirst(e.to_string())),
-        Err(ParkingError::View(e)) => Err(e.into()),
+        // The view failed part-way: the replay or discard may have been applied (a retry is safe: a view skips
+        // what it has applied).
+        Err(ParkingError::View(e)) => {
+            tracing::warn!(error = %e, "view unavailable during a replay or discard");
+            Err(ApiError::OutcomeUnknown)
+        }
     }
 }
 
@@ -143,7 +148,7 @@ fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, Ap
     responses(
         (status = 200, description = "What the replay did", body = crate::actors::parking::ReplayReport),
         super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
-        super::openapi::ParkedConflict, super::openapi::Unavailable,
+        super::openapi::ParkedConflict, super::openapi::WriteUnavailable,
     ),
 )]
 pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -161,7 +166,7 @@ pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     responses(
         (status = 200, description = "What the discard did", body = crate::actors::parking::ReplayReport),
         super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
-        super::openapi::ParkedConflict, super::openapi::Unavailable,
+        super::openapi::ParkedConflict, super::openapi::WriteUnavailable,
     ),
 )]
 pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

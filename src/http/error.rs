@@ -1,6 +1,12 @@
 //! Every error the API answers with, mapped in one place to an RFC 9457 `application/problem+json` body
 //! `{type, title, status, detail, code}` (+ `errors` for validation). Infrastructure failures become 503 with
 //! `Retry-After` and a generic detail: causes are logged, never sent.
+//!
+//! A 503 also says whether the request may have had an effect (`outcome`, docs/api.md §2): `not_applied`
+//! ([`ApiError::Unavailable`]) when it surely had none (load shed, a read that failed, a write the store refused
+//! or never received), `unknown` ([`ApiError::OutcomeUnknown`]) when a write was sent and its answer never came.
+//! Only the store adapters can tell the two apart (`store::AppendError::Unknown`), so only they decide it; every
+//! other 503 is a refusal before anything was written.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -47,6 +53,10 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("the service is unavailable; retry later")]
     Unavailable,
+    #[error(
+        "the service is unavailable and a write it sent went unanswered, so it may have been applied; retry with the same Idempotency-Key"
+    )]
+    OutcomeUnknown,
     #[error("no parked event with this id")]
     ParkedNotFound,
     #[error("{0}")]
@@ -80,6 +90,8 @@ struct Problem<'a> {
     code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
 }
 
 impl ApiError {
@@ -109,7 +121,7 @@ impl ApiError {
             Self::Rule(OrderError::AlreadyCancelled) => "order_already_cancelled",
             Self::WriteConflict => "write_conflict",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::Unavailable => "unavailable",
+            Self::Unavailable | Self::OutcomeUnknown => "unavailable",
             Self::ParkedNotFound => "not_found",
             Self::ParkedNotFirst(_) => "not_first_parked",
             Self::ReplayFailed(_) => "replay_failed",
@@ -139,11 +151,20 @@ impl ApiError {
             | Self::ParkedNotFirst(_)
             | Self::ReplayFailed(_)
             | Self::RebuildInProgress(_) => "Conflict",
-            Self::Unavailable => "Service unavailable",
+            Self::Unavailable | Self::OutcomeUnknown => "Service unavailable",
             Self::ParkedNotFound | Self::ProjectionNotFound => "Not found",
             Self::RateLimited(_) => "Too many requests",
             Self::UriTooLong(_) => "URI too long",
             Self::RequestTimeout => "Request timeout",
+        }
+    }
+
+    /// With a 503: whether the request may have had an effect (`not_applied` or `unknown`).
+    pub fn outcome(&self) -> Option<&'static str> {
+        match self {
+            Self::Unavailable => Some("not_applied"),
+            Self::OutcomeUnknown => Some("unknown"),
+            _ => None,
         }
     }
 
@@ -161,6 +182,7 @@ impl ApiError {
             detail: self.to_string(),
             code: self.code(),
             errors,
+            outcome: self.outcome(),
         };
         StoredResponse {
             status,
@@ -197,7 +219,7 @@ impl ResponseError for ApiError {
             | Self::ParkedNotFirst(_)
             | Self::ReplayFailed(_)
             | Self::RebuildInProgress(_) => StatusCode::CONFLICT,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -208,7 +230,7 @@ impl ResponseError for ApiError {
         let mut response = render(&self.to_stored(), false);
         let headers = response.headers_mut();
         match self {
-            Self::Unavailable => {
+            Self::Unavailable | Self::OutcomeUnknown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             Self::Unauthorized => {
@@ -256,6 +278,10 @@ impl From<CommandError> for ApiError {
                 tracing::warn!(%cause, "command failed on a dependency");
                 ApiError::Unavailable
             }
+            CommandError::Unknown(cause) => {
+                tracing::warn!(%cause, "command failed on a dependency; its write may have been applied");
+                ApiError::OutcomeUnknown
+            }
         }
     }
 }
@@ -271,5 +297,26 @@ impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
         tracing::warn!(cause = %e, "view unavailable");
         ApiError::Unavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(error: &ApiError) -> serde_json::Value {
+        serde_json::from_str(&error.to_stored().body).unwrap()
+    }
+
+    #[test]
+    fn a_503_says_whether_the_request_may_have_had_an_effect() {
+        assert_eq!(problem(&ApiError::Unavailable)["outcome"], "not_applied");
+        assert_eq!(problem(&ApiError::OutcomeUnknown)["outcome"], "unknown");
+        assert_eq!(problem(&ApiError::OutcomeUnknown)["code"], "unavailable");
+        assert_eq!(ApiError::OutcomeUnknown.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(ApiError::OutcomeUnknown.error_response().headers().contains_key(header::RETRY_AFTER));
+        assert!(problem(&ApiError::WriteConflict).get("outcome").is_none());
+        assert_eq!(ApiError::from(CommandError::Unknown("timeout".into())), ApiError::OutcomeUnknown);
+        assert_eq!(ApiError::from(CommandError::Unavailable("refused".into())), ApiError::Unavailable);
     }
 }

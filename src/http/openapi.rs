@@ -384,6 +384,19 @@ pub struct Problem {
     pub code: ProblemCode,
     /// Only with `validation_failed`: every rule the request broke, so that it can be fixed in one go.
     pub errors: Option<Vec<FieldError>>,
+    /// Only with 503 `unavailable`: `not_applied` when the request surely had no effect (load shed, a backend
+    /// that refused or was not reached), `unknown` when a write was sent and its answer never came (it may have
+    /// landed). A retry with the same `Idempotency-Key` (or, for a payment, the same `paymentId`) gets the
+    /// command's one outcome either way.
+    pub outcome: Option<ProblemOutcome>,
+}
+
+/// Whether a 503's request may have had an effect.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemOutcome {
+    NotApplied,
+    Unknown,
 }
 
 /// The machine-readable problem code: one per kind of error.
@@ -433,6 +446,7 @@ fn every_error() -> Vec<ApiError> {
         E::WriteConflict,
         E::IdempotencyKeyReused,
         E::Unavailable,
+        E::OutcomeUnknown,
         E::ParkedNotFound,
         E::ParkedNotFirst("parked event B waits behind A, an earlier event of the same order".to_owned()),
         E::ReplayFailed("the view rejected the event".to_owned()),
@@ -448,7 +462,10 @@ fn every_error() -> Vec<ApiError> {
 fn header_doc(name: &header::HeaderName) -> (&'static str, &'static str) {
     match *name {
         header::ETAG => ("ETag", "The order's current version, as a strong ETag: `\"<version>\"`."),
-        header::RETRY_AFTER => ("Retry-After", "Seconds to wait before retrying; the request had no effect."),
+        header::RETRY_AFTER => (
+            "Retry-After",
+            "Seconds to wait before retrying; with a 503, `outcome` says whether the request may have had an effect.",
+        ),
         header::WWW_AUTHENTICATE => ("WWW-Authenticate", "`Bearer`: the scheme this API authenticates with."),
         _ => ("", ""),
     }
@@ -462,7 +479,12 @@ fn problem_response(errors: &[ApiError]) -> (String, Response) {
     let description = errors.iter().map(|e| format!("`{}`: {}", e.code(), e)).collect::<Vec<_>>().join("; ");
     let examples = errors.iter().map(|e| {
         let body = serde_json::from_str(&e.to_stored().body).ok();
-        (e.code(), ExampleBuilder::new().value(body).build())
+        // Two examples of one code (the two outcomes of a 503) need two names.
+        let name = match e.outcome() {
+            Some(outcome @ "unknown") => format!("{}_{outcome}", e.code()),
+            _ => e.code().to_owned(),
+        };
+        (name, ExampleBuilder::new().value(body).build())
     });
     let schema = RefOr::Ref(Ref::from_schema_name(Problem::name()));
     let content = ContentBuilder::new().schema(Some(schema)).examples_from_iter(examples);
@@ -518,8 +540,10 @@ problems! {
     UnsupportedMediaType => [ApiError::UnsupportedMediaType];
     /// 422 `validation_failed`, for a query string.
     ValidationFailed => [ApiError::Validation(vec![FieldError::new("limit", "must be an integer from 1 to 100")])];
-    /// 503 `unavailable`.
+    /// 503 `unavailable` of a read: `outcome` is always `not_applied`.
     Unavailable => [ApiError::Unavailable];
+    /// 503 `unavailable` of a command (or an admin action that writes): `outcome` `not_applied` or `unknown`.
+    WriteUnavailable => [ApiError::Unavailable, ApiError::OutcomeUnknown];
     /// 422 of `POST /orders`, `ship` and `cancel`.
     CommandUnprocessable => [
         ApiError::Validation(vec![FieldError::new("reason", "must be 1-500 characters")]),
@@ -688,6 +712,7 @@ mod tests {
             E::WriteConflict => "WriteConflict",
             E::IdempotencyKeyReused => "IdempotencyKeyReused",
             E::Unavailable => "Unavailable",
+            E::OutcomeUnknown => "OutcomeUnknown",
             E::ParkedNotFound => "ParkedNotFound",
             E::ParkedNotFirst(_) => "ParkedNotFirst",
             E::ReplayFailed(_) => "ReplayFailed",

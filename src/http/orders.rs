@@ -52,7 +52,7 @@ type Data = web::Data<AppState>;
         openapi::PayloadTooLarge,
         openapi::UnsupportedMediaType,
         openapi::CommandUnprocessable,
-        openapi::Unavailable,
+        openapi::WriteUnavailable,
     ),
 )]
 pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -78,7 +78,7 @@ pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> Http
         openapi::PayloadTooLarge,
         openapi::UnsupportedMediaType,
         openapi::PaymentUnprocessable,
-        openapi::Unavailable,
+        openapi::WriteUnavailable,
     ),
 )]
 pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -117,7 +117,7 @@ pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Dat
         openapi::PayloadTooLarge,
         openapi::UnsupportedMediaType,
         openapi::CommandUnprocessable,
-        openapi::Unavailable,
+        openapi::WriteUnavailable,
     ),
 )]
 pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -153,7 +153,7 @@ pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpR
         openapi::PayloadTooLarge,
         openapi::UnsupportedMediaType,
         openapi::CommandUnprocessable,
-        openapi::Unavailable,
+        openapi::WriteUnavailable,
     ),
 )]
 pub async fn cancel(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -195,7 +195,7 @@ async fn command(
         Err(e) => {
             let outcome = match e {
                 ApiError::VersionConflict { .. } | ApiError::WriteConflict => CommandOutcome::Conflict,
-                ApiError::Unavailable => CommandOutcome::Error,
+                ApiError::Unavailable | ApiError::OutcomeUnknown => CommandOutcome::Error,
                 _ => CommandOutcome::Rejected,
             };
             (e.error_response(), outcome)
@@ -270,7 +270,8 @@ async fn run_command(
                 None => Err(ApiError::WriteConflict),
             }
         }
-        Err(e @ CommandError::Unavailable(_)) => Err(e.into()),
+        // A 503 is never kept under the key: the retry must run the command (or find what it wrote).
+        Err(e @ (CommandError::Unavailable(_) | CommandError::Unknown(_))) => Err(e.into()),
         Err(e) => {
             let error = ApiError::from(e);
             match idempotency {

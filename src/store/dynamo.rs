@@ -39,13 +39,28 @@
 //! on that alone: it sorts each page by (orderId, version), and an order cut off at a page end is completed
 //! there with a `Query` of its remaining versions, its already delivered versions skipped on the next page.
 //! So every delivery holds, for each order, versions that follow what was delivered of it before.
+//!
+//! # Did a failed append land?
+//!
+//! A failed append is one of two kinds, and the command's 503 says which (`outcome` in docs/api.md §2):
+//! `AppendError::Unavailable` when DynamoDB surely did not apply it, `AppendError::Unknown` when it may have.
+//! The final error of a call does not tell: the SDK retries, so a call can end in "connection refused" after an
+//! earlier attempt of it timed out with its request already on the wire (a frozen DynamoDB reads the request
+//! later and applies it). So every write call carries a [`Delivery`] interceptor that looks at each attempt
+//! that got as far as sending: an answer of 4xx (a failed condition, a cancelled transaction, throttling, a
+//! validation error) means nothing was applied; an error before any byte left (the connection refused, the
+//! host unreachable) too; anything else (a timeout, a connection cut after sending, a 5xx, which DynamoDB
+//! documents as "may have succeeded") may have applied it. One such attempt makes the whole append `Unknown`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{BoxError, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -264,7 +279,7 @@ impl DynamoEventStore {
     }
 
     /// One conditional `PutItem`.
-    async fn put_one(&self, write: &Write) -> Outcome {
+    async fn put_one(&self, write: &Write, delivery: &Delivery) -> Outcome {
         let mut request = self.client.put_item().table_name(&write.table).set_item(Some(write.item.clone()));
         if let Some(c) = &write.condition {
             request = request
@@ -274,7 +289,7 @@ impl DynamoEventStore {
                 // The item that failed the condition comes back with the error, for `own_earlier_attempt`.
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         }
-        match request.send().await {
+        match request.customize().interceptor(delivery.clone()).send().await {
             Ok(_) => Outcome::Done,
             Err(SdkError::ServiceError(e)) => match e.err() {
                 PutItemError::ConditionalCheckFailedException(failed) if own_earlier_attempt(write, failed.item()) => {
@@ -282,29 +297,115 @@ impl DynamoEventStore {
                 }
                 PutItemError::ConditionalCheckFailedException(_) => Outcome::Failed(taken(write.kind)),
                 PutItemError::TransactionConflictException(_) => Outcome::Transient("transaction conflict".into()),
-                _ => Outcome::Failed(AppendError::Unavailable(format!("put {}: {}", write.table, error_text(e.err())))),
+                _ => Outcome::Failed(delivery.failed(format!("put {}: {}", write.table, error_text(e.err())))),
             },
-            Err(e) => Outcome::Failed(AppendError::Unavailable(format!("put {}: {}", write.table, error_text(&e)))),
+            Err(e) => Outcome::Failed(delivery.failed(format!("put {}: {}", write.table, error_text(&e)))),
         }
     }
 
     /// One `TransactWriteItems` of all the writes.
-    async fn transact(&self, writes: &[Write]) -> Outcome {
+    async fn transact(&self, writes: &[Write], delivery: &Delivery) -> Outcome {
         let items = match writes.iter().map(Write::transact_item).collect::<Result<Vec<_>, _>>() {
             Ok(items) => items,
             Err(e) => return Outcome::Failed(AppendError::Unavailable(format!("building the transaction: {e}"))),
         };
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        let request = self.client.transact_write_items().set_transact_items(Some(items));
+        match request.customize().interceptor(delivery.clone()).send().await {
             Ok(_) => Outcome::Done,
             Err(SdkError::ServiceError(e)) => match e.err() {
                 TransactWriteItemsError::TransactionCanceledException(cancelled) => {
                     classify(writes, cancelled.cancellation_reasons())
                 }
-                other => Outcome::Failed(AppendError::Unavailable(format!("transaction: {}", error_text(other)))),
+                other => Outcome::Failed(delivery.failed(format!("transaction: {}", error_text(other)))),
             },
-            Err(e) => Outcome::Failed(AppendError::Unavailable(format!("transaction: {}", error_text(&e)))),
+            Err(e) => Outcome::Failed(delivery.failed(format!("transaction: {}", error_text(&e)))),
         }
     }
+}
+
+/// Watches the attempts of the write calls of one append (see "Did a failed append land?" above): set as an
+/// operation interceptor on each call, it records whether any attempt that sent its request may have been
+/// applied by DynamoDB.
+#[derive(Debug, Clone, Default)]
+struct Delivery {
+    /// The current attempt got as far as sending its request.
+    sending: Arc<AtomicBool>,
+    /// Some attempt may have been applied.
+    maybe_applied: Arc<AtomicBool>,
+}
+
+impl Delivery {
+    /// The error of an append that failed: unknown if an attempt may have landed, else surely not applied.
+    fn failed(&self, cause: String) -> AppendError {
+        if self.maybe_applied.load(Ordering::SeqCst) {
+            AppendError::Unknown(cause)
+        } else {
+            AppendError::Unavailable(cause)
+        }
+    }
+}
+
+impl Intercept for Delivery {
+    fn name(&self) -> &'static str {
+        "orderflow.append_delivery"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.sending.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.sending.swap(false, Ordering::SeqCst) {
+            let status = context.response().map(|r| r.status().as_u16());
+            let not_connected = match context.output_or_error() {
+                Some(Err(e)) => e.as_connector_error().is_some_and(|e| refused_before_sending(e)),
+                _ => false,
+            };
+            if attempt_may_have_applied(status, not_connected) {
+                self.maybe_applied.store(true, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether an attempt that sent its request may have been applied: it was unless DynamoDB answered 4xx (a
+/// refusal) or the connection failed before the request left.
+fn attempt_may_have_applied(status: Option<u16>, not_connected: bool) -> bool {
+    match status {
+        Some(status) => !(400..500).contains(&status),
+        None => !not_connected,
+    }
+}
+
+/// True for a connection that was never made (so no request left): refused, or no route to the host.
+fn refused_before_sending(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            );
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// What an item of an append is.
@@ -446,18 +547,20 @@ impl EventStore for DynamoEventStore {
                 writes.len()
             )));
         }
+        // One for the whole append: a retried call after one that may have landed leaves the append unknown.
+        let delivery = Delivery::default();
         let mut attempt = 0;
         loop {
             let outcome = match writes.as_slice() {
                 [] => Outcome::Done,
-                [one] => self.put_one(one).await,
-                many => self.transact(many).await,
+                [one] => self.put_one(one, &delivery).await,
+                many => self.transact(many, &delivery).await,
             };
             match outcome {
                 Outcome::Done => break,
                 Outcome::Failed(e) => return Err(e),
                 Outcome::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
-                    return Err(AppendError::Unavailable(format!("append cancelled {} times: {reason}", attempt + 1)));
+                    return Err(delivery.failed(format!("append cancelled {} times: {reason}", attempt + 1)));
                 }
                 Outcome::Transient(reason) => {
                     attempt += 1;
@@ -694,6 +797,23 @@ mod tests {
         other.insert("createdAt".into(), num(1_700_000_000_124_i64));
         assert!(!own_earlier_attempt(&write, Some(&other)));
         assert!(!own_earlier_attempt(&write, None));
+    }
+
+    #[test]
+    fn only_a_refusal_or_a_connection_never_made_means_not_applied() {
+        assert!(!attempt_may_have_applied(Some(400), false), "a failed condition, throttling, a bad request");
+        assert!(attempt_may_have_applied(Some(500), false), "DynamoDB: a 500 may have succeeded");
+        assert!(attempt_may_have_applied(Some(200), false), "an answer it could not read");
+        assert!(attempt_may_have_applied(None, false), "a timeout or a connection cut after sending");
+        assert!(!attempt_may_have_applied(None, true));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(refused_before_sending(&refused));
+        let wrapped = std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!refused_before_sending(&wrapped), "reset after sending: may have been applied");
+        let delivery = Delivery::default();
+        assert!(matches!(delivery.failed("x".into()), AppendError::Unavailable(_)));
+        delivery.maybe_applied.store(true, Ordering::SeqCst);
+        assert!(matches!(delivery.failed("x".into()), AppendError::Unknown(_)));
     }
 
     #[test]

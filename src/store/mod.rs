@@ -95,6 +95,10 @@ pub enum AppendError {
     /// Nothing was written; try again later.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
+    /// The write was sent and its answer never came (a timeout mid-write): it may have landed, now or later.
+    /// Only a retry with the same idempotency key (or a payment's `paymentId`) can tell.
+    #[error("event store did not answer a write that it may have applied: {0}")]
+    Unknown(String),
 }
 
 /// Reading failed; nothing is known. Maps to 503.

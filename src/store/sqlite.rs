@@ -9,6 +9,11 @@
 //! Every commit is also handed to the feed in memory ([`Committed`], on a broadcast channel): projectors that
 //! keep up take the events from there and read the log back only to catch up (after a start, a rebuild or a
 //! lag), so the hot path does not read and decode every event it has just written.
+//!
+//! A failed append says whether it may have landed (`AppendError::Unavailable` vs `Unknown`, the `outcome` of
+//! the command's 503): a full queue or a stopped writer refuses it before any write, and an append whose own
+//! statements fail is rolled back to its savepoint; but a batch whose COMMIT fails, or a writer that dies
+//! with appends in hand, leaves them unknown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -150,7 +155,8 @@ impl EventStore for SqliteEventStore {
             Err(TrySendError::Full(_)) => return Err(AppendError::Unavailable("write queue is full".into())),
             Err(TrySendError::Disconnected(_)) => return Err(AppendError::Unavailable("writer stopped".into())),
         }
-        answer.await.map_err(|_| AppendError::Unavailable("writer stopped".into()))?
+        // Queued but never answered: the writer died with it, perhaps after its commit.
+        answer.await.map_err(|_| AppendError::Unknown("the writer stopped with the append queued".into()))?
     }
 
     async fn load(&self, order_id: &OrderId) -> Result<LoadedStream, StoreUnavailable> {
@@ -338,9 +344,11 @@ impl Writer {
             tx.commit()
         })();
         if let Err(e) = outcome {
+            // A failed COMMIT (a full disk, a failed fsync) may still leave the batch in the WAL, to reappear on
+            // the next start: "unknown", not "not applied".
             tracing::error!(error = %e, "event store commit failed; answering 503 to the whole batch");
             for (reply, _) in results {
-                let _ = reply.send(Err(AppendError::Unavailable("commit failed".into())));
+                let _ = reply.send(Err(AppendError::Unknown(format!("commit failed: {e}"))));
             }
             return;
         }

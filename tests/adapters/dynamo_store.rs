@@ -544,6 +544,47 @@ async fn dynamo_unreachable_endpoint_is_unavailable_not_a_panic() {
     assert!(store.idempotency_get("k").await.is_err());
 }
 
+#[tokio::test]
+async fn dynamo_write_sent_but_never_answered_is_unknown() {
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    // A "DynamoDB" that takes every connection and request and never answers, as a frozen one does: the write
+    // may land when it wakes up, so the append's outcome is unknown. A read that hangs the same way is just
+    // unavailable.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let settings = AwsSettings {
+        region: "us-east-1".to_owned(),
+        endpoint_url: format!("http://127.0.0.1:{port}"),
+        access_key_id: "test".to_owned(),
+        secret_access_key: "test".to_owned(),
+    };
+    let sdk = orderflow::aws::sdk_config(&settings).await;
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_millis(200))
+        .operation_timeout(Duration::from_millis(700))
+        .build();
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk).timeout_config(timeouts).build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let store = DynamoEventStore::open(client, Tables::new("silent"), &store_settings(), false).await.expect("open");
+    let t = at(2025, 1, 1, 0, 0, 0);
+    let id = order_id();
+    // One item (a plain put) and several (a transaction with the idempotency record).
+    let outcome = store.append(append(&id, 0, vec![placed("EUR", 1, t)])).await;
+    assert!(matches!(outcome, Err(AppendError::Unknown(_))), "{outcome:?}");
+    let mut request = append(&id, 0, vec![placed("EUR", 1, t)]);
+    request.idempotency = Some(record(&format!("k:{}", Uuid::now_v7()), "h", 201, None, None));
+    let outcome = store.append(request).await;
+    assert!(matches!(outcome, Err(AppendError::Unknown(_))), "{outcome:?}");
+    assert!(store.load(&id).await.is_err());
+    silent.abort();
+}
+
 // ---- rebuild source -----------------------------------------------------------------------------------
 
 /// Reads the whole write model as a rebuild does, `limit` events a step, checking as it goes that each order's

@@ -9,6 +9,10 @@
 //! service (a hung peer, not a refused connection). Meilisearch is the in-process contract mock, paused with
 //! its switch (every request hangs unanswered).
 //!
+//! Every 503 says whether its command may have had an effect (`outcome`, docs/api.md §2), and the DynamoDB
+//! freeze checks that it told the truth: no command a 503 called `not_applied` is found applied by its retry,
+//! and every `unknown` settles on the retry with the same key, applied once (`check_outcomes`).
+//!
 //! These tests freeze services that other tests share, so they run alone, serially, and only where
 //! `ORDERFLOW_TEST_OUTAGES=1` says so with the distributed profile: `scripts/test.sh` (so CI) runs them after
 //! the distributed suite, `--test-threads 1`. Without it they print "skipped" and pass, so the parallel suites
@@ -21,8 +25,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -138,6 +142,102 @@ impl Drop for Paused {
     }
 }
 
+/// A TCP proxy in front of DynamoDB Local that passes everything through, except that while it holds, the
+/// answers to writes (`PutItem`, `TransactWriteItems`) sent meanwhile are held back until it stops holding:
+/// DynamoDB applies the write and its answer never comes in time. That is a write frozen mid-flight exactly, the
+/// case a freeze of the whole server produces only by chance (a freeze that begins between the request and the
+/// answer); reads keep being answered, so every command gets as far as its write.
+struct WriteAnswersHeld {
+    address: String,
+    holding: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How a write request names itself to DynamoDB (the SDK writes the header in lower case).
+const WRITE_TARGETS: [&[u8]; 2] = [b"DynamoDB_20120810.TransactWriteItems", b"DynamoDB_20120810.PutItem"];
+
+impl WriteAnswersHeld {
+    async fn start(upstream: &str) -> Self {
+        let upstream = format!("127.0.0.1:{}", local_port(upstream));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let address = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let holding = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let holding = Arc::clone(&holding);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                    tokio::spawn(Self::relay(client, server, Arc::clone(&holding)));
+                }
+            }
+        });
+        Self { address, holding, task }
+    }
+
+    /// One connection: requests go through at once; an answer waits while this connection has a write
+    /// outstanding that was sent during the hold, and the hold lasts.
+    async fn relay(client: tokio::net::TcpStream, server: tokio::net::TcpStream, holding: Arc<AtomicBool>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let held = Arc::new(AtomicBool::new(false));
+        let requests = {
+            let (holding, held) = (Arc::clone(&holding), Arc::clone(&held));
+            async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n) = client_read.read(&mut buffer).await {
+                    let chunk = &buffer[..n];
+                    if n == 0 || server_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                    let write = WRITE_TARGETS.iter().any(|t| chunk.windows(t.len()).any(|w| w == *t));
+                    if write && holding.load(Ordering::SeqCst) {
+                        held.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        };
+        let answers = async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            while let Ok(n) = server_read.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                while held.load(Ordering::SeqCst) && holding.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                held.store(false, Ordering::SeqCst);
+                if client_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+        };
+        futures_util::join!(requests, answers);
+    }
+
+    /// Holds the answers to writes until the guard is dropped.
+    fn hold(&self) -> HeldUntilDrop {
+        self.holding.store(true, Ordering::SeqCst);
+        println!("holding the answers to DynamoDB writes");
+        HeldUntilDrop(Arc::clone(&self.holding))
+    }
+}
+
+impl Drop for WriteAnswersHeld {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct HeldUntilDrop(Arc<AtomicBool>);
+
+impl Drop for HeldUntilDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+        println!("answering DynamoDB writes again");
+    }
+}
+
 /// The port of a `host:port` or `http://host:port` address that the tests use, which must be on this machine.
 fn local_port(address: &str) -> u16 {
     let rest = address.split("://").last().unwrap_or(address);
@@ -249,10 +349,15 @@ fn expected_revenue(orders: usize) -> BTreeMap<String, [u64; 2]> {
 #[derive(Debug)]
 struct Sent {
     path: String,
+    key: String,
     asked: Duration,
     answered: Duration,
     /// Status and `Retry-After` (seconds), or why there was no answer.
     result: Result<(u16, Option<u64>), String>,
+    /// A 503's `outcome`.
+    outcome: Option<String>,
+    /// `Idempotent-Replayed: true`: the answer of an earlier request with the key.
+    replayed: bool,
 }
 
 /// Clients sending every order's commands with their idempotency keys, recording every answer.
@@ -299,18 +404,30 @@ impl Load {
             .timeout(CLIENT_TIMEOUT)
             .send()
             .await;
-        let result = response.map_err(|e| format!("{e:?}")).map(|r| {
-            let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
-            (r.status().as_u16(), retry_after)
-        });
-        let outcome = match &result {
+        let (mut problem_outcome, mut replayed) = (None, false);
+        let result = match response {
+            Err(e) => Err(format!("{e:?}")),
+            Ok(r) => {
+                let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+                replayed = r.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+                let status = r.status().as_u16();
+                if status == 503 {
+                    let problem: Value = r.json().await.unwrap_or(Value::Null);
+                    problem_outcome = problem["outcome"].as_str().map(str::to_owned);
+                }
+                Ok((status, retry_after))
+            }
+        };
+        let next = match &result {
             Ok((200..=299, _)) => Ok(()),
             Ok((_, Some(seconds))) => Err(Duration::from_secs(*seconds).min(Duration::from_secs(2))),
             _ => Err(Duration::from_millis(500)),
         };
-        let sent = Sent { path: step.path.clone(), asked, answered: self.started.elapsed(), result };
+        let answered = self.started.elapsed();
+        let outcome = problem_outcome;
+        let sent = Sent { path: step.path.clone(), key: step.key.clone(), asked, answered, result, outcome, replayed };
         self.log.lock().expect("log").push(sent);
-        outcome
+        next
     }
 
     /// Runs `steps[from..]` of order `i` in order; on a refusal, notes the order as pending and backs off as
@@ -395,6 +512,8 @@ struct Answers {
     unavailable: usize,
     /// 503s answered while the backend was down.
     unavailable_during_outage: usize,
+    /// 503s with `outcome: "unknown"` (the rest said `not_applied`).
+    unknown: usize,
     slowest: Duration,
 }
 
@@ -417,6 +536,11 @@ fn check_answers<T>(load: &Load, outage: &Outage<T>) -> Answers {
                 if retry_after.is_none() {
                     wrong.push(format!("{} asked at {:?}: 503 without Retry-After", sent.path, sent.asked));
                 }
+                match sent.outcome.as_deref() {
+                    Some("not_applied") => {}
+                    Some("unknown") => answers.unknown += 1,
+                    other => wrong.push(format!("{} asked at {:?}: 503 with outcome {other:?}", sent.path, sent.asked)),
+                }
             }
             Ok((status, _)) => wrong.push(format!("{} asked at {:?}: answered {status}", sent.path, sent.asked)),
             Err(e) => {
@@ -433,6 +557,48 @@ fn check_answers<T>(load: &Load, outage: &Outage<T>) -> Answers {
         outage.to
     );
     answers
+}
+
+/// Whether the 503s told the truth about their commands (docs/api.md §2, "503 and retries"). Each command (one
+/// idempotency key) was sent again after every 503 until it was acknowledged, so per key:
+/// - an answer replayed from the key's record (`Idempotent-Replayed: true`: an earlier request with the key had
+///   been applied) comes only after some earlier request with the key said `unknown`; after `not_applied` 503s
+///   alone it would prove one of them a lie;
+/// - every `unknown` is settled: the key's last answer is a 2xx, the command's one outcome (`check_durable` then
+///   shows it applied exactly once).
+///
+/// Returns how many `unknown` commands turned out applied (replayed) and how many ran on the retry.
+fn check_outcomes(load: &Load) -> (usize, usize) {
+    let log = load.log.lock().expect("log");
+    let mut by_key: BTreeMap<&str, Vec<&Sent>> = BTreeMap::new();
+    for sent in log.iter() {
+        by_key.entry(sent.key.as_str()).or_default().push(sent);
+    }
+    let (mut applied, mut ran_on_retry) = (0, 0);
+    let mut wrong = Vec::new();
+    for (key, mut answers) in by_key {
+        answers.sort_by_key(|s| s.asked);
+        let mut unknown = false;
+        for sent in &answers {
+            match (&sent.result, sent.outcome.as_deref()) {
+                (Ok((503, _)), Some("unknown")) => unknown = true,
+                (Ok((200..=299, _)), _) if sent.replayed && !unknown => wrong.push(format!(
+                    "{key}: replayed at {:?}, but every earlier 503 said not_applied: {answers:?}",
+                    sent.asked
+                )),
+                _ => {}
+            }
+        }
+        if unknown {
+            match answers.last().map(|s| (&s.result, s.replayed)) {
+                Some((Ok((200..=299, _)), true)) => applied += 1,
+                Some((Ok((200..=299, _)), false)) => ran_on_retry += 1,
+                _ => wrong.push(format!("{key}: an unknown outcome never settled: {answers:?}")),
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} commands' 503s were not honest:\n{}", wrong.len(), wrong.join("\n"));
+    (applied, ran_on_retry)
 }
 
 /// Every order's events are in the write model, each exactly once: `OrderPlaced`, then `PaymentConfirmed` for
@@ -628,10 +794,53 @@ async fn dynamodb_frozen_for_10_s_under_load_never_answers_500_and_loses_nothing
         );
     }
     println!("503s: {} ({} answered during the freeze)", answers.unavailable, answers.unavailable_during_outage);
+    // Honest 503s (issue 17.6): a write frozen mid-flight answered `unknown`; its retry with the same key found
+    // the one outcome (the first write's answer if it landed, else a fresh run), and nothing ran twice.
+    let (applied, ran_on_retry) = check_outcomes(&load);
+    println!(
+        "outcome unknown: {} answers; of those commands, {applied} had been applied (the retry replayed them) and \
+         {ran_on_retry} had not (the retry ran them)",
+        answers.unknown
+    );
     assert_names_failing(outage.probe, "eventStore");
     check_durable(&app, &load).await;
     check_views_converge(&app, &load).await;
     check_ready_again(&app).await;
+}
+
+/// Honest 503s (issue 17.6), made certain: for 10 s under load DynamoDB applies every write and its answer is held
+/// back (see [`WriteAnswersHeld`]). Each such command answers 503 `outcome: "unknown"` after about one operation
+/// timeout, although it was applied; its retry with the same key replays the first answer (one outcome, nothing
+/// twice), and revenue comes out exact. A 503 that says `not_applied` is never followed by a replay of its key.
+#[actix_web::test]
+async fn dynamodb_writes_applied_but_unanswered_for_10_s_answer_unknown_and_settle_on_retry() {
+    if !outages_enabled("dynamodb_writes_applied_but_unanswered_for_10_s_answer_unknown_and_settle_on_retry") {
+        return;
+    }
+    let dynamodb = std::env::var("ORDERFLOW_TEST_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".into());
+    let proxy = WriteAnswersHeld::start(&dynamodb).await;
+    // The production timeouts, as in the freeze above.
+    let defaults = Settings::load_with(None, Vec::new()).expect("the default settings load").dynamodb;
+    let (attempt_ms, operation_ms) =
+        (defaults.attempt_timeout_ms.to_string(), defaults.operation_timeout_ms.to_string());
+    let app = spawn_app_with(&[
+        ("ORDERFLOW__AWS__ENDPOINT_URL", &proxy.address),
+        ("ORDERFLOW__DYNAMODB__ATTEMPT_TIMEOUT_MS", &attempt_ms),
+        ("ORDERFLOW__DYNAMODB__OPERATION_TIMEOUT_MS", &operation_ms),
+    ])
+    .await;
+    let load = Load::new(&app);
+    let outage = under_outage(&load, || proxy.hold(), || async {}).await;
+
+    let answers = check_answers(&load, &outage);
+    let (applied, ran_on_retry) = check_outcomes(&load);
+    println!(
+        "503s: {} ({} unknown); of the unknown commands {applied} had been applied, {ran_on_retry} had not",
+        answers.unavailable, answers.unknown
+    );
+    assert!(applied > 0, "no write was applied and left unanswered: the hold did not work");
+    check_durable(&app, &load).await;
+    check_views_converge(&app, &load).await;
 }
 
 #[actix_web::test]
