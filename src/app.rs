@@ -163,7 +163,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
     let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
     let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
-    let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));
+    let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner.clone(), period));
     let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone())
         .with_poison(kit.poison.clone())
         .with_leases(Arc::clone(&leases));
@@ -190,9 +190,10 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
             }
             _ => {
                 // Each (re)start joins the consumer group again and resumes from its committed offsets.
-                let kafka = settings.kafka.clone();
+                // A static member under this instance's id, so a restart takes the partitions back at once.
+                let (kafka, instance) = (settings.kafka.clone(), owner.clone());
                 Arc::new(move || {
-                    let subscription = KafkaSubscription::new(&kafka, name)
+                    let subscription = KafkaSubscription::static_member(&kafka, name, &instance)
                         .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
                         .map_err(|e| FeedError(format!("{e:#}")));
                     Box::pin(std::future::ready(subscription))

@@ -260,6 +260,9 @@ pub struct KafkaSettings {
     pub create_topic: bool,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// How long the group coordinator waits for a silent consumer before giving its partitions to the others.
+    /// A restarted instance rejoins as the same static member without waiting for it (`feed::kafka`).
+    pub session_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -381,6 +384,11 @@ impl Settings {
         anyhow::ensure!(self.server.body_timeout_ms > 0, "server.body_timeout_ms must be at least 1");
         anyhow::ensure!((1..=1000).contains(&self.bridge.batch_size), "bridge.batch_size must be from 1 to 1000");
         anyhow::ensure!(self.kafka.partitions > 0, "kafka.partitions must be at least 1");
+        // The broker's group.min/max.session.timeout.ms (Kafka defaults 6 s and 30 min); heartbeats go every 1 s.
+        anyhow::ensure!(
+            (6000..=1_800_000).contains(&self.kafka.session_timeout_ms),
+            "kafka.session_timeout_ms must be from 6000 to 1800000"
+        );
         anyhow::ensure!(self.dynamodb.attempt_timeout_ms > 0, "dynamodb.attempt_timeout_ms must be at least 1");
         anyhow::ensure!(
             self.dynamodb.operation_timeout_ms >= self.dynamodb.attempt_timeout_ms,

@@ -157,8 +157,9 @@ impl Leases {
     }
 }
 
-/// This instance's name as a lease owner: kept in `<data_dir>/instance_id` (made on first run), so that a
-/// restarted instance takes its own leases back at once instead of waiting a lease period for them.
+/// This instance's name as a lease owner and as a static Kafka group member: kept in `<data_dir>/instance_id`
+/// (made on first run), so that a restarted instance takes its own leases and partitions back at once instead of
+/// waiting a lease period or a session timeout for them.
 pub fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     let path = data_dir.join("instance_id");
     match std::fs::read_to_string(&path) {

@@ -15,6 +15,20 @@
 //! Committed offsets are never read through `Consumer::committed()` on the `StreamConsumer`: with this
 //! rdkafka that call made the consumer's later drop hang (SERVICES.md). A restarted consumer simply resumes
 //! from the group's committed offsets.
+//!
+//! **Static membership (KIP-345).** The service's consumers join with `group.instance.id` = the instance's id
+//! (kept in `<data_dir>/instance_id`, see `lease::instance_id`) and the projection. A crashed instance that comes
+//! back with the same data folder rejoins as the *same* member: the coordinator hands it its partitions back at
+//! once, without a rebalance and without first waiting out the dead member's session (`kafka.session_timeout_ms`),
+//! during which those partitions would be read by nobody. The flip side: a static member does not leave the group
+//! when it closes (librdkafka sends no LeaveGroup for one), so the partitions of an instance that stops for good
+//! move to the others only after its session times out. A projector restarted inside a running instance
+//! (supervision) joins again under the same id and so takes over its own member (the old consumer, still closing,
+//! is fenced). The tansu broker of the tests implements it (a JoinGroup with `group_instance_id` maps to the
+//! member that has it: same member id, same generation, no rebalance), but answers such a rejoin only after
+//! about half the session timeout (measured: 15 s at 30 s, 30 s at 60 s); a dynamic member there waits for the
+//! dead leader's session to expire first (still stalled after 30 s at 30 s). On Kafka a static rejoin is
+//! answered at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -234,13 +248,27 @@ pub struct KafkaSubscription {
 }
 
 impl KafkaSubscription {
-    /// Subscribes to the topic; the group join happens on the first read.
+    /// Subscribes to the topic as a dynamic member (a fresh member id on every join); the group join happens on
+    /// the first read.
     pub fn new(settings: &KafkaSettings, projection: &str) -> anyhow::Result<Self> {
+        Self::open(settings, projection, None)
+    }
+
+    /// Subscribes as the static member `<instance>.<projection>` (see "Static membership" above).
+    pub fn static_member(settings: &KafkaSettings, projection: &str, instance: &str) -> anyhow::Result<Self> {
+        Self::open(settings, projection, Some(&format!("{instance}.{projection}")))
+    }
+
+    fn open(settings: &KafkaSettings, projection: &str, instance: Option<&str>) -> anyhow::Result<Self> {
         // rdkafka's StreamConsumer spawns its wake-up task on the current tokio runtime (and would panic
         // without one).
         tokio::runtime::Handle::try_current().context("a Kafka subscription must be created inside the runtime")?;
         let group = format!("{}.{}", settings.group_prefix, projection);
-        let consumer: StreamConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if let Some(instance) = instance {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer = config
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &group)
             .set("client.id", format!("orderflow-{projection}"))
@@ -248,7 +276,7 @@ impl KafkaSubscription {
             .set("enable.auto.offset.store", "false")
             // A group with no committed offset starts at the beginning: the feed is the views' only source.
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
+            .set("session.timeout.ms", settings.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false")
             .create()

@@ -83,6 +83,7 @@ pub(crate) fn kafka_settings(brokers: &str, name: &str) -> KafkaSettings {
         create_topic: true,
         partitions: 3,
         replication_factor: 1,
+        session_timeout_ms: 6000,
     }
 }
 
