@@ -66,6 +66,8 @@ struct ProjectorKit<'a> {
     settings: &'a Settings,
     parked: Arc<dyn ParkedStore>,
     adapters: &'a Adapters,
+    /// The write model: rebuilds read it, and projectors mend stale view state from it.
+    source: Arc<dyn RebuildSource>,
 }
 
 impl ProjectorKit<'_> {
@@ -91,6 +93,7 @@ impl ProjectorKit<'_> {
             .await
             .context("loading parked events")?;
         let addr = Projector::new(lot.clone(), feed, Arc::clone(&status), self.settings.projections.batch_size)
+            .with_repairs(Arc::clone(&self.source))
             .start_supervised();
         Ok(ProjectionHandle { status, lot, addr })
     }
@@ -102,8 +105,9 @@ async fn embedded(settings: &Settings, adapters: &Adapters) -> anyhow::Result<Wi
     let store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
     let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
     let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS, settings.revenue.timezone).context("revenue view")?;
-    let kit = ProjectorKit { settings, parked: SqliteParkedStore::open(dir).context("parked events")?, adapters };
     let source: Arc<dyn RebuildSource> = store.clone();
+    let parked = SqliteParkedStore::open(dir).context("parked events")?;
+    let kit = ProjectorKit { settings, parked, adapters, source: Arc::clone(&source) };
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
         let checkpoint = projection.checkpoint().await.context("reading a projection checkpoint")?;
@@ -167,8 +171,12 @@ async fn distributed(settings: &Settings, adapters: &Adapters) -> anyhow::Result
     } else {
         None
     };
-    let kit =
-        ProjectorKit { settings, parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()), adapters };
+    let kit = ProjectorKit {
+        settings,
+        parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
+        adapters,
+        source: store.clone(),
+    };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
     let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
     let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
@@ -204,9 +212,12 @@ async fn distributed(settings: &Settings, adapters: &Adapters) -> anyhow::Result
                 // A static member under this instance's id, so a restart takes the partitions back at once.
                 let (kafka, instance) = (settings.kafka.clone(), owner.clone());
                 Arc::new(move || {
-                    let subscription = KafkaSubscription::static_member(&kafka, name, &instance)
-                        .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
-                        .map_err(|e| FeedError(format!("{e:#}")));
+                    let subscription = match kafka.static_membership {
+                        true => KafkaSubscription::static_member(&kafka, name, &instance),
+                        false => KafkaSubscription::new(&kafka, name),
+                    }
+                    .map(|s| Box::new(s) as Box<dyn FeedSubscription>)
+                    .map_err(|e| FeedError(format!("{e:#}")));
                     Box::pin(std::future::ready(subscription))
                 })
             }
@@ -214,8 +225,7 @@ async fn distributed(settings: &Settings, adapters: &Adapters) -> anyhow::Result
         handles.push(kit.start(projection, feed, 0).await?);
     }
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
-    let source: Arc<dyn RebuildSource> = store.clone();
-    let projections = Projections::new(handles, kit.parked, source).with_bridge(bridge, bridge_status);
+    let projections = Projections::new(handles, kit.parked, kit.source).with_bridge(bridge, bridge_status);
     let feed = Arc::new(FeedChecks::new(feed_checks));
     Ok(Wiring { store, feed, search, revenue, projections, audit })
 }

@@ -262,6 +262,8 @@ pub struct KafkaSettings {
     /// How long the group coordinator waits for a silent consumer before giving its partitions to the others.
     /// A restarted instance rejoins as the same static member without waiting for it (`feed::kafka`).
     pub session_timeout_ms: u64,
+    /// Join the consumer groups as static members (`group.instance.id` from `data_dir/instance_id`; `feed::kafka`).
+    pub static_membership: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

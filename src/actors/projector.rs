@@ -3,7 +3,9 @@
 //! feed. A batch that fails is not acked, so it is delivered again after a backoff; views are idempotent, so a
 //! redelivery changes nothing. Each batch is one message to itself, so control messages (replay) are handled
 //! between batches. Events the view refuses go to the parking lot (`projection::parking`); the status it reports
-//! into is `projection::status`.
+//! into is `projection::status`. An event refused because the view's state of its order is older than the
+//! event's predecessor (a stale document, see `projection::reconcile`) is first mended from the write model,
+//! and parked only if that does not bring the view up to it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +16,12 @@ use futures_util::future::BoxFuture;
 
 use crate::feed::{FeedError, FeedSubscription};
 use crate::projection::parking::{EventFailure, ParkingLot};
+use crate::projection::reconcile::{self, Repair};
 use crate::projection::{FIRST_RETRY, ProjectionStatus, ProjectorState, backoff};
+use crate::store::{RebuildSource, StoredEvent};
 use crate::telemetry::{self, ProjectionOutcome};
 use crate::views::ViewError;
+use crate::views::{ApplyReport, Projection};
 
 /// Opens the projection's feed at the view's last checkpoint: at start and after every crash.
 pub type FeedFactory = Arc<dyn Fn() -> BoxFuture<'static, Result<Box<dyn FeedSubscription>, FeedError>> + Send + Sync>;
@@ -30,12 +35,20 @@ pub struct Projector {
     pending_seek: Option<u64>,
     status: Arc<ProjectionStatus>,
     batch_size: usize,
+    /// The write model, to mend a stale view state from (views with [`crate::views::Projection::repair`]).
+    repairs: Option<Arc<dyn RebuildSource>>,
 }
 
 impl Projector {
     /// A projector whose feed `make_feed` opens (under a [`Supervisor`]: see [`Projector::start_supervised`]).
     pub fn new(lot: ParkingLot, make_feed: FeedFactory, status: Arc<ProjectionStatus>, batch_size: usize) -> Self {
-        Self { lot, make_feed, feed: None, pending_seek: None, status, batch_size }
+        Self { lot, make_feed, feed: None, pending_seek: None, status, batch_size, repairs: None }
+    }
+
+    /// Mends a view state found stale from this write model instead of parking the event that found it.
+    pub fn with_repairs(mut self, store: Arc<dyn RebuildSource>) -> Self {
+        self.repairs = Some(store);
+        self
     }
 
     /// Starts the projector under an actix [`Supervisor`]: when a batch panics, the actor stops and the
@@ -118,6 +131,7 @@ impl Handler<NextBatch> for Projector {
         let lot = self.lot.clone();
         let status = Arc::clone(&self.status);
         let max = self.batch_size;
+        let repairs = self.repairs.clone();
         // The batch runs as its own task so that a panic in it (a bug, a poison event that crashes the view
         // code) is caught here as a crash instead of unwinding through the arbiter.
         let work = actix::spawn(async move {
@@ -126,7 +140,7 @@ impl Handler<NextBatch> for Projector {
             {
                 return (feed, BatchOutcome::Failed(e.to_string()));
             }
-            let outcome = run_batch(&mut *feed, &lot, &status, max).await;
+            let outcome = run_batch(&mut *feed, &lot, &status, max, repairs).await;
             (feed, outcome)
         });
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|joined, act, ctx| {
@@ -174,6 +188,7 @@ async fn run_batch(
     lot: &ParkingLot,
     status: &ProjectionStatus,
     max: usize,
+    repairs: Option<Arc<dyn RebuildSource>>,
 ) -> BatchOutcome {
     let name = status.name;
     let events = match feed.next_batch(max, IDLE_WAIT).await {
@@ -206,9 +221,16 @@ async fn run_batch(
             for event in &events {
                 let order = event.order_id.as_str();
                 let outcome = if blocked.contains(order) {
-                    Err(EventFailure::Refused { error: "an earlier event of this order is parked".into(), attempts: 0 })
+                    let error = "an earlier event of this order is parked".into();
+                    Err(EventFailure::Refused { error, attempts: 0, gap: false })
                 } else {
                     lot.apply_with_retries(event).await
+                };
+                let outcome = match (outcome, &repairs) {
+                    (Err(EventFailure::Refused { gap: true, error, attempts }), Some(store)) => {
+                        repaired(&**lot.projection(), &**store, event, error, attempts).await
+                    }
+                    (outcome, _) => outcome,
                 };
                 let parked = match outcome {
                     Ok(report) => {
@@ -221,7 +243,7 @@ async fn run_batch(
                         telemetry::projection_events(name, ProjectionOutcome::Failed, 1);
                         return BatchOutcome::Failed(e);
                     }
-                    Err(EventFailure::Refused { error, attempts }) => {
+                    Err(EventFailure::Refused { error, attempts, .. }) => {
                         telemetry::projection_events(name, ProjectionOutcome::Failed, u64::from(attempts));
                         lot.park(&mut blocked, event, error, attempts).await
                     }
@@ -249,6 +271,27 @@ async fn run_batch(
     status.batch_applied();
     BatchOutcome::Applied
 }
+/// An event refused for a gap: the order is refolded from the write model (`projection::reconcile::repair`).
+/// Applied when the view then holds the event's version; refused as before (to be parked) when the view has no
+/// repair or stays behind; transient when the view or the store is down.
+async fn repaired(
+    view: &dyn Projection,
+    store: &dyn RebuildSource,
+    event: &StoredEvent,
+    error: String,
+    attempts: u32,
+) -> Result<ApplyReport, EventFailure> {
+    match reconcile::repair(view, store, &event.order_id).await {
+        Ok(Repair::Current(version)) if version >= event.version => {
+            tracing::info!(projection = view.name(), order = %event.order_id, event_version = event.version, version,
+                "stale view state mended from the write model");
+            Ok(ApplyReport { applied: 1, skipped: 0 })
+        }
+        Ok(_) => Err(EventFailure::Refused { error, attempts, gap: true }),
+        Err(e) => Err(EventFailure::Transient(e.to_string())),
+    }
+}
+
 /// Forget the view's checkpoint and read the whole feed again (the view dedupes, so totals stay the same).
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]

@@ -28,7 +28,9 @@
 //! member that has it: same member id, same generation, no rebalance), but answers such a rejoin only after
 //! about half the session timeout (measured: 15 s at 30 s, 30 s at 60 s); a dynamic member there waits for the
 //! dead leader's session to expire first (still stalled after 30 s at 30 s). On Kafka a static rejoin is
-//! answered at once.
+//! answered at once. But tansu never hands the partitions of a static member that died for good to the others
+//! (the scale-out test's survivor stalled for good), where Kafka does once its session expires: so
+//! `kafka.static_membership` (default on) can be turned off, and the test suites turn it off except to test it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

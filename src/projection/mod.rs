@@ -5,6 +5,7 @@
 
 pub mod parking;
 pub mod rebuild;
+pub mod reconcile;
 pub mod status;
 
 pub use status::{ProjectionInfo, ProjectionStatus, ProjectorState, RebuildProgress};

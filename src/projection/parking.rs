@@ -35,8 +35,9 @@ pub struct RetryPolicy {
 pub enum EventFailure {
     /// The backend is unavailable: try the batch again later, park nothing.
     Transient(String),
-    /// The view refused the event `attempts` times.
-    Refused { error: String, attempts: u32 },
+    /// The view refused the event `attempts` times; `gap` when because it holds the order at a version older
+    /// than the event's predecessor (which a repair from the write model can mend: `projection::reconcile`).
+    Refused { error: String, attempts: u32, gap: bool },
 }
 
 /// What a replay or discard did.
@@ -122,7 +123,8 @@ impl ParkingLot {
                 Ok(report) => return Ok(report),
                 Err(ViewError::Unavailable(e)) => return Err(EventFailure::Transient(e)),
                 Err(e) if attempts >= self.retry.max_attempts => {
-                    return Err(EventFailure::Refused { error: e.to_string(), attempts });
+                    let gap = matches!(e, ViewError::OutOfOrder { .. });
+                    return Err(EventFailure::Refused { error: e.to_string(), attempts, gap });
                 }
                 Err(e) => {
                     let pause = self.retry.backoff.saturating_mul(1 << (attempts - 1).min(10));

@@ -1,9 +1,11 @@
 //! Rebuilding a view from the write model: read the whole event store in chunks into a fresh copy of the view
-//! (queries keep being served from the current one), then swap it in. See [`fill`].
+//! (queries keep being served from the current one), then swap it in, then reconcile what other instances
+//! wrote meanwhile (`reconcile`). See [`fill`].
 
 use std::sync::Arc;
 
 use super::parking::ParkingLot;
+use super::reconcile;
 use super::status::ProjectionStatus;
 use super::{FIRST_RETRY, backoff};
 use crate::store::{RebuildChunk, RebuildSource, StoredEvent};
@@ -22,7 +24,9 @@ const REBUILD_ATTEMPTS: u64 = 5;
 /// replay or discard runs meanwhile. Returns the number of events applied. The next chunk is read while the
 /// current one is applied (both run on the blocking pool, so on two cores at once). A read or apply step that
 /// fails for a passing reason is retried with backoff (both are idempotent: the copy dedupes); on failure the
-/// copy is given up and the current view stays.
+/// copy is given up and the current view stays. After the swap, the orders changed since the rebuild began are
+/// reconciled ([`reconcile::since`]): with several instances, the others went on writing to the view the swap
+/// replaced, and their writes of events the read had already passed are gone with it.
 pub async fn fill(
     mut rebuilder: Box<dyn Rebuilder>,
     source: &dyn RebuildSource,
@@ -30,6 +34,7 @@ pub async fn fill(
     status: &ProjectionStatus,
 ) -> Result<u64, String> {
     let _exclusive = lot.lock().await;
+    let began = chrono::Utc::now() - chrono::Duration::from_std(reconcile::REBUILD_MARGIN).unwrap_or_default();
     let mut total = 0u64;
     let read_all = async {
         let mut position = 0u64;
@@ -56,7 +61,28 @@ pub async fn fill(
         return Err(e);
     }
     rebuilder.finish().await.map_err(|e| e.to_string())?;
-    Ok(total)
+    let mut attempt = 0;
+    loop {
+        match reconcile::since(&**lot.projection(), source, began).await {
+            Ok(done) => {
+                if done.repaired + done.behind > 0 {
+                    tracing::info!(
+                        projection = status.name,
+                        repaired = done.repaired,
+                        behind = done.behind,
+                        "reconciled the orders changed during the rebuild"
+                    );
+                }
+                return Ok(total);
+            }
+            Err(e) if attempt + 1 < REBUILD_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(projection = status.name, error = %e, attempt, "reconciliation failed; retrying");
+                tokio::time::sleep(backoff(FIRST_RETRY, attempt)).await;
+            }
+            Err(e) => return Err(format!("swapped in, but reconciling the orders changed meanwhile failed: {e}")),
+        }
+    }
 }
 
 /// One read of the write model for a rebuild, retried with backoff.

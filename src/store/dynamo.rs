@@ -709,6 +709,36 @@ impl RebuildSource for DynamoEventStore {
         Ok(RebuildChunk { events, next: Some(next), checkpoint: None })
     }
 
+    /// A filtered scan of the whole events table (only the ids come back): as costly as a rebuild's read, and
+    /// run once per rebuild, after its swap.
+    async fn changed_since(&self, since: DateTime<Utc>) -> Result<Vec<OrderId>, StoreUnavailable> {
+        let table = &self.tables.events;
+        let mut orders = std::collections::BTreeSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(table)
+                .filter_expression("recordedAt >= :since")
+                .projection_expression("orderId")
+                .expression_attribute_values(":since", num(since.timestamp_millis()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreUnavailable(format!("scan {table}: {}", error_text(&e))))?;
+            for item in page.items.unwrap_or_default() {
+                let id = attr::s(&item, "orderId").map_err(|e| StoreUnavailable(format!("scan {table}: {e}")))?;
+                orders.insert(id.to_owned());
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(orders.into_iter().filter_map(|id| OrderId::parse("orderId", &id).ok()).collect())
+    }
+
     /// The table's `ItemCount`: exact on DynamoDB Local, refreshed about every six hours on AWS, so progress
     /// can run past it there.
     async fn head(&self) -> u64 {

@@ -144,12 +144,21 @@ pub struct RebuildChunk {
 
 /// The whole write model, for rebuilding a view: read in chunks from an opaque cursor, because stores page
 /// differently (the embedded log by global position, DynamoDB by a scan's `LastEvaluatedKey`). Across orders
-/// there is no order; within an order the events always come in version order.
+/// there is no order; within an order the events always come in version order. It is the event store itself,
+/// whose `history` a view's repair refolds (`projection::reconcile`).
 #[async_trait]
-pub trait RebuildSource: Send + Sync + 'static {
+pub trait RebuildSource: EventStore {
     /// About `limit` events after `cursor` (`None`: from the start).
     async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable>;
     /// How far the source reaches now, for progress: the newest log position (embedded, in the same unit as
     /// [`RebuildChunk::checkpoint`]) or about how many events there are (otherwise); 0 when unknown.
     async fn head(&self) -> u64;
+
+    /// The orders with an event recorded at or after `since`: those a rebuild that began then must check
+    /// after its swap, because another instance may have written them to the view it replaced
+    /// (`projection::reconcile`). None by default: a store whose views have a single writer (the embedded
+    /// profile, whose rebuild pauses it) has nothing to reconcile.
+    async fn changed_since(&self, _since: DateTime<Utc>) -> Result<Vec<OrderId>, StoreUnavailable> {
+        Ok(Vec::new())
+    }
 }

@@ -87,6 +87,14 @@ pub trait Projection: Send + Sync + 'static {
     /// Starts a rebuild: an empty copy of the view (a SQLite generation, a Meilisearch index, DynamoDB tables)
     /// to fill from the write model and swap in, while queries keep being served from the current one.
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError>;
+
+    /// Rewrites one order's state in the view from its whole `history` (the write model's events, in version
+    /// order), for a view whose state of the order may have gone stale, and answers the version the view holds
+    /// after the write (read back). `None`: the view needs no repair, because each of its writes is conditional
+    /// on what it holds or it has a single writer (see `projection::reconcile`).
+    async fn repair(&self, _history: &[StoredEvent]) -> Result<Option<u64>, ViewError> {
+        Ok(None)
+    }
 }
 
 /// A view being rebuilt (see [`Projection::rebuild`]). It applies events with the view's own apply logic, so a

@@ -341,6 +341,20 @@ impl Projection for MeiliSearchView {
         Ok(())
     }
 
+    /// Meilisearch has no conditional write, so a document can go stale (a late write of a partition's previous
+    /// owner, a write to the index a rebuild swapped out): rewritten from the whole history, then read back.
+    async fn repair(&self, history: &[StoredEvent]) -> Result<Option<u64>, ViewError> {
+        let Some(id) = history.first().map(|e| e.order_id.as_str()) else { return Ok(None) };
+        let mut order = None;
+        for event in history {
+            rules::fold_document(&mut order, event)?;
+        }
+        if let Some(order) = &order {
+            self.replace(&[Doc::new(order)]).await?;
+        }
+        Ok(Some(self.current(&[id]).await?.remove(id).map_or(0, |o| o.version)))
+    }
+
     /// Kafka's committed offsets hold the position of the distributed feed.
     async fn checkpoint(&self) -> Result<u64, ViewError> {
         Ok(0)

@@ -84,6 +84,7 @@ pub(crate) fn kafka_settings(brokers: &str, name: &str) -> KafkaSettings {
         partitions: 3,
         replication_factor: 1,
         session_timeout_ms: 6000,
+        static_membership: false,
     }
 }
 

@@ -79,6 +79,9 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)>
             ("ORDERFLOW__KAFKA__BROKERS", var_or("ORDERFLOW_TEST_KAFKA", "127.0.0.1:9092")),
             ("ORDERFLOW__KAFKA__TOPIC", format!("orders.events.{unique}")),
             ("ORDERFLOW__KAFKA__GROUP_PREFIX", format!("g{unique}")),
+            // The tansu broker never gives a dead static member's partitions to the others (feed::kafka): only
+            // restart::a_restarted_instance_… turns static membership on.
+            ("ORDERFLOW__KAFKA__STATIC_MEMBERSHIP", "false".to_owned()),
             ("ORDERFLOW__MEILISEARCH__URL", meili),
             ("ORDERFLOW__MEILISEARCH__API_KEY", var_or("MEILI_MASTER_KEY", "")),
             ("ORDERFLOW__MEILISEARCH__INDEX", format!("orders_{unique}")),

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod consistency;
 mod console;
+mod convergence;
 mod deploy;
 mod errors;
 mod failures;

@@ -109,6 +109,10 @@ impl Projection for Poisonable {
     async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
         self.inner.rebuild().await
     }
+
+    async fn repair(&self, history: &[StoredEvent]) -> Result<Option<u64>, ViewError> {
+        self.inner.repair(history).await
+    }
 }
 
 /// A bridge sink behind the switch: it panics before anything of the page is published, so the restarted

@@ -203,7 +203,8 @@ async fn a_restarted_instance_takes_its_partitions_back_without_waiting_out_its_
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let session = SESSION_TIMEOUT.as_millis().to_string();
-    let overrides = [("ORDERFLOW__KAFKA__SESSION_TIMEOUT_MS", session.as_str())];
+    let overrides =
+        [("ORDERFLOW__KAFKA__SESSION_TIMEOUT_MS", session.as_str()), ("ORDERFLOW__KAFKA__STATIC_MEMBERSHIP", "true")];
     let settings = Settings::load_with(None, test_env(dir.path(), &overrides)).expect("settings");
     let token = Authenticator::new(&settings.auth, SECRET).mint("admin", Role::Admin, 3600).expect("token");
     let client = Client::new();

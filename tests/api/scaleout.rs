@@ -26,7 +26,7 @@ const CONCURRENCY: usize = 24;
 
 /// Runs the scripts with step `k` of order `i` sent to instance `(i + k) % 2` (while it is up, else to the
 /// other); returns the scripts' unacknowledged rests.
-async fn run_alternating(
+pub(crate) async fn run_alternating(
     client: &Client,
     addresses: &[String; 2],
     up: &[std::sync::atomic::AtomicBool; 2],
