@@ -17,9 +17,9 @@
 //! `apply` waits until the task has succeeded, because the caller commits its Kafka offsets as soon as `apply`
 //! returns. The version inside the document is the dedupe record, so no checkpoint is stored here (Kafka's
 //! committed offsets are the position). Meilisearch has no conditional write: the single writer per order is
-//! Kafka's partition owner. During a rebalance an old and a new owner may briefly both write an order;
-//! whatever either writes comes from the same event stream, and the new owner's next batch folds on top of the
-//! latest document, so the view converges.
+//! Kafka's partition owner. During a rebalance an old and a new owner may briefly both write an order, and a
+//! late write of the old one can leave a document behind; `repair` rewrites such a document from the order's
+//! history (`projection::reconcile`, ADR 007).
 //!
 //! **Searching.** Filters are built from quoted, escaped values (never raw input). `q` is reduced to the same
 //! words as the embedded view (letters and digits, lowercased) and sent with `matchingStrategy: all`, so
@@ -37,8 +37,8 @@
 //! through this very view's `apply` (a second `MeiliSearchView` on the fresh index), while queries keep going to
 //! the live index. `finish` swaps the two with `POST /swap-indexes`, which Meilisearch does atomically (documents,
 //! settings and task history change names together), so a query sees either the old index or the whole new one;
-//! the fresh name then holds the old documents and is deleted. The projector is paused during the rebuild, so no
-//! write to the live index is pending when the swap runs.
+//! the fresh name then holds the old documents and is deleted. This instance's projector is paused during the
+//! rebuild; what other instances wrote to the replaced index is reconciled after the swap (ADR 007).
 //!
 //! Needs Meilisearch ≥ 1.14 (documents fetch by `ids`); written against 1.50.
 
