@@ -1,14 +1,11 @@
 //! Search view conformance: every case is one generic function over the view (`Projection + SearchView`),
 //! run against the SQLite view (a temp folder) and the Meilisearch view, each on a fresh index. The
 //! Meilisearch view talks to the real server at `MEILI_URL` (key `MEILI_MASTER_KEY`) when that is set, and
-//! otherwise to the in-process contract mock of `tests/support/meili_mock.rs`. A few Meilisearch-only cases
+//! otherwise to the in-process contract mock (the `meili-mock` crate). A few Meilisearch-only cases
 //! pin what the mock alone can show (the stored document, authentication, backend errors).
 //!
 //! Query words are chosen to mean the same on both adapters: only the last word is typed as a prefix
 //! (Meilisearch prefix-matches the last query word only; the SQLite view prefix-matches every word).
-
-#[path = "../support/meili_mock.rs"]
-mod meili_mock;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -13,7 +13,6 @@ mod errors;
 mod failures;
 mod hardening;
 mod helpers;
-mod meili_mock;
 mod metrics;
 mod openapi;
 mod outage;

@@ -42,8 +42,6 @@
 //! task filters and cancellation, dumps and snapshots. A request for something unimplemented fails loudly
 //! (400/501), so the adapter can never silently depend on it.
 
-// Shared by two test crates (`api`, `adapters`), each using part of it.
-#![allow(dead_code)]
 // Handlers answer errors as ready `HttpResponse`s; boxing them would only add noise to a test double whose
 // error path is the rare one.
 #![allow(clippy::result_large_err)]
