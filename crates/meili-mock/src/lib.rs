@@ -127,7 +127,12 @@ impl Fault {
 
     /// A document Meilisearch refuses (type `invalid_request`, 400).
     pub fn max_fields_limit_exceeded() -> Self {
-        Self::new(400, "max_fields_limit_exceeded", "invalid_request", "A document cannot contain more than 65,535 fields.")
+        Self::new(
+            400,
+            "max_fields_limit_exceeded",
+            "invalid_request",
+            "A document cannot contain more than 65,535 fields.",
+        )
     }
 
     /// What a reverse proxy answers when Meilisearch behind it is down: a status and no Meilisearch error body.
@@ -142,7 +147,9 @@ impl Fault {
     fn response(&self) -> HttpResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if self.code.is_empty() {
-            HttpResponse::build(status).content_type("text/html").body(format!("<html><body>{}</body></html>", self.message))
+            HttpResponse::build(status)
+                .content_type("text/html")
+                .body(format!("<html><body>{}</body></html>", self.message))
         } else {
             HttpResponse::build(status).json(self.value())
         }
@@ -441,11 +448,18 @@ struct TaskRecord {
 
 /// What a task does when it is processed.
 enum Op {
-    CreateIndex { primary_key: Option<String> },
+    CreateIndex {
+        primary_key: Option<String>,
+    },
     DeleteIndex,
     UpdateSettings(Map<String, Value>),
     /// `create_index`: whether the key that sent it may create the index (else a missing index fails the task).
-    AddDocuments { docs: Vec<Value>, primary_key: Option<String>, merge: bool, create_index: bool },
+    AddDocuments {
+        docs: Vec<Value>,
+        primary_key: Option<String>,
+        merge: bool,
+        create_index: bool,
+    },
     DeleteDocuments(Vec<String>),
     ClearDocuments,
     Swap(Vec<(String, String, bool)>),
@@ -1032,7 +1046,9 @@ async fn list_tasks(req: HttpRequest, mock: web::Data<Mock>) -> HttpResponse {
         .iter()
         .rev()
         .filter(|t| {
-            matches("statuses", Some(t.status)) && matches("types", Some(t.kind)) && matches("indexUids", t.index_uid.as_deref())
+            matches("statuses", Some(t.status))
+                && matches("types", Some(t.kind))
+                && matches("indexUids", t.index_uid.as_deref())
         })
         .map(task_view)
         .collect();
@@ -1360,7 +1376,12 @@ async fn write_documents(
         .unwrap_or_default();
     let primary_key = query.get("primaryKey").cloned();
     let details = json!({"receivedDocuments": docs.len(), "indexedDocuments": null});
-    mock.enqueue(Some(&uid), "documentAdditionOrUpdate", details, Op::AddDocuments { docs, primary_key, merge, create_index })
+    mock.enqueue(
+        Some(&uid),
+        "documentAdditionOrUpdate",
+        details,
+        Op::AddDocuments { docs, primary_key, merge, create_index },
+    )
 }
 
 async fn replace_documents(
