@@ -367,8 +367,11 @@ impl MeiliSearchView {
             match progress {
                 Some(every) if logged.elapsed() >= every => {
                     logged = tokio::time::Instant::now();
-                    let state = if matches!(task, Task::Processing { .. }) { "processing" } else { "enqueued" };
-                    tracing::info!(index = %self.index.uid, task = uid, state,
+                    let (state, progress) = match task {
+                        Task::Processing { .. } => ("processing", self.progress(uid).await),
+                        _ => ("enqueued", None),
+                    };
+                    tracing::info!(index = %self.index.uid, task = uid, state, progress = progress.as_deref(),
                         waited_secs = started.elapsed().as_secs(), "waiting for a meilisearch index task");
                 }
                 Some(_) => {}
@@ -380,6 +383,37 @@ impl MeiliSearchView {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(most);
         }
+    }
+
+    /// What Meilisearch says of the progress of the batch that processes a task (`GET /tasks/{uid}` for its
+    /// `batchUid`, then `GET /batches/{batchUid}`: the percentage and the current steps), when it says it. The
+    /// SDK models neither field, so these two calls are plain HTTP; only for the log, so any failure is `None`.
+    async fn progress(&self, task: u32) -> Option<String> {
+        let http = reqwest::Client::new();
+        let get = |path: String| {
+            let url = format!("{}{path}", self.client.get_host());
+            let http = &http;
+            async move {
+                let mut request = http.get(url).timeout(REQUEST_TIMEOUT);
+                if let Some(key) = self.client.get_api_key() {
+                    request = request.bearer_auth(key);
+                }
+                request.send().await.ok()?.error_for_status().ok()?.json::<serde_json::Value>().await.ok()
+            }
+        };
+        let batch = get(format!("/tasks/{task}")).await?.get("batchUid")?.as_u64()?;
+        let batch = get(format!("/batches/{batch}")).await?;
+        let progress = batch.get("progress")?;
+        let percentage = progress.get("percentage")?.as_f64()?;
+        let steps: Vec<String> = progress
+            .get("steps")?
+            .as_array()?
+            .iter()
+            .filter_map(|step| {
+                Some(format!("{} {}/{}", step.get("currentStep")?.as_str()?, step.get("finished")?, step.get("total")?))
+            })
+            .collect();
+        Some(format!("{percentage:.1}% ({})", steps.join(" > ")))
     }
 
     /// Writes documents (replacing whole ones) and waits until Meilisearch has applied them. A batch over the

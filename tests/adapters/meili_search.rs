@@ -977,6 +977,10 @@ async fn meili_a_key_with_the_documented_actions_is_enough_and_a_missing_action_
 /// meanwhile waits for the update under way, and a start after it finds the settings applied.
 #[tokio::test]
 async fn meili_startup_waits_for_a_long_settings_update_and_never_sends_it_twice() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+    // This test's runtime runs every task it spawns on this thread.
+    let _logging = tracing::subscriber::set_default(subscriber);
     let (mock, settings) = keyed_mock(MASTER);
     let client = raw_client(&settings);
     let created = client.create_index(&settings.index, Some("orderId")).await.expect("an existing index");
@@ -998,11 +1002,44 @@ async fn meili_startup_waits_for_a_long_settings_update_and_never_sends_it_twice
     second.await.expect("joined").expect("the second start waits for the same update");
     assert!(started.elapsed() >= Duration::from_secs(60), "past the old limit: {:?}", started.elapsed());
     assert_eq!(mock.task_count("settingsUpdate", &settings.index), 1, "the settings were sent once");
+    let logged = logs.text();
+    let progress = logged.lines().filter(|l| l.contains("waiting for a meilisearch index task")).collect::<Vec<_>>();
+    assert!(progress.len() >= 5, "progress logged every few seconds: {logged}");
+    assert!(progress.iter().any(|l| l.contains("% (processing tasks")), "with the batch's progress: {logged}");
 
     let again = std::time::Instant::now();
     MeiliSearchView::open(&settings).await.expect("a restart");
     assert_eq!(mock.task_count("settingsUpdate", &settings.index), 1, "already applied: not sent again");
     assert!(again.elapsed() < Duration::from_secs(5), "a restart does not wait: {:?}", again.elapsed());
+}
+
+/// What the code under test logs through `tracing`, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 /// What the Meilisearch SDK logs at WARN or above (it logs through the `log` facade).

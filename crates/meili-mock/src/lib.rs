@@ -326,6 +326,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/version", web::get().to(version))
         .route("/tasks", web::get().to(list_tasks))
         .route("/tasks/{task_uid}", web::get().to(get_task))
+        .route("/batches/{batch_uid}", web::get().to(get_batch))
         .route("/swap-indexes", web::post().to(swap_indexes))
         .route("/indexes", web::get().to(list_indexes))
         .route("/indexes", web::post().to(create_index))
@@ -442,8 +443,8 @@ struct TaskRecord {
     op: Option<Op>,
     /// The batch it was processed in (the uid of the batch's first task), once processing started.
     batch_uid: Option<u32>,
-    /// A held settings update: processing until then.
-    hold_until: Option<Instant>,
+    /// A held settings update: processing from then until then.
+    hold_until: Option<(Instant, Instant)>,
 }
 
 /// What a task does when it is processed.
@@ -565,13 +566,13 @@ impl Mock {
             {
                 let task = &mut state.tasks[first];
                 let until = match task.hold_until {
-                    Some(until) => until,
+                    Some((_, until)) => until,
                     None => {
                         let until = Instant::now() + hold;
                         task.status = "processing";
                         task.started_at = Some(now());
                         task.batch_uid = Some(task.uid);
-                        task.hold_until = Some(until);
+                        task.hold_until = Some((Instant::now(), until));
                         until
                     }
                 };
@@ -1027,6 +1028,60 @@ async fn get_task(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<Strin
             &format!("Task `{uid}` not found."),
         ),
     }
+}
+
+/// `GET /batches/{uid}`: the batch a task was processed in (here: named after its first task), with the
+/// `progress` of one still processing (a held settings update: the share of its hold that has passed).
+async fn get_batch(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
+    if let Some(denied) = mock.deny(&req, "tasks.get", &[]) {
+        return denied;
+    }
+    let raw = path.into_inner();
+    let Ok(uid) = raw.parse::<u32>() else {
+        return bad_request(
+            "invalid_batch_uid",
+            &format!("Invalid value in parameter `batchUid`: could not parse `{raw}` as a positive integer"),
+        );
+    };
+    let state = mock.lock();
+    let tasks: Vec<&TaskRecord> = state.tasks.iter().filter(|t| t.batch_uid == Some(uid)).collect();
+    let Some(first) = tasks.first() else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "batch_not_found",
+            "invalid_request",
+            &format!("Batch `{uid}` not found."),
+        );
+    };
+    let progress = first.hold_until.filter(|_| first.status == "processing").map(|(from, until)| {
+        let whole = until.saturating_duration_since(from).as_secs_f64().max(f64::EPSILON);
+        let share = (from.elapsed().as_secs_f64() / whole).min(1.0);
+        let total = 1000;
+        let finished = (share * f64::from(total)) as u32;
+        json!({
+            "steps": [
+                {"currentStep": "processing tasks", "finished": 0, "total": 2},
+                {"currentStep": "indexing", "finished": 2, "total": 3},
+                {"currentStep": "reindexing documents", "finished": finished, "total": total},
+            ],
+            "percentage": (share * 100.0 * 10.0).round() / 10.0,
+        })
+    });
+    let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+    for task in &tasks {
+        *statuses.entry(task.status).or_default() += 1;
+        *types.entry(task.kind).or_default() += 1;
+    }
+    HttpResponse::Ok().json(json!({
+        "uid": uid,
+        "progress": progress,
+        "details": {},
+        "stats": {"totalNbTasks": tasks.len(), "status": statuses, "types": types, "indexUids": {}},
+        "duration": first.duration,
+        "startedAt": first.started_at,
+        "finishedAt": first.finished_at,
+    }))
 }
 
 async fn list_tasks(req: HttpRequest, mock: web::Data<Mock>) -> HttpResponse {
