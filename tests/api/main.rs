@@ -4,6 +4,7 @@
 mod asyncapi;
 mod audit;
 mod auth;
+mod backup;
 mod cli;
 mod commands;
 mod consistency;
@@ -16,6 +17,7 @@ mod helpers;
 mod metrics;
 mod openapi;
 mod outage;
+mod poison;
 mod queries;
 mod restart;
 mod scaleout;
