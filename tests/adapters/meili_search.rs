@@ -848,7 +848,7 @@ async fn meili_system_and_internal_errors_and_5xx_mean_the_backend_is_down() {
     for (fault, what) in [(Fault::proxy(502), "502"), (Fault::internal(), "internal")] {
         mock.fail_requests(fault, 1);
         let (_, placed) = one_order("proxy");
-        unavailable_saying(view.apply(&[placed.clone()], None).await, &[what]);
+        unavailable_saying(view.apply(std::slice::from_ref(&placed), None).await, &[what]);
         assert_eq!(view.apply(&[placed], None).await.expect("the retry applies"), report(1, 0));
     }
     view.ping().await.expect("ready");
@@ -865,7 +865,10 @@ async fn meili_a_revoked_key_fails_readiness_with_the_reason() {
     mock.revoke_key("orderflow-key");
     unavailable_saying(view.ping().await, &["meilisearch.api_key", "invalid_api_key"]);
     let (order, placed) = one_order("revoked");
-    unavailable_saying(view.apply(&[placed.clone()], None).await, &["meilisearch.api_key", "documents.get"]);
+    unavailable_saying(
+        view.apply(std::slice::from_ref(&placed), None).await,
+        &["meilisearch.api_key", "documents.get"],
+    );
     limited_key(&mock, &settings, "orderflow-key", &ACTIONS);
     assert_eq!(view.apply(&[placed], None).await.expect("the key works again"), report(1, 0));
     view.ping().await.expect("ready again");
@@ -909,7 +912,7 @@ async fn meili_a_batch_over_the_payload_limit_is_split() {
 
     mock.limit_payload(one / 2);
     let (order, placed) = one_order("huge");
-    unavailable_saying(view.apply(&[placed.clone()], None).await, &["payload"]);
+    unavailable_saying(view.apply(std::slice::from_ref(&placed), None).await, &["payload"]);
     unavailable_saying(view.ping().await, &["payload"]);
     mock.limit_payload(100 * 1024 * 1024);
     assert_eq!(view.apply(&[placed], None).await.expect("applies once the limit allows"), report(1, 0));
@@ -926,7 +929,7 @@ async fn meili_a_key_with_the_documented_actions_is_enough_and_a_missing_action_
     limited_key(&mock, &settings, "least", &ACTIONS);
     let view = MeiliSearchView::open(&settings).await.expect("open with the limited key");
     let (order, placed) = one_order("least");
-    assert_eq!(view.apply(&[placed.clone()], None).await.expect("apply"), report(1, 0));
+    assert_eq!(view.apply(std::slice::from_ref(&placed), None).await.expect("apply"), report(1, 0));
     assert!(view.get(&order).await.expect("get").is_some());
     assert_eq!(view.search(&text("fault")).await.expect("search").estimated_total, 1);
     let mut rebuild = view.rebuild().await.expect("a fresh index");
@@ -966,7 +969,7 @@ async fn meili_a_key_with_the_documented_actions_is_enough_and_a_missing_action_
         );
         let refused = match view.rebuild().await {
             Err(e) => e,
-            Ok(rebuild) => rebuild.finish().await.err().expect("the swap is refused"),
+            Ok(rebuild) => rebuild.finish().await.expect_err("the swap is refused"),
         };
         assert!(refused.to_string().contains(&format!("`{missing}`")), "names {missing}: {refused}");
     }
