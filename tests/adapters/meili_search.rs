@@ -854,6 +854,21 @@ async fn meili_system_and_internal_errors_and_5xx_mean_the_backend_is_down() {
     view.ping().await.expect("ready");
 }
 
+/// No answer (a frozen server) is Meilisearch down too: the call gives up after its timeout, and no alarm stays
+/// raised once it answers again.
+#[tokio::test]
+async fn meili_no_answer_means_the_backend_is_down() {
+    let (mock, settings) = keyed_mock(MASTER);
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    let (order, placed) = one_order("frozen");
+    mock.pause_switch().pause();
+    unavailable_saying(view.apply(std::slice::from_ref(&placed), None).await, &["no answer"]);
+    mock.pause_switch().resume();
+    view.ping().await.expect("ready once it answers");
+    assert_eq!(view.apply(&[placed], None).await.expect("the retry applies"), report(1, 0));
+    assert!(view.get(&order).await.expect("get").is_some());
+}
+
 /// A revoked key is loud: writes are `Unavailable` (nothing parked) and readiness fails saying the key was
 /// refused, until the key works again. A wrong key fails readiness the same way (`/health` would have said ok).
 #[tokio::test]

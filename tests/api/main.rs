@@ -21,6 +21,7 @@ mod poison;
 mod queries;
 mod restart;
 mod scaleout;
+mod search_backend;
 mod security;
 mod smoke;
 mod tracing;
