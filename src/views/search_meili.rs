@@ -222,9 +222,11 @@ impl<'a> Doc<'a> {
 }
 
 impl MeiliSearchView {
-    /// Connects, creates the index (primary key `orderId`) if it is missing and applies the index settings,
-    /// waiting for both tasks, so the view is queryable when this returns. Safe to run from several instances
-    /// at once: a lost creation race ("already exists") is success.
+    /// Connects and makes the index ready (see the module doc, "Startup"): creates it (primary key `orderId`) if
+    /// it is missing and brings its settings up to date, waiting as long as that takes, so the view is queryable
+    /// when this returns; then checks that the key may read documents and search. Safe to run from several
+    /// instances at once: a lost creation race ("already exists") is success, and settings under way are
+    /// waited for, not sent again. A refusal names the API-key action the call needed.
     pub async fn open(settings: &MeiliSettings) -> anyhow::Result<Arc<Self>> {
         // The SDK builds its `Authorization` header with `unwrap`: a key it cannot put in a header would panic.
         anyhow::ensure!(

@@ -9,7 +9,8 @@
 //! `POST .../documents/fetch` with `ids`, `filter`, `offset`, `limit`, `fields`, `GET|DELETE
 //! .../documents/{id}`, `POST .../documents/delete-batch`); `POST /indexes/{uid}/search` with `q`, `filter`,
 //! `sort`, `offset`, `limit`, `matchingStrategy`, `attributesToRetrieve`; tasks (`GET /tasks/{uid}`,
-//! `GET /tasks`).
+//! `GET /tasks` filtered by `statuses`, `types`, `indexUids`); `GET /batches/{uid}` (with `progress` while a
+//! held settings update processes).
 //!
 //! Behaviour kept faithful where a client could get it wrong:
 //! - Writes are asynchronous: they answer 202 with a summarized task (`taskUid`, `indexUid`, `status:
@@ -53,7 +54,7 @@
 //!   resumed. Tasks already enqueued keep being processed.
 //!
 //! Left out: key management routes (`/keys`) and tenant tokens, facets, highlighting, page/hitsPerPage paging, vector search,
-//! task filters and cancellation, dumps and snapshots. A request for something unimplemented fails loudly
+//! other task filters and cancellation, dumps and snapshots. A request for something unimplemented fails loudly
 //! (400/501), so the adapter can never silently depend on it.
 
 // Handlers answer errors as ready `HttpResponse`s; boxing them would only add noise to a test double whose
