@@ -287,8 +287,9 @@ pub fn distinct_ids(seen: &[Seen]) -> HashSet<String> {
     seen.iter().filter_map(|s| s.value["id"].as_str().map(str::to_owned)).collect()
 }
 
+/// Appends `versions` of every order (all orders' first version, then their second, …), as the application does.
 pub async fn append_versions(
-    store: &DynamoEventStore,
+    store: &dyn EventStore,
     orders: &[OrderId],
     versions: std::ops::RangeInclusive<u64>,
 ) -> Vec<StoredEvent> {
