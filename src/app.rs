@@ -19,7 +19,7 @@ use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings, Transport};
 use crate::feed::kafka::{self, KafkaHealth, KafkaSink, KafkaSubscription};
-use crate::feed::kinesis::{self, CheckpointStore, KinesisHealth, KinesisSink, KinesisSubscription};
+use crate::feed::kinesis::{self, KinesisHealth, KinesisSink, KinesisSubscription};
 use crate::feed::tail::LogTail;
 use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::http::{self, AppState};
@@ -56,10 +56,13 @@ struct Wiring {
 #[derive(Clone, Default)]
 pub struct Adapters {
     /// Wraps each view before its projector starts.
-    pub view: Option<Arc<dyn Fn(Arc<dyn Projection>) -> Arc<dyn Projection> + Send + Sync>>,
+    pub view: Option<Wrap<dyn Projection>>,
     /// Wraps each sink the Streams bridge publishes to (distributed profile).
-    pub sink: Option<Arc<dyn Fn(Arc<dyn EventSink>) -> Arc<dyn EventSink> + Send + Sync>>,
+    pub sink: Option<Wrap<dyn EventSink>>,
 }
+
+/// Puts an adapter of its own around a configured one.
+pub type Wrap<T> = Arc<dyn Fn(Arc<T>) -> Arc<T> + Send + Sync>;
 
 /// What every projector of the application shares.
 struct ProjectorKit<'a> {
@@ -178,7 +181,8 @@ async fn distributed(settings: &Settings, adapters: &Adapters) -> anyhow::Result
         source: store.clone(),
     };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
-    let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
+    let checkpoints =
+        crate::feed::shards::CheckpointTable { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
     let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
     let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
     let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner.clone(), period));

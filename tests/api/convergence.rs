@@ -15,9 +15,9 @@ use orderflow::config::Settings;
 use reqwest::Client;
 use serde_json::Value;
 
-use crate::helpers::{SECRET, distributed, spawn_process_with, test_env};
-use crate::restart::{Step, expected_totals, revenue_totals, script};
-use crate::scaleout::run_alternating;
+use crate::helpers::{
+    SECRET, Step, distributed, expected_totals, revenue_totals, run_alternating, script, spawn_process_with, test_env,
+};
 
 const ORDERS: usize = 600;
 

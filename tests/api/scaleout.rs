@@ -1,4 +1,4 @@
-//! Scale-out (DESIGN.md "Scale-out"): two instances on one DynamoDB + Kafka (+ search index) take a mixed
+//! Scale-out (docs/design.md, "Scale-out"): two instances on one DynamoDB + Kafka (+ search index) take a mixed
 //! workload in which every order's commands alternate between them; one is killed (SIGKILL) in the middle. The
 //! survivor takes the rest (every command carries an `Idempotency-Key`, so the unanswered ones are retried).
 //! Afterwards: every acknowledged command is in the store once, each order's history is gap-free, the search
@@ -8,8 +8,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream;
 use orderflow::auth::{Authenticator, Role};
 use orderflow::config::Settings;
 use rdkafka::ClientConfig;
@@ -19,39 +17,9 @@ use reqwest::Client;
 use serde_json::Value;
 
 use crate::helpers::{SECRET, distributed, spawn_process_with, test_env};
-use crate::restart::{Step, expected_totals, revenue_totals, script, send};
+use crate::helpers::{Step, expected_totals, revenue_totals, run_alternating, script};
 
 const ORDERS: usize = 240;
-const CONCURRENCY: usize = 24;
-
-/// Runs the scripts with step `k` of order `i` sent to instance `(i + k) % 2` (while it is up, else to the
-/// other); returns the scripts' unacknowledged rests.
-pub(crate) async fn run_alternating(
-    client: &Client,
-    addresses: &[String; 2],
-    up: &[std::sync::atomic::AtomicBool; 2],
-    token: &str,
-    orders: Vec<(usize, Vec<Step>)>,
-) -> Vec<(usize, Vec<Step>)> {
-    use std::sync::atomic::Ordering;
-    stream::iter(orders)
-        .map(|(i, steps)| async move {
-            for (k, step) in steps.iter().enumerate() {
-                let mut target = (i + k) % 2;
-                if !up[target].load(Ordering::Relaxed) {
-                    target = 1 - target;
-                }
-                if !send(client, &addresses[target], token, step).await {
-                    return (i, steps[k..].to_vec());
-                }
-            }
-            (i, vec![])
-        })
-        .buffer_unordered(CONCURRENCY)
-        .filter(|(_, rest)| std::future::ready(!rest.is_empty()))
-        .collect()
-        .await
-}
 
 #[actix_web::test]
 async fn two_instances_share_the_work_and_one_dies_without_loss() {
