@@ -95,6 +95,11 @@ pub trait Projection: Send + Sync + 'static {
     async fn repair(&self, _history: &[StoredEvent]) -> Result<Option<u64>, ViewError> {
         Ok(None)
     }
+
+    /// Whether [`Projection::repair`] does anything here (so nothing is read for a view that never needs it).
+    fn repairs(&self) -> bool {
+        false
+    }
 }
 
 /// A view being rebuilt (see [`Projection::rebuild`]). It applies events with the view's own apply logic, so a

@@ -652,6 +652,10 @@ impl Projection for MeiliSearchView {
         Ok(Some(self.current(&[id]).await?.remove(id).map_or(0, |o| o.version)))
     }
 
+    fn repairs(&self) -> bool {
+        true
+    }
+
     /// Kafka's committed offsets hold the position of the distributed feed.
     async fn checkpoint(&self) -> Result<u64, ViewError> {
         Ok(0)

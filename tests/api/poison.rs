@@ -113,6 +113,10 @@ impl Projection for Poisonable {
     async fn repair(&self, history: &[StoredEvent]) -> Result<Option<u64>, ViewError> {
         self.inner.repair(history).await
     }
+
+    fn repairs(&self) -> bool {
+        self.inner.repairs()
+    }
 }
 
 /// A bridge sink behind the switch: it panics before anything of the page is published, so the restarted
