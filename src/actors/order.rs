@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::Utc;
 
 use super::registry::OrderRegistry;
+use crate::clock;
 use crate::domain::{Command, CustomerId, Order, OrderError, OrderId, decide};
 use crate::store::{AppendError, AppendRequest, EventStore, IdempotencyRecord, StoredEvent, StoredResponse};
 
@@ -241,7 +241,7 @@ async fn attempt(
             return Err(CommandError::PreconditionFailed { current }.into());
         }
     }
-    let events = decide(state.as_ref(), &msg.command)?;
+    let events = decide(state.as_ref(), &msg.command, clock::now())?;
     let after = Order::fold(state.clone(), id, &events).ok_or(OrderError::NotFound)?;
     let status = if is_place { 201 } else { 200 };
     let location = is_place.then(|| format!("/orders/{id}"));
@@ -270,12 +270,6 @@ async fn attempt(
 /// True when going from version `before` to `after` passes a multiple of `every`.
 fn crosses_snapshot(before: u64, after: u64, every: u64) -> bool {
     every > 0 && after / every > before / every
-}
-
-/// The current time, truncated to milliseconds: what events store and the API shows.
-pub fn now() -> chrono::DateTime<Utc> {
-    let now = Utc::now();
-    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
 #[cfg(test)]

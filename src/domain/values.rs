@@ -32,6 +32,30 @@ impl ValidationErrors {
         result.map_err(|e| self.push(e)).ok()
     }
 
+    /// A required field: parsed if present, "is required" if not.
+    pub fn require<R, T>(
+        &mut self,
+        field: &str,
+        value: Option<R>,
+        parse: impl FnOnce(&str, R) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        match value {
+            Some(value) => self.collect(parse(field, value)),
+            None => {
+                self.push(FieldError::new(field, "is required"));
+                None
+            }
+        }
+    }
+
+    /// The value when no rule was broken, otherwise every broken rule.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ValidationErrors> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => Err(self),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -171,6 +195,8 @@ pub mod limits {
     pub const MAX_ITEMS: usize = 100;
     pub const MAX_QUANTITY: i128 = 10_000;
     pub const MAX_UNIT_PRICE: i128 = 10_000_000_000;
+    /// The largest possible order total (100 lines × 10⁴ × 10¹⁰ minor units), so also the largest payment.
+    pub const MAX_AMOUNT: i128 = MAX_ITEMS as i128 * MAX_QUANTITY * MAX_UNIT_PRICE;
 }
 
 /// A line quantity: 1–10000.
