@@ -9,6 +9,6 @@ pub mod parking;
 pub mod projector;
 pub mod registry;
 
-pub use order::{CommandError, Execute, Executed, IdempotencyDraft, Precondition};
+pub use order::{Answers, CommandError, Execute, Executed, IdempotencyDraft, Precondition};
 pub use projector::{ProjectionInfo, ProjectionStatus, Projector};
 pub use registry::OrderRegistry;

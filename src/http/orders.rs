@@ -16,14 +16,14 @@ use super::AppState;
 use super::body::{Integer, parse_json, read_limited, request_hash, require_json, typed};
 use super::error::{ApiError, render};
 use super::openapi;
-use crate::actors::{CommandError, Execute, IdempotencyDraft, Precondition};
+use crate::actors::{Answers, CommandError, Execute, IdempotencyDraft, Precondition};
 use crate::auth::Principal;
 use crate::domain::values::{limits, order_total};
 use crate::domain::{
     Command, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity,
     Text, ValidationErrors,
 };
-use crate::store::{AppendError, AppendRequest, StoredEvent};
+use crate::store::{StoredEvent, StoredResponse};
 use crate::telemetry::{self, CommandOutcome};
 use crate::views::{Cursor, SearchQuery, SortOrder};
 
@@ -369,17 +369,19 @@ async fn run_command(
     {
         return Ok(response);
     }
+    let is_place = matches!(command, Command::Place { .. });
     let visible_to = match principal.is_admin() {
         true => None,
         false => match CustomerId::parse("sub", &principal.subject) {
             Ok(customer) => Some(customer),
             // A subject that is not a valid customer id owns no order.
-            Err(_) if !matches!(command, Command::Place { .. }) => return Err(ApiError::OrderNotFound),
+            Err(_) if !is_place => return Err(ApiError::OrderNotFound),
             Err(e) => return Err(ApiError::Validation(vec![e])),
         },
     };
     let trace = super::request_trace(req);
-    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone(), trace };
+    let answers = Answers { success: if is_place { placed } else { changed }, refusal: refused };
+    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone(), trace, answers };
     match state.registry.execute(&order_id, msg).await {
         Ok(executed) => {
             // An admin acting on a customer's order is an admin action: audited (with auth on; with auth off
@@ -409,15 +411,34 @@ async fn run_command(
                 None => Err(ApiError::WriteConflict),
             }
         }
-        Err(e @ CommandError::Unavailable(_)) => Err(e.into()),
-        Err(e) => {
-            let error = ApiError::from(e);
-            match idempotency {
-                Some(draft) => remember_error(state, order_id, &draft, error).await,
-                None => Err(error),
-            }
-        }
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The answer to a place: 201 with the order's `Location`.
+fn placed(order: &Order) -> StoredResponse {
+    order_response(201, order, Some(format!("/orders/{}", order.order_id)))
+}
+
+/// The answer to the other commands: 200.
+fn changed(order: &Order) -> StoredResponse {
+    order_response(200, order, None)
+}
+
+/// The order document, its version as a strong ETag.
+fn order_response(status: u16, order: &Order, location: Option<String>) -> StoredResponse {
+    StoredResponse {
+        status,
+        // Serializing our own plain struct cannot fail; an empty object would only hide a bug, not data.
+        body: serde_json::to_string(order).unwrap_or_else(|_| "{}".into()),
+        etag: Some(format!("\"{}\"", order.version)),
+        location,
+    }
+}
+
+/// The problem document of a refused command, as a retry with the same key gets it again.
+fn refused(error: &CommandError) -> StoredResponse {
+    ApiError::from(error.clone()).to_stored()
 }
 
 /// The stored answer to an earlier request with the same key: replayed if the body is the same,
@@ -427,33 +448,6 @@ async fn replay(state: &AppState, draft: &IdempotencyDraft) -> Result<Option<Htt
         Some(record) if record.request_hash == draft.request_hash => Ok(Some(render(&record.response, true))),
         Some(_) => Err(ApiError::IdempotencyKeyReused),
         None => Ok(None),
-    }
-}
-
-/// Keeps a refused command's answer under its key, so a retry gets the same answer. If a concurrent request
-/// with the same key got there first (this copy was refused *because* that one succeeded), its answer is the
-/// one to give. Best effort otherwise: a retry simply runs the (deterministic) checks again.
-async fn remember_error(
-    state: &AppState,
-    order_id: OrderId,
-    draft: &IdempotencyDraft,
-    error: ApiError,
-) -> Result<HttpResponse, ApiError> {
-    let request = AppendRequest {
-        order_id,
-        expected_version: 0,
-        events: vec![],
-        snapshot: None,
-        idempotency: Some(draft.record(error.to_stored())),
-        traceparent: None,
-    };
-    match state.store.append(request).await {
-        Ok(_) => Err(error),
-        Err(AppendError::IdempotencyKeyTaken) => replay(state, draft).await?.ok_or(error),
-        Err(e) => {
-            tracing::debug!(error = %e, "could not keep a refused command's idempotent response");
-            Err(error)
-        }
     }
 }
 
