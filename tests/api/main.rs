@@ -17,6 +17,7 @@ mod meili_mock;
 mod metrics;
 mod openapi;
 mod outage;
+mod poison;
 mod queries;
 mod restart;
 mod scaleout;
