@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::values::{Currency, CustomerId, LineItem, Money, OrderId, Text};
+use super::values::{Currency, CustomerId, LineItem, Money, OrderId, ShippingAddress, Text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -32,7 +32,8 @@ impl OrderStatus {
     }
 }
 
-/// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of docs/api.md §1.
+/// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of docs/api.md §1,
+/// in the shape of each type's current schema version (`store::codec` reads older ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
@@ -43,6 +44,9 @@ pub enum OrderEvent {
         items: Vec<LineItem>,
         total: Money,
         placed_at: DateTime<Utc>,
+        /// Since schema version 2: always present, `null` when the order has none.
+        #[schema(required = true)]
+        shipping_address: Option<ShippingAddress>,
     },
     #[serde(rename_all = "camelCase")]
     PaymentConfirmed { payment_id: Text, amount: Money, paid_at: DateTime<Utc> },
@@ -81,10 +85,24 @@ impl OrderEvent {
 /// part of it; [`decide`] is given it, so that deciding stays pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Place { customer_id: CustomerId, currency: Currency, items: Vec<LineItem>, total: Money },
-    ConfirmPayment { payment_id: Text, amount: Money },
-    Ship { carrier: Text, tracking_number: Text },
-    Cancel { reason: Text },
+    Place {
+        customer_id: CustomerId,
+        currency: Currency,
+        items: Vec<LineItem>,
+        total: Money,
+        shipping_address: Option<ShippingAddress>,
+    },
+    ConfirmPayment {
+        payment_id: Text,
+        amount: Money,
+    },
+    Ship {
+        carrier: Text,
+        tracking_number: Text,
+    },
+    Cancel {
+        reason: Text,
+    },
 }
 
 impl Command {
@@ -139,6 +157,8 @@ pub struct Order {
     pub version: u64,
     pub placed_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<Text>,
@@ -161,24 +181,27 @@ impl Order {
     /// An event that cannot apply (anything but `OrderPlaced` on no state) leaves the state as it was.
     pub fn evolve(state: Option<Order>, order_id: &OrderId, event: &OrderEvent) -> Option<Order> {
         match (state, event) {
-            (None, OrderEvent::OrderPlaced { customer_id, currency, items, total, placed_at }) => Some(Order {
-                order_id: order_id.clone(),
-                customer_id: customer_id.clone(),
-                status: OrderStatus::Placed,
-                currency: *currency,
-                items: items.clone(),
-                total: *total,
-                version: 1,
-                placed_at: *placed_at,
-                paid_at: None,
-                payment_id: None,
-                shipped_at: None,
-                carrier: None,
-                tracking_number: None,
-                cancelled_at: None,
-                cancel_reason: None,
-                refund: None,
-            }),
+            (None, OrderEvent::OrderPlaced { customer_id, currency, items, total, placed_at, shipping_address }) => {
+                Some(Order {
+                    order_id: order_id.clone(),
+                    customer_id: customer_id.clone(),
+                    status: OrderStatus::Placed,
+                    currency: *currency,
+                    items: items.clone(),
+                    total: *total,
+                    version: 1,
+                    placed_at: *placed_at,
+                    shipping_address: shipping_address.clone(),
+                    paid_at: None,
+                    payment_id: None,
+                    shipped_at: None,
+                    carrier: None,
+                    tracking_number: None,
+                    cancelled_at: None,
+                    cancel_reason: None,
+                    refund: None,
+                })
+            }
             (None, _) => None,
             (Some(mut order), event) => {
                 match event {
@@ -224,13 +247,14 @@ impl Order {
 /// Checks a command against the current state and says which events it produces, stamped `now`.
 pub fn decide(state: Option<&Order>, command: &Command, now: DateTime<Utc>) -> Result<Decision, OrderError> {
     let order = match (state, command) {
-        (None, Command::Place { customer_id, currency, items, total }) => {
+        (None, Command::Place { customer_id, currency, items, total, shipping_address }) => {
             return Ok(vec![OrderEvent::OrderPlaced {
                 customer_id: customer_id.clone(),
                 currency: *currency,
                 items: items.clone(),
                 total: *total,
                 placed_at: now,
+                shipping_address: shipping_address.clone(),
             }]);
         }
         (Some(_), Command::Place { .. }) => return Err(OrderError::AlreadyExists),
@@ -308,6 +332,7 @@ mod tests {
             currency: Currency::parse("c", "EUR").unwrap(),
             total: crate::domain::values::order_total(&items).unwrap(),
             items,
+            shipping_address: None,
         }
     }
 

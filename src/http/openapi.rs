@@ -710,6 +710,12 @@ mod tests {
         assert_eq!(schemas["PlaceOrderRequest"]["properties"]["items"]["maxItems"], limits::MAX_ITEMS);
         assert_eq!(schemas["PlaceOrderLine"]["properties"]["sku"]["maxLength"], 64);
         assert_eq!(schemas["CancelRequest"]["properties"]["reason"]["maxLength"], 500);
+        // The shipping address (OrderPlaced schema version 2): optional in the command, shown in the order.
+        let address = &schemas["PlaceOrderRequest"]["properties"]["shippingAddress"];
+        assert!(address.to_string().contains("#/components/schemas/ShippingAddress"), "{address}");
+        assert!(!schemas["PlaceOrderRequest"]["required"].as_array().unwrap().contains(&"shippingAddress".into()));
+        assert_eq!(schemas["ShippingAddress"]["properties"]["country"]["pattern"], "^[A-Z]{2}$");
+        assert!(schemas["Order"]["properties"]["shippingAddress"].is_object());
         // The id pattern and length agree with the parser.
         let id = "a".repeat(64);
         assert!(OrderId::parse("id", &id).is_ok() && OrderId::parse("id", &format!("{id}a")).is_err());

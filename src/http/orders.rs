@@ -20,8 +20,8 @@ use crate::actors::{Answers, CommandError, Execute, IdempotencyDraft, Preconditi
 use crate::auth::Principal;
 use crate::domain::values::{limits, order_total};
 use crate::domain::{
-    Command, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity,
-    Text, ValidationErrors,
+    Command, Country, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus,
+    Quantity, ShippingAddress, Text, ValidationErrors,
 };
 use crate::store::{StoredEvent, StoredResponse};
 use crate::telemetry::{self, CommandOutcome};
@@ -175,6 +175,44 @@ pub struct PlaceOrderRequest {
     /// 1-100 lines; Σ quantity × unitPrice is the order's total.
     #[schema(value_type = Vec<PlaceOrderLine>, min_items = 1, max_items = 100, required = true)]
     pub items: Option<Vec<PlaceOrderLine>>,
+    /// Where to ship the order; may be left out.
+    #[schema(value_type = Option<ShippingAddress>)]
+    pub shipping_address: Option<ShippingAddressRequest>,
+}
+
+/// A `ShippingAddress` as a request carries it (its schema is `ShippingAddress`'s).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShippingAddressRequest {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+}
+
+impl ShippingAddressRequest {
+    fn into_address(self, errors: &mut ValidationErrors) -> Option<ShippingAddress> {
+        let field = |name: &str| format!("shippingAddress.{name}");
+        let name = errors.require(&field("name"), self.name, text(limits::ADDRESS_NAME));
+        let line1 = errors.require(&field("line1"), self.line1, text(limits::ADDRESS_LINE));
+        let line2 = self.line2.map(|line| errors.collect(Text::parse(&field("line2"), &line, limits::ADDRESS_LINE)));
+        let postal_code = errors.require(&field("postalCode"), self.postal_code, text(limits::POSTAL_CODE));
+        let city = errors.require(&field("city"), self.city, text(limits::CITY));
+        let country = errors.require(&field("country"), self.country, |f, v| Country::parse(f, &v));
+        Some(ShippingAddress {
+            name: name?,
+            line1: line1?,
+            line2: match line2 {
+                Some(line) => Some(line?),
+                None => None,
+            },
+            postal_code: postal_code?,
+            city: city?,
+            country: country?,
+        })
+    }
 }
 
 /// One line of a `PlaceOrderRequest`.
@@ -252,9 +290,20 @@ impl TryFrom<PlaceOrderRequest> for (OrderId, Command) {
             }
             total
         });
-        let command =
-            (|| Some(Command::Place { customer_id: customer_id?, currency: currency?, items: items?, total: total? }))(
-            );
+        // Left out, there is none; given, it is checked like the rest.
+        let shipping_address = match body.shipping_address {
+            Some(address) => address.into_address(&mut errors).map(Some),
+            None => Some(None),
+        };
+        let command = (|| {
+            Some(Command::Place {
+                customer_id: customer_id?,
+                currency: currency?,
+                items: items?,
+                total: total?,
+                shipping_address: shipping_address?,
+            })
+        })();
         errors.finish(order_id.zip(command))
     }
 }

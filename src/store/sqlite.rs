@@ -22,11 +22,11 @@ use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk,
-    StoreUnavailable, StoredEvent, StoredResponse,
+    AppendError, AppendRequest, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk, StoreUnavailable,
+    StoredEvent, StoredResponse, codec,
 };
 use crate::config::StoreSettings;
-use crate::domain::{Order, OrderEvent, OrderId};
+use crate::domain::{Order, OrderId};
 use crate::sql::{self, DbError, ReadPool};
 
 const SCHEMA: &str = "
@@ -275,7 +275,7 @@ fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>
             schema_version,
             recorded_at: DateTime::from_timestamp_millis(recorded_at).ok_or("bad recorded_at")?,
             traceparent,
-            event: serde_json::from_str::<OrderEvent>(&payload).map_err(|e| e.to_string())?,
+            event: codec::decode(&payload, schema_version).map_err(|e| e.to_string())?,
         })
     })())
 }
@@ -424,13 +424,14 @@ fn write_append(
     for (i, event) in request.events.iter().enumerate() {
         let version = request.expected_version + 1 + i as u64;
         let event_id = Uuid::now_v7();
-        let payload = serde_json::to_string(event).map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let payload = codec::encode(event).map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let schema_version = codec::schema_version(event);
         let result = insert.execute(params![
             request.order_id.as_str(),
             version,
             event_id.to_string(),
             event.type_name(),
-            EVENT_SCHEMA_VERSION,
+            schema_version,
             now.timestamp_millis(),
             payload,
             request.traceparent.as_deref()
@@ -445,7 +446,7 @@ fn write_append(
             order_id: request.order_id.clone(),
             version,
             position: tx.last_insert_rowid() as u64,
-            schema_version: EVENT_SCHEMA_VERSION,
+            schema_version,
             recorded_at: now,
             traceparent: request.traceparent.clone(),
             event: event.clone(),

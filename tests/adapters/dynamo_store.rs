@@ -158,6 +158,7 @@ pub fn placed_with_items(currency: &str, total: u64, placed_at: DateTime<Utc>, n
         items,
         total: Money::from_minor(total),
         placed_at,
+        shipping_address: None,
     }
 }
 

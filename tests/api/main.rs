@@ -10,6 +10,7 @@ mod consistency;
 mod console;
 mod deploy;
 mod errors;
+mod evolution;
 mod failures;
 mod hardening;
 mod helpers;
