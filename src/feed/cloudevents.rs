@@ -59,6 +59,8 @@ pub struct DecodeError(pub String);
 
 impl CloudEvent {
     pub fn from_stored(event: &StoredEvent) -> Self {
+        // A stored event is always read in today's shape (`store::codec`), so its data is at the current version.
+        let version = codec::schema_version(&event.event);
         let (kind, data) = match serde_json::to_value(&event.event) {
             Ok(Value::Object(mut tagged)) => (
                 tagged.remove("type").and_then(|t| t.as_str().map(str::to_owned)).unwrap_or_default(),
@@ -75,8 +77,8 @@ impl CloudEvent {
             time: event.occurred_at(),
             datacontenttype: "application/json".into(),
             sequence: event.version.to_string(),
-            dataschema: Some(dataschema(event.event.type_name(), event.schema_version)),
-            schemaversion: event.schema_version,
+            dataschema: Some(dataschema(event.event.type_name(), version)),
+            schemaversion: version,
             traceparent: event.traceparent.clone(),
             data,
         }
