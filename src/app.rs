@@ -56,10 +56,13 @@ struct Wiring {
 #[derive(Clone, Default)]
 pub struct Adapters {
     /// Wraps each view before its projector starts.
-    pub view: Option<Arc<dyn Fn(Arc<dyn Projection>) -> Arc<dyn Projection> + Send + Sync>>,
+    pub view: Option<Wrap<dyn Projection>>,
     /// Wraps each sink the Streams bridge publishes to (distributed profile).
-    pub sink: Option<Arc<dyn Fn(Arc<dyn EventSink>) -> Arc<dyn EventSink> + Send + Sync>>,
+    pub sink: Option<Wrap<dyn EventSink>>,
 }
+
+/// Puts an adapter of its own around a configured one.
+pub type Wrap<T> = Arc<dyn Fn(Arc<T>) -> Arc<T> + Send + Sync>;
 
 /// What every projector of the application shares.
 struct ProjectorKit<'a> {

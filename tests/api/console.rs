@@ -9,8 +9,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::helpers::header;
 use crate::helpers::{eventually, new_id, spawn_app, spawn_app_poisoning};
-use crate::queries::header;
 
 #[actix_web::test]
 async fn console_assets_are_served_from_the_binary_with_a_strict_policy() {

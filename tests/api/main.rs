@@ -4,6 +4,7 @@
 mod asyncapi;
 mod audit;
 mod auth;
+mod backup;
 mod cli;
 mod commands;
 mod consistency;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
+use crate::helpers::{Sample, parse_metrics};
 use crate::helpers::{distributed, eventually_within, new_id, spawn_app, spawn_app_poisoning, spawn_process};
-use crate::queries::{Sample, parse_metrics};
 
 const COMMANDS: [&str; 4] = ["place", "confirm-payment", "ship", "cancel"];
 const COMMAND_OUTCOMES: [&str; 4] = ["ok", "rejected", "conflict", "error"];

@@ -21,6 +21,11 @@ use serde_json::{Value, json};
 
 use crate::poison::PoisonSwitch;
 
+mod reads;
+mod workload;
+pub use reads::*;
+pub use workload::*;
+
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 pub struct TestApp {
