@@ -715,6 +715,15 @@ mod tests {
         assert!(address.to_string().contains("#/components/schemas/ShippingAddress"), "{address}");
         assert!(!schemas["PlaceOrderRequest"]["required"].as_array().unwrap().contains(&"shippingAddress".into()));
         assert_eq!(schemas["ShippingAddress"]["properties"]["country"]["pattern"], "^[A-Z]{2}$");
+        let address = &schemas["ShippingAddress"]["properties"];
+        for (field, max) in [
+            ("name", limits::ADDRESS_NAME),
+            ("line1", limits::ADDRESS_LINE),
+            ("postalCode", limits::POSTAL_CODE),
+            ("city", limits::CITY),
+        ] {
+            assert_eq!(address[field]["maxLength"], max, "{field}");
+        }
         assert!(schemas["Order"]["properties"]["shippingAddress"].is_object());
         // The id pattern and length agree with the parser.
         let id = "a".repeat(64);
