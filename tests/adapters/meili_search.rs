@@ -731,17 +731,7 @@ async fn meili_rebuild_swaps_the_fresh_index_in_and_leaves_no_index_behind() {
 const MASTER: &str = "mock-master-key";
 
 /// The actions the README documents for `meilisearch.api_key`.
-const ACTIONS: [&str; 9] = [
-    "search",
-    "documents.add",
-    "documents.get",
-    "indexes.create",
-    "indexes.delete",
-    "indexes.swap",
-    "settings.get",
-    "settings.update",
-    "tasks.get",
-];
+const ACTIONS: [&str; 9] = orderflow::views::search_meili::API_KEY_ACTIONS;
 
 /// A keyed mock of its own, and view settings on a fresh index of it with `key`.
 fn keyed_mock(key: &str) -> (meili_mock::MeiliMock, MeiliSettings) {
