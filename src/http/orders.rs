@@ -633,7 +633,10 @@ struct History<'a> {
 #[utoipa::path(
     get, path = "/orders/{id}/history", tag = "orders", operation_id = "getOrderHistory",
     summary = "An order's events",
-    description = "Every event of the order, oldest first, from the write model.",
+    description = "Every event of the order, oldest first, from the write model. Each event's `data` has today's \
+        shape of its type, whatever schema version it was written with (stored events are never rewritten; older \
+        versions are upcast on reading, so an `OrderPlaced` from before schema version 2 shows `shippingAddress: null`). \
+        The versions and the compatibility policy are in docs/api.md §3 and `/asyncapi.json`.",
     params(("id" = OrderId, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order's events", body = History),
