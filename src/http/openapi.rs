@@ -3,8 +3,10 @@
 //! here is what the code does not spell out as types:
 //! - the value types' schemas (ids, currency, quantity, money, text), built from the same limits that
 //!   `domain::values` enforces;
-//! - schema-only request bodies and parameters: the handlers parse bodies and query strings by hand (that is
-//!   how docs/api.md's 400 vs 422 split works), so these structs exist only to be described;
+//! - the schemas of the request bodies' text and money fields (the bodies themselves are the DTOs of
+//!   `http::orders`, described by their derive);
+//! - schema-only parameters: the handlers parse query strings by hand (that is how docs/api.md's 400 vs 422
+//!   split works), so these structs exist only to be described;
 //! - the problem responses, built from the real [`ApiError`]s: status, `code`, headers and examples are what
 //!   `error.rs` answers, and a unit test fails if an `ApiError` is documented nowhere;
 //! - the bearer JWT scheme, which every route needs except `/metrics`, `/health/*`, this document and
@@ -98,9 +100,6 @@ pub async fn document() -> HttpResponse {
 
 // ----------------------------------------------------------------------------------------- value types
 
-/// The largest possible order total: 100 lines × 10⁴ × 10¹⁰ minor units; also the largest payment amount.
-const MAX_AMOUNT: i128 = limits::MAX_ITEMS as i128 * limits::MAX_QUANTITY * limits::MAX_UNIT_PRICE;
-
 /// Lengths of [`Text`] by field; the `Text` component carries the loosest bound.
 const TEXT_LIMITS: [(&str, usize); 6] = [
     ("sku", limits::SKU),
@@ -190,90 +189,36 @@ fn money(max: i128) -> ObjectBuilder {
 
 impl PartialSchema for Money {
     fn schema() -> RefOr<Schema> {
-        money(MAX_AMOUNT)
+        money(limits::MAX_AMOUNT)
             .description(Some("An amount in integer minor units (cents for EUR); never a fraction."))
             .into()
     }
 }
 impl ToSchema for Money {}
 
-// ------------------------------------------------------------------------------------ request bodies
+// ------------------------------------------------------------------------------- request body fields
+// The schemas of the text and money fields of the request bodies (`http::orders`), by field, with their limits.
 
-fn sku() -> ObjectBuilder {
+pub(super) fn sku() -> ObjectBuilder {
     text(limits::SKU)
 }
-fn item_name() -> ObjectBuilder {
+pub(super) fn item_name() -> ObjectBuilder {
     text(limits::ITEM_NAME)
 }
-fn unit_price() -> ObjectBuilder {
+pub(super) fn unit_price() -> ObjectBuilder {
     money(limits::MAX_UNIT_PRICE).description(Some("The price of one unit, in integer minor units."))
 }
-fn payment_id() -> ObjectBuilder {
+pub(super) fn payment_id() -> ObjectBuilder {
     text(limits::PAYMENT_ID)
 }
-fn carrier() -> ObjectBuilder {
+pub(super) fn carrier() -> ObjectBuilder {
     text(limits::CARRIER)
 }
-fn tracking_number() -> ObjectBuilder {
+pub(super) fn tracking_number() -> ObjectBuilder {
     text(limits::TRACKING_NUMBER)
 }
-fn reason() -> ObjectBuilder {
+pub(super) fn reason() -> ObjectBuilder {
     text(limits::CANCEL_REASON)
-}
-
-/// The body of `POST /orders`. A wrong JSON type is 400 `invalid_json`; a broken rule, 422 `validation_failed`.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlaceOrderRequest {
-    /// Left out, the server makes a UUIDv7.
-    pub order_id: Option<OrderId>,
-    /// Required with an admin token. With a customer token it may be left out, and must otherwise be the
-    /// token's `sub` (403 `forbidden`).
-    pub customer_id: Option<CustomerId>,
-    pub currency: Currency,
-    /// 1-100 lines; Σ quantity × unitPrice is the order's total.
-    #[schema(min_items = 1, max_items = 100)]
-    pub items: Vec<PlaceOrderLine>,
-}
-
-/// One line of a `PlaceOrderRequest`.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlaceOrderLine {
-    #[schema(schema_with = sku)]
-    pub sku: String,
-    #[schema(schema_with = item_name)]
-    pub name: String,
-    pub quantity: Quantity,
-    #[schema(schema_with = unit_price)]
-    pub unit_price: u64,
-}
-
-/// The body of `POST /orders/{id}/confirm-payment`. The same `paymentId` again is a 200 that changes nothing.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfirmPaymentRequest {
-    #[schema(schema_with = payment_id)]
-    pub payment_id: String,
-    /// Must equal the order's total (422 `amount_mismatch`).
-    pub amount: Money,
-}
-
-/// The body of `POST /orders/{id}/ship`; the order must be paid.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ShipRequest {
-    #[schema(schema_with = carrier)]
-    pub carrier: String,
-    #[schema(schema_with = tracking_number)]
-    pub tracking_number: String,
-}
-
-/// The body of `POST /orders/{id}/cancel`; a paid order is refunded in full.
-#[derive(ToSchema)]
-pub struct CancelRequest {
-    #[schema(schema_with = reason)]
-    pub reason: String,
 }
 
 // ------------------------------------------------------------------------------------------ parameters
@@ -790,6 +735,21 @@ mod tests {
         assert_eq!(schemas["PlaceOrderRequest"]["properties"]["items"]["maxItems"], limits::MAX_ITEMS);
         assert_eq!(schemas["PlaceOrderLine"]["properties"]["sku"]["maxLength"], 64);
         assert_eq!(schemas["CancelRequest"]["properties"]["reason"]["maxLength"], 500);
+        // The shipping address (OrderPlaced schema version 2): optional in the command, shown in the order.
+        let address = &schemas["PlaceOrderRequest"]["properties"]["shippingAddress"];
+        assert!(address.to_string().contains("#/components/schemas/ShippingAddress"), "{address}");
+        assert!(!schemas["PlaceOrderRequest"]["required"].as_array().unwrap().contains(&"shippingAddress".into()));
+        assert_eq!(schemas["ShippingAddress"]["properties"]["country"]["pattern"], "^[A-Z]{2}$");
+        let address = &schemas["ShippingAddress"]["properties"];
+        for (field, max) in [
+            ("name", limits::ADDRESS_NAME),
+            ("line1", limits::ADDRESS_LINE),
+            ("postalCode", limits::POSTAL_CODE),
+            ("city", limits::CITY),
+        ] {
+            assert_eq!(address[field]["maxLength"], max, "{field}");
+        }
+        assert!(schemas["Order"]["properties"]["shippingAddress"].is_object());
         // The id pattern and length agree with the parser.
         let id = "a".repeat(64);
         assert!(OrderId::parse("id", &id).is_ok() && OrderId::parse("id", &format!("{id}a")).is_err());

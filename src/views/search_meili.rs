@@ -104,6 +104,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// the slow task did apply in the meantime. (Startup waits for its index tasks without a limit.)
 const TASK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The API-key actions the view needs, on the indexes `<index>` and `<index>_rebuild_*` (README, "Meilisearch").
+pub const API_KEY_ACTIONS: [&str; 9] = [
+    "search",
+    "documents.add",
+    "documents.get",
+    "indexes.create",
+    "indexes.delete",
+    "indexes.swap",
+    "settings.get",
+    "settings.update",
+    "tasks.get",
+];
+
 /// How often startup logs the progress of an index task it waits for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 

@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use meilisearch_sdk::client::Client;
 use orderflow::config::MeiliSettings;
 use orderflow::domain::{CustomerId, Order, OrderEvent, OrderId, OrderStatus};
-use orderflow::store::{EVENT_SCHEMA_VERSION, StoredEvent};
+use orderflow::store::{StoredEvent, codec};
 use orderflow::views::search_meili::MeiliSearchView;
 use orderflow::views::search_sqlite::SqliteSearchView;
 use orderflow::views::{ApplyReport, Cursor, Projection, SearchPage, SearchQuery, SearchView, SortOrder, ViewError};
@@ -110,15 +110,16 @@ fn at(minutes: i64) -> DateTime<Utc> {
 }
 
 fn event(order: &OrderId, version: u64, event: Value) -> StoredEvent {
+    let event = serde_json::from_value::<OrderEvent>(event).expect("a valid event");
     StoredEvent {
         event_id: Uuid::now_v7(),
         order_id: order.clone(),
         version,
         position: 0,
-        schema_version: EVENT_SCHEMA_VERSION,
+        schema_version: codec::schema_version(&event),
         recorded_at: Utc::now(),
         traceparent: None,
-        event: serde_json::from_value::<OrderEvent>(event).expect("a valid event"),
+        event,
     }
 }
 
@@ -731,17 +732,7 @@ async fn meili_rebuild_swaps_the_fresh_index_in_and_leaves_no_index_behind() {
 const MASTER: &str = "mock-master-key";
 
 /// The actions the README documents for `meilisearch.api_key`.
-const ACTIONS: [&str; 9] = [
-    "search",
-    "documents.add",
-    "documents.get",
-    "indexes.create",
-    "indexes.delete",
-    "indexes.swap",
-    "settings.get",
-    "settings.update",
-    "tasks.get",
-];
+const ACTIONS: [&str; 9] = orderflow::views::search_meili::API_KEY_ACTIONS;
 
 /// A keyed mock of its own, and view settings on a fresh index of it with `key`.
 fn keyed_mock(key: &str) -> (meili_mock::MeiliMock, MeiliSettings) {

@@ -12,6 +12,7 @@ mod console;
 mod convergence;
 mod deploy;
 mod errors;
+mod evolution;
 mod failures;
 mod hardening;
 mod helpers;

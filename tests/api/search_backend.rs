@@ -8,17 +8,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, distributed, eventually, new_id, spawn_app_with};
 
 /// The actions the README documents for `meilisearch.api_key`.
-const ACTIONS: [&str; 9] = [
-    "search",
-    "documents.add",
-    "documents.get",
-    "indexes.create",
-    "indexes.delete",
-    "indexes.swap",
-    "settings.get",
-    "settings.update",
-    "tasks.get",
-];
+const ACTIONS: [&str; 9] = orderflow::views::search_meili::API_KEY_ACTIONS;
 
 /// `/health/ready` with an admin token: its status and the `searchView` check.
 async fn search_check(app: &TestApp) -> (StatusCode, String) {

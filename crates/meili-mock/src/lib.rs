@@ -879,6 +879,16 @@ fn index_not_found(uid: &str) -> HttpResponse {
     HttpResponse::NotFound().json(index_not_found_value(uid))
 }
 
+/// A `{taskUid}` / `{batchUid}` path parameter, or the 400 Meilisearch answers for one that is not a number.
+fn parse_uid<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, HttpResponse> {
+    raw.parse().map_err(|_| {
+        bad_request(
+            &format!("invalid_{what}_uid"),
+            &format!("Invalid value in parameter `{what}Uid`: could not parse `{raw}` as a positive integer"),
+        )
+    })
+}
+
 fn bad_request(code: &str, message: &str) -> HttpResponse {
     error_response(StatusCode::BAD_REQUEST, code, "invalid_request", message)
 }
@@ -1012,12 +1022,9 @@ async fn get_task(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<Strin
     if let Some(denied) = mock.deny(&req, "tasks.get", &[]) {
         return denied;
     }
-    let raw = path.into_inner();
-    let Ok(uid) = raw.parse::<usize>() else {
-        return bad_request(
-            "invalid_task_uid",
-            &format!("Invalid value in parameter `taskUid`: could not parse `{raw}` as a positive integer"),
-        );
+    let uid = match parse_uid::<usize>(&path.into_inner(), "task") {
+        Ok(uid) => uid,
+        Err(refused) => return refused,
     };
     let state = mock.lock();
     match state.tasks.get(uid) {
@@ -1037,12 +1044,9 @@ async fn get_batch(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<Stri
     if let Some(denied) = mock.deny(&req, "tasks.get", &[]) {
         return denied;
     }
-    let raw = path.into_inner();
-    let Ok(uid) = raw.parse::<u32>() else {
-        return bad_request(
-            "invalid_batch_uid",
-            &format!("Invalid value in parameter `batchUid`: could not parse `{raw}` as a positive integer"),
-        );
+    let uid = match parse_uid::<u32>(&path.into_inner(), "batch") {
+        Ok(uid) => uid,
+        Err(refused) => return refused,
     };
     let state = mock.lock();
     let tasks: Vec<&TaskRecord> = state.tasks.iter().filter(|t| t.batch_uid == Some(uid)).collect();
