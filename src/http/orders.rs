@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::body::{Integer, parse_json, read_limited, request_hash, require_json, typed};
 use super::error::{ApiError, render};
-use super::openapi;
+use super::schemas;
 use crate::actors::{Answers, CommandError, Execute, IdempotencyDraft, Precondition};
 use crate::auth::Principal;
 use crate::domain::values::{limits, order_total};
@@ -35,7 +35,7 @@ type Data = web::Data<AppState>;
     post, path = "/orders", tag = "orders", operation_id = "placeOrder",
     summary = "Place an order",
     description = "Places an order for a customer; the answer is its state at version 1.",
-    params(openapi::CommandHeaders),
+    params(schemas::CommandHeaders),
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The order, placed", body = Order, headers(
@@ -43,15 +43,15 @@ type Data = web::Data<AppState>;
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::Forbidden,
-        openapi::PlaceConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::CommandUnprocessable,
-        openapi::WriteUnavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::Forbidden,
+        schemas::PlaceConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::CommandUnprocessable,
+        schemas::WriteUnavailable,
     ),
 )]
 pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -75,22 +75,22 @@ pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> Http
     post, path = "/orders/{id}/confirm-payment", tag = "orders", operation_id = "confirmPayment",
     summary = "Confirm an order's payment",
     description = "The amount must equal the total. The same `paymentId` again (also on a shipped order) is a 200 that changes nothing.",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::CommandHeaders),
     request_body(content = ConfirmPaymentRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The order, paid", body = Order, headers(
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::OrderNotFound,
-        openapi::PaymentConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::PaymentUnprocessable,
-        openapi::WriteUnavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::OrderNotFound,
+        schemas::PaymentConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::PaymentUnprocessable,
+        schemas::WriteUnavailable,
     ),
 )]
 pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -104,22 +104,22 @@ pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Dat
     post, path = "/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
     summary = "Ship a paid order",
     description = "The order must be paid and neither cancelled nor shipped.",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::CommandHeaders),
     request_body(content = ShipRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The order, shipped", body = Order, headers(
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::OrderNotFound,
-        openapi::ShipConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::CommandUnprocessable,
-        openapi::WriteUnavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::OrderNotFound,
+        schemas::ShipConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::CommandUnprocessable,
+        schemas::WriteUnavailable,
     ),
 )]
 pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -130,22 +130,22 @@ pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpR
     post, path = "/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
     summary = "Cancel an order",
     description = "A placed or paid order can be cancelled; a paid one is refunded in full (`refund`).",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::CommandHeaders),
     request_body(content = CancelRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The order, cancelled", body = Order, headers(
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::OrderNotFound,
-        openapi::CancelConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::CommandUnprocessable,
-        openapi::WriteUnavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::OrderNotFound,
+        schemas::CancelConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::CommandUnprocessable,
+        schemas::WriteUnavailable,
     ),
 )]
 pub async fn cancel(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
@@ -219,13 +219,13 @@ impl ShippingAddressRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaceOrderLine {
-    #[schema(schema_with = openapi::sku, required = true)]
+    #[schema(schema_with = schemas::sku, required = true)]
     pub sku: Option<String>,
-    #[schema(schema_with = openapi::item_name, required = true)]
+    #[schema(schema_with = schemas::item_name, required = true)]
     pub name: Option<String>,
     #[schema(value_type = Quantity, required = true)]
     pub quantity: Option<Integer>,
-    #[schema(schema_with = openapi::unit_price, required = true)]
+    #[schema(schema_with = schemas::unit_price, required = true)]
     pub unit_price: Option<Integer>,
 }
 
@@ -233,7 +233,7 @@ pub struct PlaceOrderLine {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfirmPaymentRequest {
-    #[schema(schema_with = openapi::payment_id, required = true)]
+    #[schema(schema_with = schemas::payment_id, required = true)]
     pub payment_id: Option<String>,
     /// Must equal the order's total (422 `amount_mismatch`).
     #[schema(value_type = Money, required = true)]
@@ -244,16 +244,16 @@ pub struct ConfirmPaymentRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShipRequest {
-    #[schema(schema_with = openapi::carrier, required = true)]
+    #[schema(schema_with = schemas::carrier, required = true)]
     pub carrier: Option<String>,
-    #[schema(schema_with = openapi::tracking_number, required = true)]
+    #[schema(schema_with = schemas::tracking_number, required = true)]
     pub tracking_number: Option<String>,
 }
 
 /// The body of `POST /orders/{id}/cancel`; a paid order is refunded in full.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CancelRequest {
-    #[schema(schema_with = openapi::reason, required = true)]
+    #[schema(schema_with = schemas::reason, required = true)]
     pub reason: Option<String>,
 }
 
@@ -564,13 +564,13 @@ fn stored_document(doc: &crate::views::Document) -> HttpResponse {
     get, path = "/orders/{id}", tag = "orders", operation_id = "getOrder",
     summary = "An order's document",
     description = "From the read model (eventually consistent) unless `consistency=strong` or `minVersion` asks for more.",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::OrderParams),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::OrderParams),
     responses(
         (status = 200, description = "The order", body = Order, headers(
             ("ETag" = String, description = "The order's version, a strong ETag: `\"<version>\"`"),
             ("X-Consistency" = String, description = "`eventual` (the read model answered) or `strong` (the write model did)"),
         )),
-        openapi::Unauthorized, openapi::OrderNotFound, openapi::ValidationFailed, openapi::Unavailable,
+        schemas::Unauthorized, schemas::OrderNotFound, schemas::ValidationFailed, schemas::Unavailable,
     ),
 )]
 pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
@@ -640,7 +640,7 @@ struct History<'a> {
     params(("id" = OrderId, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order's events", body = History),
-        openapi::Unauthorized, openapi::OrderNotFound, openapi::Unavailable,
+        schemas::Unauthorized, schemas::OrderNotFound, schemas::Unavailable,
     ),
 )]
 pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
@@ -674,10 +674,10 @@ pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiE
     get, path = "/orders", tag = "orders", operation_id = "searchOrders",
     summary = "Search orders",
     description = "From the read model (eventually consistent). A customer token finds only its own orders.",
-    params(openapi::SearchParams),
+    params(schemas::SearchParams),
     responses(
         (status = 200, description = "One page of orders", body = crate::views::SearchPage),
-        openapi::Unauthorized, openapi::ValidationFailed, openapi::Unavailable,
+        schemas::Unauthorized, schemas::ValidationFailed, schemas::Unavailable,
     ),
 )]
 pub async fn search(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
