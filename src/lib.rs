@@ -25,6 +25,7 @@ pub mod feed;
 pub mod files;
 pub mod http;
 pub mod lease;
+pub mod lifecycle;
 pub mod sql;
 pub mod store;
 pub mod telemetry;

@@ -49,16 +49,17 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
+use futures_util::StreamExt as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk,
-    RebuildSource, StoreUnavailable, StoredEvent, StoredResponse,
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError, Imported,
+    LoadedStream, RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, same_event,
 };
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
@@ -113,6 +114,14 @@ fn event_item(event: &StoredEvent) -> Result<Item, String> {
     }
     Ok(item)
 }
+
+/// The attribute that keeps the Streams bridge from publishing an event item: `publish` = BOOL false, set by
+/// an import or migration that was not asked to publish (`crate::lifecycle`). Items without it (every item a
+/// command writes) are published.
+pub const PUBLISH_ATTRIBUTE: &str = "publish";
+
+/// Runs an import writes at once (each its own transaction).
+const IMPORT_CONCURRENCY: usize = 16;
 
 pub struct DynamoEventStore {
     client: aws_sdk_dynamodb::Client,
@@ -304,6 +313,169 @@ impl DynamoEventStore {
             },
             Err(e) => Outcome::Failed(AppendError::Unavailable(format!("transaction: {}", error_text(&e)))),
         }
+    }
+}
+
+/// What one conditional transaction of an import found.
+enum Tried {
+    Written,
+    /// An event's (orderId, version) is taken: compare with what is there.
+    Taken,
+    /// The version before the first is not there.
+    Gap,
+    Transient(String),
+}
+
+impl DynamoEventStore {
+    /// Writes one live idempotency record as it was (its `createdAt`, and its expiry counted from it) unless
+    /// the key is taken; `false` when it was.
+    pub async fn import_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+        created_at_ms: i64,
+    ) -> Result<bool, StoreUnavailable> {
+        let created = DateTime::from_timestamp_millis(created_at_ms)
+            .ok_or_else(|| StoreUnavailable(format!("idempotency record {}: bad createdAt", record.scope)))?;
+        let request = AppendRequest {
+            order_id: OrderId::generate(),
+            expected_version: 0,
+            events: Vec::new(),
+            snapshot: None,
+            idempotency: Some(record.clone()),
+            traceparent: None,
+        };
+        let mut writes = self.writes(&request, &[], created).map_err(StoreUnavailable)?;
+        for write in &mut writes {
+            // Only where the key is free: a live record there is the target's own, an older one is left alone too.
+            write.condition = Some(Condition {
+                expression: "attribute_not_exists(#s)",
+                names: HashMap::from([("#s".to_owned(), "scope".to_owned())]),
+                values: HashMap::new(),
+            });
+        }
+        let Some(write) = writes.first() else { return Ok(false) };
+        match self.put_one(write).await {
+            Outcome::Done => Ok(true),
+            Outcome::Failed(AppendError::IdempotencyKeyTaken) => Ok(false),
+            Outcome::Failed(e) => Err(StoreUnavailable(e.to_string())),
+            Outcome::Transient(reason) => Err(StoreUnavailable(reason)),
+        }
+    }
+
+    /// One order's run, a transaction per 99 events (and the check of the version before).
+    async fn import_run(&self, run: &[StoredEvent], publish: bool) -> Result<Imported, ImportError> {
+        let mut done = Imported::default();
+        for chunk in run.chunks(MAX_ITEMS_PER_APPEND - 1) {
+            let mut pending = chunk.to_vec();
+            let mut attempt = 0;
+            while let Some(first) = pending.first() {
+                let (order_id, first_version) = (first.order_id.clone(), first.version);
+                match self.try_import(&pending, publish).await? {
+                    Tried::Written => {
+                        done.written += pending.len() as u64;
+                        break;
+                    }
+                    Tried::Gap => return Err(ImportError::Gap { order_id, first: first_version }),
+                    Tried::Taken => {
+                        // What a previous run wrote is skipped; anything else there is a different history.
+                        let there = self.query_events(&order_id, first_version - 1).await?;
+                        let mut missing = Vec::new();
+                        for event in pending {
+                            match there.iter().find(|e| e.version == event.version) {
+                                Some(existing) if same_event(existing, &event) => done.skipped += 1,
+                                Some(existing) => return Err(super::sqlite::different(&event, existing)),
+                                None => missing.push(event),
+                            }
+                        }
+                        pending = missing;
+                    }
+                    Tried::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
+                        return Err(StoreUnavailable(format!("import of {order_id} cancelled: {reason}")).into());
+                    }
+                    Tried::Transient(_) => {
+                        tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
+                    }
+                }
+                attempt += 1;
+                if attempt > TRANSIENT_RETRIES + 2 {
+                    return Err(StoreUnavailable(format!("import of {order_id}: another writer keeps changing it")).into());
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// One `TransactWriteItems`: a check that the version before the first is there (unless it is 1), then each
+    /// event put where its (orderId, version) is free.
+    async fn try_import(&self, events: &[StoredEvent], publish: bool) -> Result<Tried, StoreUnavailable> {
+        let table = &self.tables.events;
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreUnavailable(format!("building an import: {e}"));
+        let mut items = Vec::with_capacity(events.len() + 1);
+        let first = events.first().map_or(1, |e| e.version);
+        let checked = usize::from(first > 1);
+        if let Some(event) = events.first().filter(|_| first > 1) {
+            let check = ConditionCheck::builder()
+                .table_name(table)
+                .key("orderId", string(event.order_id.as_str()))
+                .key("version", num(first - 1))
+                .condition_expression("attribute_exists(orderId)")
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        for event in events {
+            let mut item = event_item(event).map_err(StoreUnavailable)?;
+            if !publish {
+                item.insert(PUBLISH_ATTRIBUTE.to_owned(), AttributeValue::Bool(false));
+            }
+            let put = Put::builder()
+                .table_name(table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(orderId)")
+                .build()
+                .map_err(build)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Tried::Written),
+            Err(SdkError::ServiceError(e)) => match e.err() {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                    let reasons = cancelled.cancellation_reasons();
+                    let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
+                    if reasons.iter().skip(checked).any(|r| code(r) == "ConditionalCheckFailed") {
+                        Ok(Tried::Taken)
+                    } else if reasons.iter().take(checked).any(|r| code(r) == "ConditionalCheckFailed") {
+                        Ok(Tried::Gap)
+                    } else {
+                        let codes: Vec<String> = reasons.iter().map(code).filter(|c| c != "None").collect();
+                        Ok(Tried::Transient(codes.join(", ")))
+                    }
+                }
+                other => Err(StoreUnavailable(format!("import transaction: {}", error_text(other)))),
+            },
+            Err(e) => Err(StoreUnavailable(format!("import transaction: {}", error_text(&e)))),
+        }
+    }
+}
+
+#[async_trait]
+impl EventImport for DynamoEventStore {
+    /// The runs side by side, up to [`IMPORT_CONCURRENCY`] at once, each its own conditional transaction.
+    async fn import(&self, runs: &[Vec<StoredEvent>], publish: bool) -> Result<Imported, ImportError> {
+        // The futures made up front (lazy until polled): a closure inside the stream would not be `Send` here.
+        let writes: Vec<_> = runs.iter().map(|run| self.import_run(run, publish)).collect();
+        let mut results = futures_util::stream::iter(writes).buffer_unordered(IMPORT_CONCURRENCY);
+        let mut done = Imported::default();
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(imported) => done += imported,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(done), Err)
     }
 }
 

@@ -13,6 +13,7 @@ mod errors;
 mod failures;
 mod hardening;
 mod helpers;
+mod lifecycle;
 mod meili_mock;
 mod metrics;
 mod openapi;
