@@ -49,7 +49,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use futures_util::StreamExt as _;
 use chrono::{DateTime, Utc};
@@ -120,8 +120,8 @@ fn event_item(event: &StoredEvent) -> Result<Item, String> {
 /// command writes) are published.
 pub const PUBLISH_ATTRIBUTE: &str = "publish";
 
-/// Runs an import writes at once (each its own transaction).
-const IMPORT_CONCURRENCY: usize = 16;
+/// Orders an import writes at once.
+const IMPORT_CONCURRENCY: usize = 32;
 
 pub struct DynamoEventStore {
     client: aws_sdk_dynamodb::Client,
@@ -316,16 +316,6 @@ impl DynamoEventStore {
     }
 }
 
-/// What one conditional transaction of an import found.
-enum Tried {
-    Written,
-    /// An event's (orderId, version) is taken: compare with what is there.
-    Taken,
-    /// The version before the first is not there.
-    Gap,
-    Transient(String),
-}
-
 impl DynamoEventStore {
     /// Writes one live idempotency record as it was (its `createdAt`, and its expiry counted from it) unless
     /// the key is taken; `false` when it was.
@@ -362,110 +352,106 @@ impl DynamoEventStore {
         }
     }
 
-    /// One order's run, a transaction per 99 events (and the check of the version before).
+    /// One order's events that are not there yet, in version order, one conditional `PutItem` each.
     async fn import_run(&self, run: &[StoredEvent], publish: bool) -> Result<Imported, ImportError> {
         let mut done = Imported::default();
-        for chunk in run.chunks(MAX_ITEMS_PER_APPEND - 1) {
-            let mut pending = chunk.to_vec();
-            let mut attempt = 0;
-            while let Some(first) = pending.first() {
-                let (order_id, first_version) = (first.order_id.clone(), first.version);
-                match self.try_import(&pending, publish).await? {
-                    Tried::Written => {
-                        done.written += pending.len() as u64;
-                        break;
-                    }
-                    Tried::Gap => return Err(ImportError::Gap { order_id, first: first_version }),
-                    Tried::Taken => {
-                        // What a previous run wrote is skipped; anything else there is a different history.
-                        let there = self.query_events(&order_id, first_version - 1).await?;
-                        let mut missing = Vec::new();
-                        for event in pending {
-                            match there.iter().find(|e| e.version == event.version) {
-                                Some(existing) if same_event(existing, &event) => done.skipped += 1,
-                                Some(existing) => return Err(super::sqlite::different(&event, existing)),
-                                None => missing.push(event),
-                            }
-                        }
-                        pending = missing;
-                    }
-                    Tried::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
-                        return Err(StoreUnavailable(format!("import of {order_id} cancelled: {reason}")).into());
-                    }
-                    Tried::Transient(_) => {
-                        tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
-                    }
-                }
-                attempt += 1;
-                if attempt > TRANSIENT_RETRIES + 2 {
-                    return Err(StoreUnavailable(format!("import of {order_id}: another writer keeps changing it")).into());
-                }
-            }
-        }
-        Ok(done)
-    }
-
-    /// One `TransactWriteItems`: a check that the version before the first is there (unless it is 1), then each
-    /// event put where its (orderId, version) is free.
-    async fn try_import(&self, events: &[StoredEvent], publish: bool) -> Result<Tried, StoreUnavailable> {
-        let table = &self.tables.events;
-        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreUnavailable(format!("building an import: {e}"));
-        let mut items = Vec::with_capacity(events.len() + 1);
-        let first = events.first().map_or(1, |e| e.version);
-        let checked = usize::from(first > 1);
-        if let Some(event) = events.first().filter(|_| first > 1) {
-            let check = ConditionCheck::builder()
-                .table_name(table)
-                .key("orderId", string(event.order_id.as_str()))
-                .key("version", num(first - 1))
-                .condition_expression("attribute_exists(orderId)")
-                .build()
-                .map_err(build)?;
-            items.push(TransactWriteItem::builder().condition_check(check).build());
-        }
-        for event in events {
+        for event in run {
             let mut item = event_item(event).map_err(StoreUnavailable)?;
             if !publish {
                 item.insert(PUBLISH_ATTRIBUTE.to_owned(), AttributeValue::Bool(false));
             }
-            let put = Put::builder()
-                .table_name(table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(orderId)")
-                .build()
-                .map_err(build)?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Tried::Written),
-            Err(SdkError::ServiceError(e)) => match e.err() {
-                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                    let reasons = cancelled.cancellation_reasons();
-                    let code = |r: &CancellationReason| r.code().unwrap_or("None").to_owned();
-                    if reasons.iter().skip(checked).any(|r| code(r) == "ConditionalCheckFailed") {
-                        Ok(Tried::Taken)
-                    } else if reasons.iter().take(checked).any(|r| code(r) == "ConditionalCheckFailed") {
-                        Ok(Tried::Gap)
-                    } else {
-                        let codes: Vec<String> = reasons.iter().map(code).filter(|c| c != "None").collect();
-                        Ok(Tried::Transient(codes.join(", ")))
+            let write = Write {
+                kind: Kind::Event,
+                table: self.tables.events.clone(),
+                item,
+                condition: Some(Condition {
+                    expression: "attribute_not_exists(orderId)",
+                    names: HashMap::new(),
+                    values: HashMap::new(),
+                }),
+            };
+            let mut attempt = 0;
+            loop {
+                match self.put_one(&write).await {
+                    Outcome::Done => done.written += 1,
+                    Outcome::Failed(AppendError::Conflict) => {
+                        // Another writer got there since the check: what is there decides.
+                        let there = self.query_events(&event.order_id, event.version - 1).await?;
+                        match there.first().filter(|e| e.version == event.version) {
+                            Some(existing) if same_event(existing, event) => done.skipped += 1,
+                            Some(existing) => return Err(super::sqlite::different(event, existing)),
+                            None => {
+                                return Err(StoreUnavailable(format!(
+                                    "order {} version {}: the conditional put failed, yet nothing is there",
+                                    event.order_id, event.version
+                                ))
+                                .into());
+                            }
+                        }
+                    }
+                    Outcome::Failed(e) => return Err(StoreUnavailable(e.to_string()).into()),
+                    Outcome::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
+                        return Err(StoreUnavailable(format!("import of {}: {reason}", event.order_id)).into());
+                    }
+                    Outcome::Transient(_) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
+                        continue;
                     }
                 }
-                other => Err(StoreUnavailable(format!("import transaction: {}", error_text(other)))),
-            },
-            Err(e) => Err(StoreUnavailable(format!("import transaction: {}", error_text(&e)))),
+                break;
+            }
         }
+        Ok(done)
     }
 }
 
 #[async_trait]
 impl EventImport for DynamoEventStore {
-    /// The runs side by side, up to [`IMPORT_CONCURRENCY`] at once, each its own conditional transaction.
+    /// First reads which of the events are there already, and the version before each run (`BatchGetItem`,
+    /// 100 keys a call): those there are compared and skipped, so a run that starts again after a crash costs
+    /// reads, not failed writes. The rest of each run is written in version order, one conditional `PutItem` an
+    /// event (cheaper than a transaction, and an order cut short by a crash is a prefix of its history, which
+    /// the next run completes), up to [`IMPORT_CONCURRENCY`] orders at once. The condition still decides should
+    /// another writer get there in between.
     async fn import(&self, runs: &[Vec<StoredEvent>], publish: bool) -> Result<Imported, ImportError> {
-        // The futures made up front (lazy until polled): a closure inside the stream would not be `Send` here.
-        let writes: Vec<_> = runs.iter().map(|run| self.import_run(run, publish)).collect();
-        let mut results = futures_util::stream::iter(writes).buffer_unordered(IMPORT_CONCURRENCY);
+        // Every event's key, and the version before each run (which must be there).
+        let before = runs.iter().filter_map(|run| run.first()).filter(|e| e.version > 1);
+        let keys: Vec<(&OrderId, u64)> = runs
+            .iter()
+            .flatten()
+            .map(|e| (&e.order_id, e.version))
+            .chain(before.map(|e| (&e.order_id, e.version - 1)))
+            .collect();
+        let reads: Vec<_> = keys.chunks(100).map(|chunk| self.existing(chunk)).collect();
+        let mut there: HashMap<(String, u64), StoredEvent> = HashMap::new();
+        let mut found = futures_util::stream::iter(reads).buffer_unordered(IMPORT_CONCURRENCY);
+        while let Some(events) = found.next().await {
+            there.extend(events?.into_iter().map(|e| ((e.order_id.as_str().to_owned(), e.version), e)));
+        }
         let mut done = Imported::default();
+        let mut pending_runs = Vec::with_capacity(runs.len());
+        for run in runs {
+            if let Some(first) = run.first().filter(|e| e.version > 1)
+                && !there.contains_key(&(first.order_id.as_str().to_owned(), first.version - 1))
+            {
+                return Err(ImportError::Gap { order_id: first.order_id.clone(), first: first.version });
+            }
+            let mut pending = Vec::new();
+            for event in run {
+                match there.get(&(event.order_id.as_str().to_owned(), event.version)) {
+                    Some(existing) if same_event(existing, event) => done.skipped += 1,
+                    Some(existing) => return Err(super::sqlite::different(event, existing)),
+                    None => pending.push(event.clone()),
+                }
+            }
+            if !pending.is_empty() {
+                pending_runs.push(pending);
+            }
+        }
+        // The futures made up front (lazy until polled): a closure inside the stream would not be `Send` here.
+        let writes: Vec<_> = pending_runs.iter().map(|run| self.import_run(run, publish)).collect();
+        let mut results = futures_util::stream::iter(writes).buffer_unordered(IMPORT_CONCURRENCY);
         let mut first_error = None;
         while let Some(result) = results.next().await {
             match result {
@@ -476,6 +462,46 @@ impl EventImport for DynamoEventStore {
             }
         }
         first_error.map_or(Ok(done), Err)
+    }
+}
+
+impl DynamoEventStore {
+    /// The events among these keys (at most 100) that are in the table, read consistently; keys DynamoDB
+    /// leaves unprocessed (throttling, the 16 MB limit) are asked again.
+    async fn existing(&self, keys: &[(&OrderId, u64)]) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let table = &self.tables.events;
+        let mut request = keys
+            .iter()
+            .map(|(id, version)| {
+                HashMap::from([("orderId".to_owned(), string(id.as_str())), ("version".to_owned(), num(*version))])
+            })
+            .collect::<Vec<_>>();
+        let mut events = Vec::new();
+        let mut attempt = 0u32;
+        while !request.is_empty() {
+            let wanted = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut request)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreUnavailable(format!("building a read of {table}: {e}")))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(table, wanted)
+                .send()
+                .await
+                .map_err(|e| StoreUnavailable(format!("batch get {table}: {}", error_text(&e))))?;
+            for item in output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default() {
+                events.push(event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?);
+            }
+            if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                request = left.keys;
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * (1 << attempt.min(6)))).await;
+            }
+        }
+        Ok(events)
     }
 }
 

@@ -187,12 +187,13 @@ pub fn same_event(a: &StoredEvent, b: &StoredEvent) -> bool {
 /// `orderflow migrate` (`crate::lifecycle`). Commands never use it: they go through [`EventStore::append`].
 #[async_trait]
 pub trait EventImport: Send + Sync + 'static {
-    /// Writes runs of events, each run one order's consecutive versions in version order, and each run
-    /// conditionally and atomically (DynamoDB: per 100 events, the transaction limit), so a run is written
-    /// whole or not at all. A run's first version must follow what the store holds of the order
+    /// Writes runs of events, each run one order's consecutive versions in version order, every event a
+    /// conditional write of its (orderId, version). SQLite writes the whole call in one transaction; DynamoDB
+    /// writes each order's events in version order, one conditional put each, so a crash leaves every order
+    /// with a prefix of its run. A run's first version must follow what the store holds of the order
     /// ([`ImportError::Gap`]). Events already there and identical are skipped, which makes an import that is
     /// run again (after a crash) finish what the first one started; a different event at the same version is
-    /// [`ImportError::Different`], and nothing of that run is written.
+    /// [`ImportError::Different`].
     ///
     /// `publish = false` marks the items so that the Streams bridge does not publish them (DynamoDB; see
     /// `crate::lifecycle`); the embedded store has no outside feed and ignores it.
