@@ -13,9 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Client, Method, Response, StatusCode, Url};
 use serde_json::Value;
 
-use crate::actors::projector::RebuildProgress;
 use crate::auth::{Authenticator, Role, SecretSource, find_secret};
 use crate::config::Settings;
+use crate::projection::RebuildProgress;
 
 /// A mistake in how a command was called or configured (exit code 2), as opposed to a failure (exit code 1).
 #[derive(Debug, thiserror::Error)]

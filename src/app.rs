@@ -11,9 +11,9 @@ use actix_web::{App, web};
 use anyhow::Context as _;
 
 use crate::actors::bridge::Bridge;
-use crate::actors::parking::{ParkingLot, PoisonSwitch, Poisonable, RetryPolicy};
-use crate::actors::projector::{FeedFactory, ProjectionHandle, Projections};
-use crate::actors::{OrderRegistry, ProjectionStatus, Projector};
+use crate::actors::projections::{ProjectionHandle, Projections};
+use crate::actors::projector::FeedFactory;
+use crate::actors::{OrderRegistry, Projector};
 use crate::audit::{AuditLog, DynamoAuditLog, SqliteAuditLog};
 use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
@@ -23,6 +23,8 @@ use crate::feed::kinesis::{self, CheckpointStore, KinesisHealth, KinesisSink, Ki
 use crate::feed::tail::LogTail;
 use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::http::{self, AppState};
+use crate::projection::ProjectionStatus;
+use crate::projection::parking::{ParkingLot, RetryPolicy};
 use crate::store::dynamo::DynamoEventStore;
 use crate::store::sqlite::SqliteEventStore;
 use crate::store::{EventStore, RebuildSource};
@@ -47,11 +49,26 @@ struct Wiring {
     audit: Arc<dyn AuditLog>,
 }
 
+/// Seams where a caller puts its own adapter around a configured one before it is used; the service itself
+/// passes `Adapters::default()` (nothing wrapped). The tests wrap the views in one that refuses or crashes on
+/// the events of chosen orders, and the bridge's sinks in one that crashes, to drive the parking lot and the
+/// supervisors through the real application.
+#[derive(Clone, Default)]
+pub struct Adapters {
+    /// Wraps each view before its projector starts.
+    pub view: Option<Wrap<dyn Projection>>,
+    /// Wraps each sink the Streams bridge publishes to (distributed profile).
+    pub sink: Option<Wrap<dyn EventSink>>,
+}
+
+/// Puts an adapter of its own around a configured one.
+pub type Wrap<T> = Arc<dyn Fn(Arc<T>) -> Arc<T> + Send + Sync>;
+
 /// What every projector of the application shares.
 struct ProjectorKit<'a> {
     settings: &'a Settings,
     parked: Arc<dyn ParkedStore>,
-    poison: PoisonSwitch,
+    adapters: &'a Adapters,
 }
 
 impl ProjectorKit<'_> {
@@ -65,7 +82,10 @@ impl ProjectorKit<'_> {
         crate::telemetry::register_projection(view.name());
         let status = ProjectionStatus::new(view.name());
         status.set_position(position);
-        let projection: Arc<dyn Projection> = Arc::new(Poisonable { inner: view, switch: self.poison.clone() });
+        let projection = match &self.adapters.view {
+            Some(wrap) => wrap(view),
+            None => view,
+        };
         let retry = RetryPolicy {
             max_attempts: self.settings.projections.max_attempts,
             backoff: Duration::from_millis(self.settings.projections.retry_backoff_ms),
@@ -80,16 +100,12 @@ impl ProjectorKit<'_> {
 }
 
 /// SQLite files in `data_dir`; projectors tail the event log.
-async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
+async fn embedded(settings: &Settings, adapters: &Adapters) -> anyhow::Result<Wiring> {
     let dir = &settings.data_dir;
     let store = SqliteEventStore::open(dir, &settings.store, READ_CONNECTIONS).context("event store")?;
     let search = SqliteSearchView::open(dir, READ_CONNECTIONS).context("search view")?;
     let revenue = SqliteRevenueView::open(dir, READ_CONNECTIONS, settings.revenue.timezone).context("revenue view")?;
-    let kit = ProjectorKit {
-        settings,
-        parked: SqliteParkedStore::open(dir).context("parked events")?,
-        poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
-    };
+    let kit = ProjectorKit { settings, parked: SqliteParkedStore::open(dir).context("parked events")?, adapters };
     let source: Arc<dyn RebuildSource> = store.clone();
     let mut handles = Vec::new();
     for projection in [search.clone() as Arc<dyn Projection>, revenue.clone() as Arc<dyn Projection>] {
@@ -105,14 +121,14 @@ async fn embedded(settings: &Settings) -> anyhow::Result<Wiring> {
         });
         handles.push(kit.start(projection, feed, checkpoint).await?);
     }
-    let projections = Projections::new(handles, kit.parked, kit.poison, source);
+    let projections = Projections::new(handles, kit.parked, source);
     let audit = SqliteAuditLog::open(dir).context("audit log")?;
     Ok(Wiring { store, feed: Arc::new(InProcessFeed), search, revenue, projections, audit })
 }
 
 /// DynamoDB (write model, revenue view) → Streams bridge → Kafka and/or Kinesis → projectors (reading one of
 /// them) → Meilisearch / DynamoDB.
-async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
+async fn distributed(settings: &Settings, adapters: &Adapters) -> anyhow::Result<Wiring> {
     let sdk = crate::aws::sdk_config(&settings.aws).await;
     // Every DynamoDB user (store, revenue view, parked events, audit, the bridge's checkpoints) gets the
     // timeouts of `[dynamodb]`.
@@ -154,19 +170,17 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     } else {
         None
     };
-    let kit = ProjectorKit {
-        settings,
-        parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()),
-        poison: PoisonSwitch::new(&settings.projections.poison_order_prefix),
-    };
+    let kit =
+        ProjectorKit { settings, parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()), adapters };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
     let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
     let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
     let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
     let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));
-    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone())
-        .with_poison(kit.poison.clone())
-        .with_leases(Arc::clone(&leases));
+    if let Some(wrap) = &adapters.sink {
+        sinks = sinks.into_iter().map(|sink| wrap(sink)).collect();
+    }
+    let bridge = Bridge::new(streams, dynamo, tables, sinks, settings.bridge.clone()).with_leases(Arc::clone(&leases));
     let bridge_status = bridge.status();
     crate::telemetry::register_bridge(BridgeSource::DynamoDbStreams);
     crate::telemetry::register_supervised(crate::actors::bridge::NAME);
@@ -203,7 +217,7 @@ async fn distributed(settings: &Settings) -> anyhow::Result<Wiring> {
     }
     // Rebuilds scan the events table (see `store::dynamo`); the views swap their fresh copy in themselves.
     let source: Arc<dyn RebuildSource> = store.clone();
-    let projections = Projections::new(handles, kit.parked, kit.poison, source).with_bridge(bridge, bridge_status);
+    let projections = Projections::new(handles, kit.parked, source).with_bridge(bridge, bridge_status);
     let feed = Arc::new(FeedChecks::new(feed_checks));
     Ok(Wiring { store, feed, search, revenue, projections, audit })
 }
@@ -222,6 +236,11 @@ impl Application {
     /// configured profile, starts the projectors (and, distributed, the bridge) and the server. Must run inside
     /// an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Adapters::default()).await
+    }
+
+    /// [`Self::build`] with some adapters wrapped (see [`Adapters`]).
+    pub async fn build_with(settings: Settings, adapters: Adapters) -> anyhow::Result<Self> {
         // First: whatever the wiring records (the parked counts it loads) must reach the recorder.
         let prometheus = crate::telemetry::prometheus();
         // Then the port and the TLS files: a busy port or a bad certificate fails here, before any store is opened
@@ -237,8 +256,8 @@ impl Application {
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
         let (secret, _generated) = resolve_secret(&settings.auth, &settings.data_dir)?;
         let wiring = match settings.profile {
-            Profile::Embedded => embedded(&settings).await?,
-            Profile::Distributed => distributed(&settings).await?,
+            Profile::Embedded => embedded(&settings, &adapters).await?,
+            Profile::Distributed => distributed(&settings, &adapters).await?,
         };
         let Wiring { store, feed, search, revenue, projections, audit } = wiring;
 
@@ -307,6 +326,12 @@ impl Application {
 
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
+    }
+
+    /// Stops the HTTP server from outside (`stop(true)`: let in-flight requests finish). The projectors run on
+    /// until the actix system stops.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// A ready admin token, printed at startup when the secret is the generated one of the data folder

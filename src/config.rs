@@ -179,7 +179,6 @@ pub struct ProjectionSettings {
     pub min_version_wait_ms: u64,
     pub max_attempts: u32,
     pub retry_backoff_ms: u64,
-    pub poison_order_prefix: String,
     /// The event feed the distributed profile's projectors read (the embedded profile tails its log).
     pub source: Transport,
 }

@@ -26,6 +26,7 @@ pub mod files;
 pub mod http;
 pub mod lease;
 pub mod lifecycle;
+pub mod projection;
 pub mod sql;
 pub mod store;
 pub mod telemetry;

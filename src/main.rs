@@ -1,6 +1,6 @@
 //! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT; `rebuild` and
-//! `parked` operate a running service through its admin API; `migrate`, `export` and `import` move the event
-//! log (`orderflow::lifecycle`). (The load generator behind BENCHMARKS.md is a
+//! `parked` operate a running service through its admin API; `backup` copies its data folder; `migrate`,
+//! `export` and `import` move the event log (`orderflow::lifecycle`). (The load generator behind BENCHMARKS.md is a
 //! program of its own, `orderflow-bench`, in `bench/`.) Exit codes: 0 done, 1 failed (the reason on stderr),
 //! 2 bad usage or configuration.
 
@@ -56,6 +56,12 @@ enum Commands {
         /// `server.host` / `server.port`).
         #[arg(long)]
         url: Option<String>,
+    },
+    /// Copy the embedded profile's data folder into DIR (empty or new) while the service runs: every database at
+    /// one consistent point, checked; start a service with `data_dir` = DIR to restore it.
+    Backup {
+        /// Where the copy goes (created; must be empty if it exists).
+        dir: PathBuf,
     },
     /// List, replay or discard the running service's parked (poison) events.
     Parked {
@@ -136,6 +142,7 @@ fn main() -> ExitCode {
         Commands::Rebuild { name, url } => {
             admin(&settings, url.as_deref(), |c| Box::pin(async move { c.rebuild(&name).await }))
         }
+        Commands::Backup { dir } => backup(&settings, &dir),
         Commands::Lifecycle(command) => lifecycle(&settings, command),
         Commands::Parked { action, url } => admin(&settings, url.as_deref(), |c| {
             Box::pin(async move {
@@ -165,6 +172,12 @@ fn token(settings: &Settings, role: RoleArg, sub: &str, ttl: u64) -> anyhow::Res
     println!("{}", Authenticator::new(&settings.auth, &secret).mint(sub, role, ttl)?);
     // On stderr, so that `$(orderflow token …)` is the token alone: a service that refuses it uses another.
     eprintln!("orderflow: signed with the secret of {source}");
+    Ok(())
+}
+
+fn backup(settings: &Settings, dir: &std::path::Path) -> anyhow::Result<()> {
+    let report = orderflow::lifecycle::backup::backup(settings, dir)?;
+    println!("backup of {} in {}:\n{report}", settings.data_dir.display(), dir.display());
     Ok(())
 }
 

@@ -45,12 +45,11 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, OperationTyp
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
-use super::parking::PoisonSwitch;
-use super::projector::ProjectionStatus;
 use crate::aws::Tables;
 use crate::config::BridgeSettings;
 use crate::feed::EventSink;
 use crate::lease::Leases;
+use crate::projection::{ProjectionStatus, backoff};
 use crate::store::StoredEvent;
 use crate::store::dynamo::event_from_item;
 use crate::telemetry::{self, BridgeSource};
@@ -76,7 +75,7 @@ pub struct Bridge {
     /// What a fresh worker is made from after a crash.
     io: Io,
     poll_interval: Duration,
-    failures: u32,
+    failures: u64,
     status: Arc<ProjectionStatus>,
     /// Records published since the process started: the `position` `/admin/projections` shows.
     published: u64,
@@ -99,7 +98,6 @@ impl Bridge {
             sinks,
             // DynamoDB Streams allows 1 to 1000 records per GetRecords.
             batch_size: settings.batch_size.clamp(1, 1000),
-            poison: PoisonSwitch::default(),
             leases: None,
         };
         Self {
@@ -118,15 +116,6 @@ impl Bridge {
         self.io.leases = Some(Arc::clone(&leases));
         if let Some(worker) = &mut self.worker {
             worker.io.leases = Some(leases);
-        }
-        self
-    }
-
-    /// The `projections.poison_order_prefix` test hook: its `bridge!prefix` rule crashes the bridge.
-    pub fn with_poison(mut self, poison: PoisonSwitch) -> Self {
-        self.io.poison = poison.clone();
-        if let Some(worker) = &mut self.worker {
-            worker.io.poison = poison;
         }
         self
     }
@@ -171,7 +160,7 @@ impl Actor for Bridge {
         match self.status.crash_streak() {
             0 => ctx.notify(Step),
             crashes => {
-                ctx.notify_later(Step, backoff(u32::try_from(crashes).unwrap_or(u32::MAX)));
+                ctx.notify_later(Step, backoff(FIRST_RETRY, crashes));
             }
         }
     }
@@ -252,7 +241,7 @@ impl Handler<Step> for Bridge {
                 Err(error) => {
                     act.failures = act.failures.saturating_add(1);
                     act.status.record_failure();
-                    let wait = backoff(act.failures);
+                    let wait = backoff(FIRST_RETRY, act.failures);
                     tracing::warn!(
                         %error, failures = act.failures, ?wait,
                         "bridge step failed; retrying from the checkpoints"
@@ -271,12 +260,8 @@ impl Handler<Step> for Bridge {
     }
 }
 
-/// Exponential backoff with jitter, bounded at 30 s (throttling, an unreachable broker or table).
-fn backoff(failures: u32) -> Duration {
-    let base = 200u64.saturating_mul(1 << failures.min(8)).min(30_000);
-    let jitter = rand::random_range(0..=base / 4);
-    Duration::from_millis(base + jitter)
-}
+/// The first wait after a failed or crashed step (throttling, an unreachable broker or table).
+const FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// What one step did: how to go on, records published, the lag it saw (when it could tell).
 struct StepDone {
@@ -325,8 +310,6 @@ struct Io {
     tables: Tables,
     sinks: Vec<Arc<dyn EventSink>>,
     batch_size: i32,
-    /// The test hook that can crash the bridge (see [`PoisonSwitch::crashes_bridge`]).
-    poison: PoisonSwitch,
     /// Several instances: a shard is read only while this instance holds its lease.
     leases: Option<Arc<Leases>>,
 }
@@ -556,7 +539,6 @@ impl Io {
             }
         };
         let records = output.records();
-        self.crash_if_asked(records);
         let next = output.next_shard_iterator().map(str::to_owned);
         let (published, last_created) =
             self.publish(id, records).await.map_err(|e| format!("publishing shard {id}: {e}"))?;
@@ -574,18 +556,6 @@ impl Io {
         shard.iterator = next;
         shard.finished = finished;
         Ok(PageOutcome { published, last_created, more: !records.is_empty() || finished })
-    }
-
-    /// The test hook: panics on a record of an order that the `bridge!prefix` rule names, before anything of
-    /// the page is published (so the restarted bridge reads the page again from the checkpoint).
-    fn crash_if_asked(&self, records: &[Record]) {
-        for image in records.iter().filter_map(|r| r.dynamodb().and_then(|d| d.new_image())) {
-            if let Ok(event) = decode_image(image)
-                && self.poison.crashes_bridge(&event)
-            {
-                panic!("injected bridge crash for order {} (poison_order_prefix)", event.order_id);
-            }
-        }
     }
 
     /// An iterator just after the checkpoint, or at the trim horizon for a shard never read. `None` when a
@@ -801,14 +771,6 @@ mod tests {
             map.get("l"),
             Some(&ItemValue::L(vec![ItemValue::N("1".into()), ItemValue::Bool(true), ItemValue::Null(true)]))
         );
-    }
-
-    #[test]
-    fn backoff_grows_and_is_bounded() {
-        assert!(backoff(1) < backoff(4));
-        for failures in [0, 1, 10, 100, u32::MAX] {
-            assert!(backoff(failures) <= Duration::from_millis(37_500));
-        }
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! - [`order::OrderActor`]: one per live order; serializes its commands and appends conditionally.
 //! - [`registry::OrderRegistry`]: finds or starts an order's actor; sheds load when an order's queue is full.
 //! - [`projector::Projector`]: keeps one view up to date from the event feed.
+//! - [`bridge::Bridge`]: forwards DynamoDB Streams to the public feed (distributed profile).
+//! - [`projections::Projections`]: the admin facade over the running projectors and the bridge.
 
 pub mod bridge;
 pub mod order;
-pub mod parking;
+pub mod projections;
 pub mod projector;
 pub mod registry;
 
 pub use order::{CommandError, Execute, Executed, IdempotencyDraft, Precondition};
-pub use projector::{ProjectionInfo, ProjectionStatus, Projector};
+pub use projector::Projector;
 pub use registry::OrderRegistry;

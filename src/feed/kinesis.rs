@@ -27,7 +27,7 @@
 //!   bridge's); a shard whose holder died is taken over one lease period later, from its checkpoint.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -804,42 +804,6 @@ impl FeedSubscription for KinesisSubscription {
     fn position(&self) -> Option<u64> {
         Some(self.shards.values().map(|r| r.records).sum())
     }
-}
-
-/// For tests and tools: every record of every shard from TRIM_HORIZON, as an outside consumer would read the
-/// stream, per shard in order. Shard id → (partition key, data).
-pub async fn read_everything(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-) -> anyhow::Result<HashMap<String, Vec<(String, Vec<u8>)>>> {
-    let mut out = HashMap::new();
-    let listed = client.list_shards().stream_name(stream).send().await.context("ListShards")?;
-    for shard in listed.shards() {
-        let id = shard.shard_id();
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .context("GetShardIterator")?
-            .shard_iterator()
-            .map(str::to_owned);
-        let records: &mut Vec<(String, Vec<u8>)> = out.entry(id.to_owned()).or_default();
-        while let Some(current) = iterator.take() {
-            let page = client.get_records().shard_iterator(current).send().await.context("GetRecords")?;
-            for record in page.records() {
-                records.push((record.partition_key().unwrap_or_default().to_owned(), record.data().as_ref().to_vec()));
-            }
-            // An open shard never ends: stop at the tip.
-            if page.records().is_empty() {
-                break;
-            }
-            iterator = page.next_shard_iterator().map(str::to_owned);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

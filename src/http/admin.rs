@@ -6,11 +6,11 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::actors::parking::{ParkingError, ReplayReport};
-use crate::actors::projector::RebuildError;
+use crate::actors::projections::RebuildError;
 use crate::audit::{self, AuditEntry};
 use crate::auth::Principal;
 use crate::domain::OrderEvent;
+use crate::projection::parking::{ParkingError, ReplayReport};
 use crate::views::parked::ParkedEvent;
 
 /// `GET /admin/projections`: `[{name, status, position, lagSeconds, restarts, parked}]`.
@@ -18,7 +18,7 @@ use crate::views::parked::ParkedEvent;
     get, path = "/admin/projections", tag = "admin", operation_id = "projections",
     summary = "The projections' state",
     responses(
-        (status = 200, description = "One row per projection", body = Vec<crate::actors::projector::ProjectionInfo>),
+        (status = 200, description = "One row per projection", body = Vec<crate::projection::ProjectionInfo>),
         super::openapi::Unauthorized,
         super::openapi::Forbidden,
     ),
@@ -90,7 +90,7 @@ pub async fn parked(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
 async fn find(
     req: &HttpRequest,
     state: &AppState,
-) -> Result<(ParkedEvent, crate::actors::parking::ParkingLot), ApiError> {
+) -> Result<(ParkedEvent, crate::projection::parking::ParkingLot), ApiError> {
     let id = req.match_info().get("id").unwrap_or_default();
     let parked = state.projections.parked().await?;
     let entry = parked.into_iter().find(|p| p.id == id).ok_or(ApiError::ParkedNotFound)?;
@@ -141,7 +141,7 @@ fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, Ap
     summary = "Retry one parked event now",
     params(("id" = String, Path, description = "The parked event's id")),
     responses(
-        (status = 200, description = "What the replay did", body = crate::actors::parking::ReplayReport),
+        (status = 200, description = "What the replay did", body = crate::projection::parking::ReplayReport),
         super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
         super::openapi::ParkedConflict, super::openapi::Unavailable,
     ),
@@ -159,7 +159,7 @@ pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     summary = "Discard one parked event (logged)",
     params(("id" = String, Path, description = "The parked event's id")),
     responses(
-        (status = 200, description = "What the discard did", body = crate::actors::parking::ReplayReport),
+        (status = 200, description = "What the discard did", body = crate::projection::parking::ReplayReport),
         super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
         super::openapi::ParkedConflict, super::openapi::Unavailable,
     ),

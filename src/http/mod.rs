@@ -23,7 +23,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::OrderRegistry;
-use crate::actors::projector::Projections;
+use crate::actors::projections::Projections;
 use crate::auth::{Authenticator, Principal};
 use crate::feed::FeedHealth;
 use crate::store::EventStore;

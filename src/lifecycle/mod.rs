@@ -1,7 +1,9 @@
-//! The lifecycle of a deployment's data: `orderflow migrate` (embedded data folder → the distributed profile),
-//! `orderflow export` / `orderflow import` (the event log as NDJSON CloudEvents). They run as commands of their
-//! own, beside or instead of the service, and write through [`EventImport`]: events *as they are* (ids, versions,
-//! timestamps kept), conditionally, so that running one again skips what the last run wrote.
+//! The data's lifecycle beyond serving: commands that copy, move or check a deployment's data, run from the
+//! command line (`src/main.rs`), each in its own module: `orderflow backup` ([`backup`]), `orderflow migrate`
+//! (embedded data folder → the distributed profile, [`migrate`]), `orderflow export` / `orderflow import` (the
+//! event log as NDJSON CloudEvents, [`export`]). Migrate and import write through [`EventImport`]: events *as
+//! they are* (ids, versions, timestamps kept), conditionally, so that running one again skips what the last run
+//! wrote.
 //!
 //! # Reading and writing
 //!
@@ -35,6 +37,7 @@
 //! Idempotency records are not events: `migrate` carries the live ones over (with their original time, so they
 //! expire when they would have), `export` / `import` do not (NDJSON holds the event log only).
 
+pub mod backup;
 pub mod export;
 pub mod migrate;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use orderflow::audit::{AuditEntry, AuditLog, DynamoAuditLog, SqliteAuditLog};
 
-use crate::dynamo_store::dynamo;
+use crate::support::dynamo;
 
 async fn conformance(log: Arc<dyn AuditLog>) {
     let mut written = Vec::new();

@@ -13,7 +13,7 @@ use orderflow::views::revenue_sqlite::SqliteRevenueView;
 use orderflow::views::{ApplyReport, Projection, RevenueDay, RevenueView, ViewError};
 use uuid::Uuid;
 
-use crate::dynamo_store::{at, cancelled, dynamo, order_id, paid, placed, shipped};
+use crate::support::{at, cancelled, dynamo, order_id, paid, placed, shipped};
 
 /// Both halves of a revenue view, as one object.
 pub trait RevenueAdapter: Projection + RevenueView {}

@@ -8,55 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType, TimeToLiveStatus};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::Utc;
 use orderflow::aws::Tables;
-use orderflow::config::{AwsSettings, StoreSettings, Synchronous};
-use orderflow::domain::{
-    Currency, CustomerId, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity, Text,
-};
+use orderflow::config::{AwsSettings, StoreSettings};
+use orderflow::domain::{Money, Order, OrderEvent, OrderId, OrderStatus, Text};
 use orderflow::store::RebuildSource;
 use orderflow::store::dynamo::{DynamoEventStore, event_from_item};
 use orderflow::store::sqlite::SqliteEventStore;
 use orderflow::store::{AppendError, AppendRequest, EventStore, IdempotencyRecord, StoredEvent, StoredResponse};
 use uuid::Uuid;
 
+use crate::support::{at, cancelled, dynamo, order_id, paid, placed, placed_with_items, shipped, store_settings};
+
 // ---- fixtures -----------------------------------------------------------------------------------------
-
-pub fn store_settings() -> StoreSettings {
-    StoreSettings {
-        snapshot_every: 2,
-        max_batch: 64,
-        queue_capacity: 1024,
-        idempotency_ttl_hours: 24,
-        synchronous: Synchronous::Normal,
-    }
-}
-
-/// A DynamoDB Local client and a fresh set of table names, or `None` (with a line saying so) when DynamoDB
-/// Local is not reachable at `ORDERFLOW_TEST_DYNAMODB` (default `http://127.0.0.1:8000`).
-pub async fn dynamo() -> Option<(aws_sdk_dynamodb::Client, Tables)> {
-    let endpoint = std::env::var("ORDERFLOW_TEST_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".to_owned());
-    let settings = AwsSettings {
-        region: "us-east-1".to_owned(),
-        endpoint_url: endpoint.clone(),
-        access_key_id: "test".to_owned(),
-        secret_access_key: "test".to_owned(),
-    };
-    let client = aws_sdk_dynamodb::Client::new(&orderflow::aws::sdk_config(&settings).await);
-    match tokio::time::timeout(Duration::from_secs(5), client.list_tables().limit(1).send()).await {
-        Ok(Ok(_)) => {}
-        outcome => {
-            let why = match outcome {
-                Ok(Err(e)) => orderflow::aws::error_text(&e),
-                _ => "timed out".to_owned(),
-            };
-            eprintln!("SKIPPED: DynamoDB Local is not reachable at {endpoint} ({why}); run scripts/services.sh start");
-            return None;
-        }
-    }
-    let prefix = format!("t{}", Uuid::now_v7().simple());
-    Some((client, Tables::new(&prefix)))
-}
 
 /// The SQLite store in a temp folder (kept alive as long as the store is used).
 pub fn sqlite_store(settings: StoreSettings) -> (tempfile::TempDir, Arc<dyn EventStore>) {
@@ -92,7 +56,7 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     #[allow(unused_mut, unused_assignments)]
-                    let mut settings = super::store_settings();
+                    let mut settings = crate::support::store_settings();
                     $(settings = $settings;)?
                     super::run_sqlite(settings, super::$case).await;
                 }
@@ -103,7 +67,7 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     #[allow(unused_mut, unused_assignments)]
-                    let mut settings = super::store_settings();
+                    let mut settings = crate::support::store_settings();
                     $(settings = $settings;)?
                     super::run_dynamo(settings, super::$case).await;
                 }
@@ -118,59 +82,10 @@ conformance! {
     concurrent_appends_at_one_version_let_exactly_one_win;
     idempotency_record_is_written_with_the_events_or_not_at_all;
     idempotency_key_alone_is_a_conditional_write;
-    expired_idempotency_keys_are_gone_and_reusable with super::StoreSettings { idempotency_ttl_hours: 0, ..super::store_settings() };
+    expired_idempotency_keys_are_gone_and_reusable with super::StoreSettings { idempotency_ttl_hours: 0, ..crate::support::store_settings() };
     load_is_the_snapshot_and_the_tail;
-    snapshots_are_ignored_when_the_store_takes_none with super::StoreSettings { snapshot_every: 0, ..super::store_settings() };
+    snapshots_are_ignored_when_the_store_takes_none with super::StoreSettings { snapshot_every: 0, ..crate::support::store_settings() };
     history_beyond_one_megabyte_loads_completely;
-}
-
-// ---- domain builders ----------------------------------------------------------------------------------
-
-pub fn order_id() -> OrderId {
-    OrderId::parse("orderId", &format!("o-{}", Uuid::now_v7().simple())).expect("valid id")
-}
-
-pub fn text(value: &str) -> Text {
-    Text::parse("text", value, value.chars().count().max(1)).expect("valid text")
-}
-
-pub fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, h, min, s).single().expect("valid time")
-}
-
-pub fn placed(currency: &str, total: u64, placed_at: DateTime<Utc>) -> OrderEvent {
-    placed_with_items(currency, total, placed_at, 1)
-}
-
-/// An `OrderPlaced` with `n` line items whose names are as long as the API allows (for big payloads).
-pub fn placed_with_items(currency: &str, total: u64, placed_at: DateTime<Utc>, n: usize) -> OrderEvent {
-    let items = (0..n)
-        .map(|i| LineItem {
-            sku: text(&format!("SKU-{i:04}")),
-            name: text(&format!("{i:04} {}", "x".repeat(195))),
-            quantity: Quantity::parse("quantity", 1).expect("valid quantity"),
-            unit_price: Money::from_minor(total / n.max(1) as u64),
-        })
-        .collect();
-    OrderEvent::OrderPlaced {
-        customer_id: CustomerId::parse("customerId", "c-1").expect("valid id"),
-        currency: Currency::parse("currency", currency).expect("valid currency"),
-        items,
-        total: Money::from_minor(total),
-        placed_at,
-    }
-}
-
-pub fn paid(amount: u64, paid_at: DateTime<Utc>) -> OrderEvent {
-    OrderEvent::PaymentConfirmed { payment_id: text("pay-1"), amount: Money::from_minor(amount), paid_at }
-}
-
-pub fn shipped(shipped_at: DateTime<Utc>) -> OrderEvent {
-    OrderEvent::OrderShipped { carrier: text("DHL"), tracking_number: text("TRK-1"), shipped_at }
-}
-
-pub fn cancelled(refund: u64, cancelled_at: DateTime<Utc>) -> OrderEvent {
-    OrderEvent::OrderCancelled { reason: text("changed my mind"), refund: Money::from_minor(refund), cancelled_at }
 }
 
 fn append(id: &OrderId, expected_version: u64, events: Vec<OrderEvent>) -> AppendRequest {

@@ -10,158 +10,29 @@
 //!   mid-stream resumes from its checkpoints: nothing lost, and not everything published twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
-use orderflow::actors::bridge::{Bridge, Shutdown};
+use orderflow::actors::bridge::Bridge;
 use orderflow::aws::Tables;
-use orderflow::config::{AwsSettings, BridgeSettings, KafkaSettings, StoreSettings, Synchronous, Transport};
-use orderflow::domain::{OrderEvent, OrderId};
+use orderflow::config::{BridgeSettings, KafkaSettings, StoreSettings, Synchronous, Transport};
+use orderflow::domain::OrderId;
 use orderflow::feed::cloudevents::{CONTENT_TYPE, CloudEvent};
 use orderflow::feed::kafka::{self, KafkaSink, KafkaSubscription};
 use orderflow::feed::{EventSink, FeedSubscription};
+use orderflow::store::StoredEvent;
 use orderflow::store::dynamo::DynamoEventStore;
-use orderflow::store::{AppendRequest, EventStore, StoredEvent};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-// ---- fixtures -----------------------------------------------------------------------------------------
-
-pub(crate) fn unique() -> String {
-    Uuid::now_v7().simple().to_string()
-}
-
-/// The broker list, or `None` (with a line saying so) when no broker answers.
-pub(crate) fn kafka_brokers() -> Option<String> {
-    let brokers = std::env::var("ORDERFLOW_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".to_owned());
-    let reachable = brokers
-        .split(',')
-        .filter_map(|b| b.trim().to_socket_addrs().ok())
-        .flatten()
-        .any(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
-    if reachable {
-        Some(brokers)
-    } else {
-        eprintln!("SKIPPED: Kafka is not reachable at {brokers}; run scripts/services.sh start");
-        None
-    }
-}
-
-/// DynamoDB Local's SDK configuration, or `None` (with a line saying so) when it does not answer.
-pub(crate) async fn dynamodb() -> Option<aws_config::SdkConfig> {
-    let endpoint = std::env::var("ORDERFLOW_TEST_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".to_owned());
-    let settings = AwsSettings {
-        region: "us-east-1".to_owned(),
-        endpoint_url: endpoint.clone(),
-        access_key_id: "test".to_owned(),
-        secret_access_key: "test".to_owned(),
-    };
-    let sdk = orderflow::aws::sdk_config(&settings).await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    match tokio::time::timeout(Duration::from_secs(5), client.list_tables().limit(1).send()).await {
-        Ok(Ok(_)) => Some(sdk),
-        _ => {
-            eprintln!("SKIPPED: DynamoDB Local is not reachable at {endpoint}; run scripts/services.sh start");
-            None
-        }
-    }
-}
-
-pub(crate) fn kafka_settings(brokers: &str, name: &str) -> KafkaSettings {
-    KafkaSettings {
-        brokers: brokers.to_owned(),
-        topic: format!("test.{name}"),
-        group_prefix: format!("g{name}"),
-        create_topic: true,
-        partitions: 3,
-        replication_factor: 1,
-    }
-}
-
-pub(crate) fn order_id(n: usize, run: &str) -> OrderId {
-    OrderId::parse("orderId", &format!("o-{n}-{}", &run[..8])).expect("a valid order id")
-}
-
-/// The event an order's `version` carries: placed, paid, then shipped (the feed does not check the rules).
-fn event_for(version: u64) -> OrderEvent {
-    let at = "2024-05-01T10:00:00Z";
-    let value = match version {
-        1 => json!({"type": "OrderPlaced", "data": {
-            "customerId": "c-1", "currency": "EUR", "total": 2500, "placedAt": at,
-            "items": [{"sku": "SKU-1", "name": "Widget", "quantity": 2, "unitPrice": 1250}]}}),
-        2 => json!({"type": "PaymentConfirmed", "data": {"paymentId": "pay-1", "amount": 2500, "paidAt": at}}),
-        _ => json!({"type": "OrderShipped", "data": {
-            "carrier": "DHL", "trackingNumber": format!("T-{version}"), "shippedAt": at}}),
-    };
-    serde_json::from_value(value).expect("a valid event")
-}
-
-pub(crate) fn stored(order: &OrderId, version: u64) -> StoredEvent {
-    StoredEvent {
-        event_id: Uuid::now_v7(),
-        order_id: order.clone(),
-        version,
-        position: 0,
-        schema_version: 1,
-        recorded_at: Utc::now(),
-        traceparent: Some(trace_for(version)),
-        event: event_for(version),
-    }
-}
-
-/// A well-formed W3C `traceparent`, different per version.
-pub(crate) fn trace_for(version: u64) -> String {
-    format!("00-{:032x}-00f067aa0ba902b7-01", 0x4bf9_2f35_0000u128 + u128::from(version))
-}
-
-pub(crate) fn ids(events: &[StoredEvent]) -> Vec<Uuid> {
-    events.iter().map(|e| e.event_id).collect()
-}
-
-/// Every order's events in strictly increasing version order (no repeats).
-pub(crate) fn assert_strict_order(events: &[StoredEvent]) {
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    for e in events {
-        let previous = last.insert(e.order_id.as_str(), e.version).unwrap_or(0);
-        assert!(e.version > previous, "order {} went from version {previous} to {}", e.order_id, e.version);
-    }
-}
-
-/// Polls until a non-empty batch comes, without acking it.
-async fn next_nonempty(sub: &mut KafkaSubscription, max: usize) -> Vec<StoredEvent> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let batch = sub.next_batch(max, Duration::from_millis(500)).await.expect("next_batch");
-        if !batch.is_empty() {
-            return batch;
-        }
-        assert!(Instant::now() < deadline, "no events within 60 s");
-    }
-}
-
-/// Reads and acks batches until `want` events came (then a short look for any extra ones).
-async fn drain(sub: &mut KafkaSubscription, want: usize) -> Vec<StoredEvent> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    while got.len() < want {
-        assert!(Instant::now() < deadline, "only {} of {want} events within 60 s", got.len());
-        let batch = sub.next_batch(5, Duration::from_millis(500)).await.expect("next_batch");
-        sub.ack(&batch).await.expect("ack");
-        got.extend(batch);
-    }
-    let extra = sub.next_batch(100, Duration::from_secs(1)).await.expect("next_batch");
-    sub.ack(&extra).await.expect("ack");
-    got.extend(extra);
-    got
-}
+use crate::support::{
+    append_versions, assert_strict_order, checkpoints, consume_until, distinct_ids, drain, dynamodb, ids,
+    kafka_brokers, kafka_settings, next_nonempty, order_n, outside_consumer, stop, stored, unique,
+};
 
 // ---- KafkaSubscription --------------------------------------------------------------------------------
 
@@ -174,7 +45,7 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
     kafka::ensure_topic(&settings).await.expect("an existing topic is fine");
 
     // 4 orders × 4 versions, interleaved as a busy write model would produce them, and one foreign record.
-    let orders: Vec<OrderId> = (0..4).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..4).map(|n| order_n(n, &run)).collect();
     let events: Vec<StoredEvent> = (1..=4).flat_map(|version| orders.iter().map(move |o| stored(o, version))).collect();
     let producer = kafka::producer(&settings).expect("producer");
     let garbage = FutureRecord::to(&settings.topic).key("not-an-order").payload("not a CloudEvent");
@@ -210,7 +81,7 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
 
     // A new consumer in the same group resumes after the commit: nothing of `first` again, all the rest.
     let mut sub2 = KafkaSubscription::new(&settings, "search").expect("subscription");
-    let rest = drain(&mut sub2, events.len() - first.len()).await;
+    let rest = drain(&mut sub2, events.len() - first.len(), 5).await;
     let first_ids: HashSet<Uuid> = ids(&first).into_iter().collect();
     assert!(rest.iter().all(|e| !first_ids.contains(&e.event_id)), "an acked batch was delivered again");
     let mut seen: Vec<StoredEvent> = first.clone();
@@ -225,7 +96,7 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
 
     // Replay: the whole topic again, in order.
     sub2.seek(0).await.expect("seek(0)");
-    let replayed = drain(&mut sub2, events.len()).await;
+    let replayed = drain(&mut sub2, events.len(), 5).await;
     assert_eq!(replayed.len(), events.len(), "a replay delivers every event once");
     assert_eq!(ids(&replayed).into_iter().collect::<HashSet<_>>(), all);
     assert_strict_order(&replayed);
@@ -236,111 +107,11 @@ async fn kafka_subscription_orders_redelivers_until_acked_resumes_after_commit_a
     // restart) still starts from the beginning, though every offset is committed.
     let mut sub3 = KafkaSubscription::new(&settings, "search").expect("subscription");
     sub3.seek(0).await.expect("seek(0) before the group join");
-    let replayed = drain(&mut sub3, events.len()).await;
+    let replayed = drain(&mut sub3, events.len(), 5).await;
     assert_eq!(ids(&replayed).into_iter().collect::<HashSet<_>>(), all);
 }
 
 // ---- Bridge -------------------------------------------------------------------------------------------
-
-/// A record as an outside consumer sees it.
-pub(crate) struct Seen {
-    key: Option<String>,
-    content_type: Option<String>,
-    traceparent: Option<String>,
-    value: Value,
-}
-
-/// A plain consumer of the topic in its own group, from the earliest offset: what a downstream team runs.
-pub(crate) fn outside_consumer(brokers: &str, topic: &str) -> StreamConsumer {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("outside.{}", unique()))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create()
-        .expect("outside consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
-}
-
-/// Reads records into `seen` until `done(seen)` or the deadline.
-pub(crate) async fn consume_until(
-    consumer: &StreamConsumer,
-    seen: &mut Vec<Seen>,
-    within: Duration,
-    done: impl Fn(&[Seen]) -> bool,
-) {
-    let deadline = Instant::now() + within;
-    while !done(seen) && Instant::now() < deadline {
-        let Ok(message) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
-        let message = message.expect("consume");
-        let header = |name: &str| {
-            message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key.eq_ignore_ascii_case(name))
-                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-            })
-        };
-        seen.push(Seen {
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            content_type: header("content-type"),
-            traceparent: header("traceparent"),
-            value: serde_json::from_slice(message.payload().unwrap_or_default()).expect("the value is JSON"),
-        });
-    }
-}
-
-pub(crate) fn distinct_ids(seen: &[Seen]) -> HashSet<String> {
-    seen.iter().filter_map(|s| s.value["id"].as_str().map(str::to_owned)).collect()
-}
-
-pub(crate) async fn append_versions(
-    store: &DynamoEventStore,
-    orders: &[OrderId],
-    versions: std::ops::RangeInclusive<u64>,
-) -> Vec<StoredEvent> {
-    let mut appended = Vec::new();
-    for version in versions {
-        for order in orders {
-            let request = AppendRequest {
-                order_id: order.clone(),
-                expected_version: version - 1,
-                events: vec![event_for(version)],
-                snapshot: None,
-                idempotency: None,
-                traceparent: Some(trace_for(version)),
-            };
-            appended.extend(store.append(request).await.expect("append"));
-        }
-    }
-    appended
-}
-
-/// The bridge's shard checkpoints (items `bridge#<shardId>` of the checkpoints table).
-pub(crate) async fn checkpoints(
-    dynamo: &aws_sdk_dynamodb::Client,
-    tables: &Tables,
-) -> Vec<HashMap<String, AttributeValue>> {
-    let output =
-        dynamo.scan().table_name(&tables.checkpoints).consistent_read(true).send().await.expect("scan checkpoints");
-    output
-        .items()
-        .iter()
-        .filter(|i| matches!(i.get("id"), Some(AttributeValue::S(id)) if id.starts_with("bridge#")))
-        .cloned()
-        .collect()
-}
-
-pub(crate) async fn stop(bridge: &actix::Addr<Bridge>) {
-    bridge.send(Shutdown).await.expect("the bridge takes Shutdown");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bridge.connected() {
-        assert!(Instant::now() < deadline, "the bridge did not stop within 30 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[actix_web::test]
 async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_its_checkpoints() {
@@ -372,7 +143,7 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
         Bridge::new(streams.clone(), dynamo.clone(), tables.clone(), sinks, bridge_settings.clone()).start()
     };
 
-    let orders: Vec<OrderId> = (0..5).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..5).map(|n| order_n(n, &run)).collect();
     let mut appended = append_versions(&store, &orders, 1..=6).await;
     let consumer = outside_consumer(&brokers, &kafka.topic);
     let mut seen = Vec::new();
@@ -486,7 +257,7 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     let refused = RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
     mock.request_errors(RDKafkaApiKey::Produce, &[refused, refused]);
 
-    let orders: Vec<OrderId> = (0..3).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..3).map(|n| order_n(n, &run)).collect();
     let appended = append_versions(&store, &orders, 1..=3).await;
     let producer = kafka::producer(&kafka).expect("producer");
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
@@ -546,7 +317,7 @@ async fn two_bridges_with_leases_publish_each_shard_once_and_one_takes_over_when
             .with_leases(Arc::new(leases))
             .start()
     };
-    let orders: Vec<OrderId> = (0..4).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..4).map(|n| order_n(n, &run)).collect();
     let mut appended = append_versions(&store, &orders, 1..=3).await;
     let (a, b) = (start("a"), start("b"));
     let consumer = outside_consumer(&brokers, &kafka.topic);

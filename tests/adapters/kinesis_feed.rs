@@ -13,159 +13,28 @@
 //!   `seek(0)` replays everything.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::Actor;
 use orderflow::actors::bridge::Bridge;
 use orderflow::aws::Tables;
-use orderflow::config::{AwsSettings, BridgeSettings, KinesisSettings, StoreSettings, Synchronous, Transport};
+use orderflow::config::{BridgeSettings, Transport};
 use orderflow::domain::OrderId;
 use orderflow::feed::cloudevents::CloudEvent;
 use orderflow::feed::kafka::{self, KafkaSink};
-use orderflow::feed::kinesis::{self, CheckpointStore, KinesisSink, KinesisSubscription};
+use orderflow::feed::kinesis::{self, KinesisSink};
 use orderflow::feed::{EventSink, FeedSubscription};
 use orderflow::store::StoredEvent;
 use orderflow::store::dynamo::DynamoEventStore;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::kafka_feed::{
-    Seen, append_versions, assert_strict_order, checkpoints, consume_until, distinct_ids, dynamodb, ids, kafka_brokers,
-    kafka_settings, order_id, outside_consumer, stop, stored, unique,
+use crate::support::{
+    Seen, append_versions, assert_exactly_once_in_order, aws_settings, checkpoints, consume_until, distinct_ids, drain,
+    dynamodb, ids, kafka_brokers, kafka_settings, kinesalite, kinesis_settings, kinesis_setup, kinesis_subscription,
+    open_shards, order_n, outside_consumer, read_everything, stop, store_settings, stored, unique, wait_active,
 };
-
-/// kinesalite's endpoint, or `None` (with a line saying so) when it does not answer.
-fn kinesalite() -> Option<String> {
-    let endpoint = std::env::var("ORDERFLOW_TEST_KINESIS").unwrap_or_else(|_| "http://127.0.0.1:4567".to_owned());
-    let address = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let reachable = address
-        .to_socket_addrs()
-        .ok()
-        .into_iter()
-        .flatten()
-        .any(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
-    if reachable {
-        Some(endpoint)
-    } else {
-        eprintln!("SKIPPED: kinesalite is not reachable at {endpoint}; run scripts/services.sh start");
-        None
-    }
-}
-
-fn kinesis_settings(endpoint: &str, run: &str, shards: i32) -> KinesisSettings {
-    KinesisSettings {
-        endpoint_url: endpoint.to_owned(),
-        stream: format!("test-{run}"),
-        shards,
-        create_stream: true,
-        poll_interval_ms: 50,
-    }
-}
-
-fn aws() -> AwsSettings {
-    AwsSettings {
-        region: "us-east-1".to_owned(),
-        endpoint_url: std::env::var("ORDERFLOW_TEST_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".to_owned()),
-        access_key_id: "test".to_owned(),
-        secret_access_key: "test".to_owned(),
-    }
-}
-
-fn store_settings() -> StoreSettings {
-    StoreSettings {
-        snapshot_every: 0,
-        max_batch: 64,
-        queue_capacity: 1024,
-        idempotency_ttl_hours: 24,
-        synchronous: Synchronous::Normal,
-    }
-}
-
-/// A stream of `shards` shards and the tables (checkpoints among them) of a fresh prefix.
-async fn setup(
-    endpoint: &str,
-    sdk: &aws_config::SdkConfig,
-    run: &str,
-    shards: i32,
-) -> (KinesisSettings, aws_sdk_kinesis::Client, Arc<DynamoEventStore>, Tables) {
-    let settings = kinesis_settings(endpoint, run, shards);
-    let client = kinesis::client(&aws(), &settings).await;
-    kinesis::ensure_stream(&client, &settings).await.expect("create the stream");
-    kinesis::ensure_stream(&client, &settings).await.expect("an existing stream is fine");
-    let tables = Tables::new(&format!("t{run}"));
-    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-    let store = DynamoEventStore::open(dynamo, tables.clone(), &store_settings(), true).await.expect("tables");
-    (settings, client, store, tables)
-}
-
-fn subscription(
-    client: &aws_sdk_kinesis::Client,
-    sdk: &aws_config::SdkConfig,
-    tables: &Tables,
-    settings: &KinesisSettings,
-    projection: &'static str,
-) -> KinesisSubscription {
-    let checkpoints = CheckpointStore { dynamo: aws_sdk_dynamodb::Client::new(sdk), table: tables.checkpoints.clone() };
-    KinesisSubscription::new(client.clone(), checkpoints, settings, projection)
-}
-
-/// Reads and acks batches of at most `max` until `want` events came, then looks a little longer for extra ones.
-async fn drain(sub: &mut KinesisSubscription, want: usize, max: usize) -> Vec<StoredEvent> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    while got.len() < want {
-        assert!(Instant::now() < deadline, "only {} of {want} events within 60 s", got.len());
-        let batch = sub.next_batch(max, Duration::from_millis(300)).await.expect("next_batch");
-        sub.ack(&batch).await.expect("ack");
-        got.extend(batch);
-    }
-    let extra = sub.next_batch(1000, Duration::from_millis(500)).await.expect("next_batch");
-    sub.ack(&extra).await.expect("ack");
-    got.extend(extra);
-    got
-}
-
-/// Exactly `expected`, each once, and every order in version order.
-fn assert_exactly_once_in_order(got: &[StoredEvent], expected: &[StoredEvent]) {
-    assert_strict_order(got);
-    let got_ids = ids(got);
-    let distinct: HashSet<Uuid> = got_ids.iter().copied().collect();
-    assert_eq!(distinct.len(), got_ids.len(), "no event delivered twice");
-    assert_eq!(distinct, ids(expected).into_iter().collect::<HashSet<_>>(), "every event, nothing else");
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let summary = client.describe_stream_summary().stream_name(stream).send().await.expect("describe");
-        let status = summary.stream_description_summary().map(|d| d.stream_status().as_str().to_owned());
-        if status.as_deref() == Some("ACTIVE") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "stream not ACTIVE within 30 s: {status:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The open shards' ids and hash key ranges.
-async fn open_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, u128, u128)> {
-    let listed = client.list_shards().stream_name(stream).send().await.expect("list shards");
-    listed
-        .shards()
-        .iter()
-        .filter(|s| s.sequence_number_range().is_some_and(|r| r.ending_sequence_number().is_none()))
-        .filter_map(|s| {
-            let range = s.hash_key_range()?;
-            Some((
-                s.shard_id().to_owned(),
-                range.starting_hash_key().parse().ok()?,
-                range.ending_hash_key().parse().ok()?,
-            ))
-        })
-        .collect()
-}
 
 // ---- the bridge, fanning out to Kafka and Kinesis ------------------------------------------------------
 
@@ -175,11 +44,11 @@ async fn bridge_fans_out_and_an_outside_kinesis_consumer_sees_every_event_as_a_c
     let Some(brokers) = kafka_brokers() else { return };
     let Some(sdk) = dynamodb().await else { return };
     let run = unique();
-    let (settings, client, store, tables) = setup(&endpoint, &sdk, &run, 3).await;
+    let (settings, client, store, tables) = kinesis_setup(&endpoint, &sdk, &run, 3).await;
     let kafka = kafka_settings(&brokers, &run);
     kafka::ensure_topic(&kafka).await.expect("create the topic");
 
-    let orders: Vec<OrderId> = (0..6).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..6).map(|n| order_n(n, &run)).collect();
     let appended = append_versions(&store, &orders, 1..=4).await;
     let sinks: Vec<Arc<dyn EventSink>> = vec![
         Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
@@ -203,7 +72,7 @@ async fn bridge_fans_out_and_an_outside_kinesis_consumer_sees_every_event_as_a_c
     // What a Lambda or a KCL consumer would do: every shard from TRIM_HORIZON.
     let deadline = Instant::now() + Duration::from_secs(60);
     let records = loop {
-        let records = kinesis::read_everything(&client, &settings.stream).await.expect("read the stream");
+        let records = read_everything(&client, &settings.stream).await;
         if records.values().map(Vec::len).sum::<usize>() >= appended.len() || Instant::now() > deadline {
             break records;
         }
@@ -248,7 +117,7 @@ async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once
     let Some(sdk) = dynamodb().await else { return };
     let run = unique();
     let settings = kinesis_settings(&endpoint, &run, 2);
-    let client = kinesis::client(&aws(), &settings).await;
+    let client = kinesis::client(&aws_settings(), &settings).await;
     let tables = Tables::new(&format!("t{run}"));
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let store = DynamoEventStore::open(dynamo.clone(), tables.clone(), &store_settings(), true).await.expect("tables");
@@ -256,7 +125,7 @@ async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once
     kafka::ensure_topic(&kafka).await.expect("create the topic");
 
     // The Kinesis stream does not exist yet: every PutRecords fails (ResourceNotFoundException) while Kafka works.
-    let orders: Vec<OrderId> = (0..3).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..3).map(|n| order_n(n, &run)).collect();
     let appended = append_versions(&store, &orders, 1..=3).await;
     let sinks: Vec<Arc<dyn EventSink>> = vec![
         Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
@@ -286,7 +155,7 @@ async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once
     kinesis::ensure_stream(&client, &settings).await.expect("create the stream");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let records = kinesis::read_everything(&client, &settings.stream).await.expect("read the stream");
+        let records = read_everything(&client, &settings.stream).await;
         let on_kinesis: HashSet<Uuid> = records
             .values()
             .flatten()
@@ -312,9 +181,9 @@ async fn a_split_and_a_merge_during_a_stream_of_events_lose_reorder_and_double_n
     let Some(endpoint) = kinesalite() else { return };
     let Some(sdk) = dynamodb().await else { return };
     let run = unique();
-    let (settings, client, _store, tables) = setup(&endpoint, &sdk, &run, 1).await;
+    let (settings, client, _store, tables) = kinesis_setup(&endpoint, &sdk, &run, 1).await;
     let sink = KinesisSink::new(client.clone(), settings.stream.clone());
-    let orders: Vec<OrderId> = (0..16).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..16).map(|n| order_n(n, &run)).collect();
     let pages: Vec<Vec<StoredEvent>> =
         (1..=12).map(|version| orders.iter().map(|o| stored(o, version)).collect()).collect();
     let all: Vec<StoredEvent> = pages.iter().flatten().cloned().collect();
@@ -361,7 +230,7 @@ async fn a_split_and_a_merge_during_a_stream_of_events_lose_reorder_and_double_n
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     };
-    let mut sub = subscription(&client, &sdk, &tables, &settings, "revenue");
+    let mut sub = kinesis_subscription(&client, &sdk, &tables, &settings, "revenue");
     let read = async {
         watch_published.wait_for(|n| *n >= 6).await.expect("the publisher goes on");
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -388,9 +257,9 @@ async fn a_subscription_resumes_after_its_acked_checkpoints_and_replays_from_the
     let Some(endpoint) = kinesalite() else { return };
     let Some(sdk) = dynamodb().await else { return };
     let run = unique();
-    let (settings, client, _store, tables) = setup(&endpoint, &sdk, &run, 2).await;
+    let (settings, client, _store, tables) = kinesis_setup(&endpoint, &sdk, &run, 2).await;
     let sink = KinesisSink::new(client.clone(), settings.stream.clone());
-    let orders: Vec<OrderId> = (0..5).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..5).map(|n| order_n(n, &run)).collect();
     let all: Vec<StoredEvent> = (1..=6).flat_map(|version| orders.iter().map(move |o| stored(o, version))).collect();
     sink.publish(&all).await.expect("publish");
     // A foreign record on the stream is skipped, not fatal.
@@ -403,7 +272,7 @@ async fn a_subscription_resumes_after_its_acked_checkpoints_and_replays_from_the
         .await
         .expect("put a foreign record");
 
-    let mut first = subscription(&client, &sdk, &tables, &settings, "search");
+    let mut first = kinesis_subscription(&client, &sdk, &tables, &settings, "search");
     let mut acked = Vec::new();
     while acked.len() < 10 {
         let batch = first.next_batch(4, Duration::from_millis(300)).await.expect("next_batch");
@@ -422,7 +291,7 @@ async fn a_subscription_resumes_after_its_acked_checkpoints_and_replays_from_the
     drop(first);
 
     // A restart: after the acked events, the un-acked batch first of its shards, everything else once.
-    let mut second = subscription(&client, &sdk, &tables, &settings, "search");
+    let mut second = kinesis_subscription(&client, &sdk, &tables, &settings, "search");
     let rest = drain(&mut second, all.len() - acked.len(), 4).await;
     let rest_ids: HashSet<Uuid> = ids(&rest).into_iter().collect();
     assert!(ids(&acked).iter().all(|id| !rest_ids.contains(id)), "nothing acked is read again");
@@ -440,13 +309,13 @@ async fn a_subscription_resumes_after_its_acked_checkpoints_and_replays_from_the
     }
 
     // Another projection has its own checkpoints: it reads everything.
-    let mut other = subscription(&client, &sdk, &tables, &settings, "revenue");
+    let mut other = kinesis_subscription(&client, &sdk, &tables, &settings, "revenue");
     assert_exactly_once_in_order(&drain(&mut other, all.len(), 50).await, &all);
 
     // A replay: everything again, and a restart during it goes on replaying (the reset is durable).
     second.seek(0).await.expect("seek to the start");
     drop(second);
-    let mut third = subscription(&client, &sdk, &tables, &settings, "search");
+    let mut third = kinesis_subscription(&client, &sdk, &tables, &settings, "search");
     assert_exactly_once_in_order(&drain(&mut third, all.len(), 50).await, &all);
 }
 
@@ -455,9 +324,9 @@ async fn two_instances_with_leases_read_every_event_once_between_them() {
     let Some(endpoint) = kinesalite() else { return };
     let Some(sdk) = dynamodb().await else { return };
     let run = unique();
-    let (settings, client, _store, tables) = setup(&endpoint, &sdk, &run, 4).await;
+    let (settings, client, _store, tables) = kinesis_setup(&endpoint, &sdk, &run, 4).await;
     let sink = KinesisSink::new(client.clone(), settings.stream.clone());
-    let orders: Vec<OrderId> = (0..12).map(|n| order_id(n, &run)).collect();
+    let orders: Vec<OrderId> = (0..12).map(|n| order_n(n, &run)).collect();
     let all: Vec<StoredEvent> = (1..=3).flat_map(|version| orders.iter().map(move |o| stored(o, version))).collect();
     sink.publish(&all).await.expect("publish");
     let leases = |owner: &str| {
@@ -469,8 +338,8 @@ async fn two_instances_with_leases_read_every_event_once_between_them() {
             Duration::from_secs(30),
         ))
     };
-    let mut a = subscription(&client, &sdk, &tables, &settings, "search").with_leases(leases("a"));
-    let mut b = subscription(&client, &sdk, &tables, &settings, "search").with_leases(leases("b"));
+    let mut a = kinesis_subscription(&client, &sdk, &tables, &settings, "search").with_leases(leases("a"));
+    let mut b = kinesis_subscription(&client, &sdk, &tables, &settings, "search").with_leases(leases("b"));
     // Both poll in turns: a shard is read only by the instance holding its lease (without leases, each would
     // read every shard and every event would arrive twice).
     let mut got_a = Vec::new();

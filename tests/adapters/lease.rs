@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use orderflow::lease::Leases;
 
-use crate::dynamo_store::dynamo;
+use crate::support::dynamo;
 
 // Renewals come every third of it: ample margin on a busy machine, where a DynamoDB Local call can take 100s of ms.
 const PERIOD: Duration = Duration::from_millis(1500);

@@ -6,7 +6,9 @@
 mod audit;
 mod dynamo_revenue;
 mod dynamo_store;
+mod feed;
 mod kafka_feed;
 mod kinesis_feed;
 mod lease;
 mod meili_search;
+mod support;

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_problem, eventually, new_id, order_body, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, eventually, new_id, order_body, spawn_app_poisoning};
 
 async fn audit(app: &TestApp, query: &str) -> Value {
     let response = app.get(&format!("/admin/audit{query}"), &app.admin()).await;
@@ -18,11 +18,11 @@ fn actions(page: &Value) -> Vec<String> {
 
 #[actix_web::test]
 async fn replays_rebuilds_and_admin_commands_for_customers_are_audited() {
-    let app = spawn_app_with(&[
-        ("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"),
-        ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5"),
-        ("ORDERFLOW__PROJECTIONS__POISON_ORDER_PREFIX", "audited-poison-"),
-    ])
+    let app = spawn_app_poisoning(
+        tempfile::tempdir().expect("temp dir"),
+        &[("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"), ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5")],
+        "audited-poison-",
+    )
     .await;
     let ops = app.token(orderflow::auth::Role::Admin, "ops-alice");
 

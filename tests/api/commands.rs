@@ -5,17 +5,13 @@
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, new_id, order_body, spawn_app};
+use crate::helpers::{TestApp, assert_problem, header, new_id, order_body, spawn_app};
 
 // ----------------------------------------------------------------------------------------------- helpers
 
 /// The `ETag` header of a response.
 fn etag(response: &Response) -> Option<String> {
-    response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-fn header(response: &Response, name: &str) -> Option<String> {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    header(response, "etag")
 }
 
 /// The order's events from the write model (as admin).

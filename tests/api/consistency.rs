@@ -15,11 +15,11 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    SECRET, TestApp, eventually, eventually_within, new_id, spawn_app, spawn_app_with, spawn_process, test_env,
-};
-use crate::queries::{
     RevenueRows, add_cancellation, add_payment, assert_utc_timestamp, get_json, metric_sum, metrics_text,
     parse_metrics, revenue_rows,
+};
+use crate::helpers::{
+    SECRET, TestApp, eventually, eventually_within, new_id, spawn_app, spawn_app_with, spawn_process, test_env,
 };
 
 /// How long a restarted process may take to catch up (Kafka groups wait out the killed member's session).
@@ -235,7 +235,7 @@ async fn revenue_window(app: &TestApp) -> RevenueRows {
     revenue_rows(&get_json(app, &format!("/revenue/daily?from={from}&to={to}")).await)
 }
 
-fn skipped(samples: &[crate::queries::Sample], projection: &str) -> f64 {
+fn skipped(samples: &[crate::helpers::Sample], projection: &str) -> f64 {
     metric_sum(samples, "orderflow_projection_events_total", &[("projection", projection), ("outcome", "skipped")])
 }
 
@@ -249,15 +249,15 @@ async fn replaying_the_feed_changes_neither_revenue_nor_search() {
         let id = new_id(&format!("replay{i}"));
         let currency = if i % 4 == 3 { "USD" } else { "EUR" };
         let total = 100 * (i + 1);
-        crate::queries::place_items(&app, &id, "c-replay", currency, &[("RPL-1", "Replay gadget", 1, total)]).await;
+        crate::helpers::place_items(&app, &id, "c-replay", currency, &[("RPL-1", "Replay gadget", 1, total)]).await;
         events += 1;
         if i % 3 != 0 {
-            let paid = crate::queries::ok_body(app.pay(&id, &format!("p{i}"), total).await).await;
+            let paid = crate::helpers::ok_body(app.pay(&id, &format!("p{i}"), total).await).await;
             add_payment(&mut expected, &paid);
             events += 1;
         }
         if i % 5 == 0 {
-            let cancelled = crate::queries::ok_body(app.cancel(&id).await).await;
+            let cancelled = crate::helpers::ok_body(app.cancel(&id).await).await;
             add_cancellation(&mut expected, &cancelled);
             events += 1;
         }

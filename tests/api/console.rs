@@ -9,8 +9,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{eventually, new_id, spawn_app, spawn_app_with};
-use crate::queries::header;
+use crate::helpers::header;
+use crate::helpers::{eventually, new_id, spawn_app, spawn_app_poisoning};
 
 #[actix_web::test]
 async fn console_assets_are_served_from_the_binary_with_a_strict_policy() {
@@ -61,11 +61,11 @@ async fn the_console_works_end_to_end_in_headless_chromium() {
         println!("skipped: PLAYWRIGHT_PREFIX is not set (scripts/test.sh sets it; scripts/services.sh installs it)");
         return;
     };
-    let app = spawn_app_with(&[
-        ("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"),
-        ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5"),
-        ("ORDERFLOW__PROJECTIONS__POISON_ORDER_PREFIX", "poisoned-"),
-    ])
+    let app = spawn_app_poisoning(
+        tempfile::tempdir().expect("temp dir"),
+        &[("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"), ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5")],
+        "poisoned-",
+    )
     .await;
     let paid = new_id("console-paid");
     app.place(&paid, "c-console", 2, 1250).await;

@@ -9,15 +9,15 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_problem, distributed, eventually, eventually_within, new_id, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_problem, distributed, eventually, eventually_within, new_id, spawn_app_poisoning, spawn_app_with,
+};
 
 const POISONED: &[(&str, &str)] =
     &[("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "3"), ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5")];
 
 async fn app_poisoning(rule: &str) -> TestApp {
-    let mut overrides = POISONED.to_vec();
-    overrides.push(("ORDERFLOW__PROJECTIONS__POISON_ORDER_PREFIX", rule));
-    spawn_app_with(&overrides).await
+    spawn_app_poisoning(tempfile::tempdir().expect("temp dir"), POISONED, rule).await
 }
 
 async fn parked(app: &TestApp) -> Vec<Value> {
@@ -103,7 +103,7 @@ async fn a_poison_event_is_parked_with_the_orders_later_events_behind_it_and_rep
     assert_problem(admin_post(&app, "/admin/parked/nope/replay").await, 404, "not_found").await;
 
     // The fix, then the replay: all three, in order.
-    app.state.projections.poison().set("");
+    app.poison.set("");
     let response = admin_post(&app, &format!("/admin/parked/{first}/replay")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let report: Value = response.json().await.unwrap();
@@ -132,7 +132,7 @@ async fn discarding_a_parked_event_lets_the_ones_behind_it_proceed() {
     assert_eq!(app.pay(&id, "pay-d", 700).await.status(), StatusCode::OK);
     assert_eq!(app.ship(&id).await.status(), StatusCode::OK);
     let all = wait_parked(&app, &id, 2).await;
-    app.state.projections.poison().set("");
+    app.poison.set("");
 
     // Revenue: discard the payment; the shipment behind it proceeds; the payment never counts.
     let revenue = of(&all, "revenue", &id);
@@ -198,7 +198,7 @@ async fn a_crashing_projector_is_restarted_counted_shown_as_a_crash_loop_and_los
     assert!(metrics.contains("orderflow_projector_restarts_total{projection=\"revenue\"}"), "{metrics}");
 
     // The fix: the next restart goes through and resumes from the checkpoint; nothing lost, nothing doubled.
-    app.state.projections.poison().set("");
+    app.poison.set("");
     eventually_within(Duration::from_secs(60), || async {
         let infos = projections_info(&app).await;
         infos.iter().all(|p| p["status"] == "running").then_some(())
@@ -254,7 +254,7 @@ async fn a_crashing_bridge_is_restarted_from_its_checkpoints_counted_shown_as_a_
     assert_eq!(app.get(&format!("/orders/{crash}"), &app.admin()).await.status(), StatusCode::NOT_FOUND);
 
     // The fix: the next restart goes through from the checkpoint; nothing lost, nothing doubled.
-    app.state.projections.poison().set("");
+    app.poison.set("");
     eventually_within(Duration::from_secs(60), || async {
         let info = bridge(projections_info(&app).await)?;
         (info["status"] == "running").then_some(())

@@ -18,7 +18,7 @@ use orderflow::store::{AppendRequest, EventStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, distributed, eventually_within, spawn_app, spawn_app_in, test_env};
+use crate::helpers::{TestApp, distributed, eventually_within, get_json, spawn_app, spawn_app_in, test_env};
 
 const EMBEDDED: &[(&str, &str)] = &[("ORDERFLOW__PROFILE", "embedded")];
 
@@ -217,12 +217,6 @@ async fn write_orders(dir: &Path) {
         });
         futures_util::future::join_all(appends).await;
     }
-}
-
-async fn get_json(app: &TestApp, path: &str) -> Value {
-    let response = app.get(path, &app.admin()).await;
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    response.json().await.expect("json")
 }
 
 /// Waits until a rebuild started through the app's projections has swapped its copy in.

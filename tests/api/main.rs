@@ -4,6 +4,7 @@
 mod asyncapi;
 mod audit;
 mod auth;
+mod backup;
 mod cli;
 mod commands;
 mod consistency;
@@ -18,6 +19,7 @@ mod meili_mock;
 mod metrics;
 mod openapi;
 mod outage;
+mod poison;
 mod queries;
 mod restart;
 mod scaleout;

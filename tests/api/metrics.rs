@@ -10,15 +10,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orderflow::auth::{Authenticator, Role};
-use orderflow::config::Settings;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{
-    SECRET, distributed, eventually_within, new_id, order_body, spawn_app, spawn_process, spawn_process_with, test_env,
-};
-use crate::queries::{Sample, parse_metrics};
+use crate::helpers::{Sample, parse_metrics};
+use crate::helpers::{distributed, eventually_within, new_id, spawn_app, spawn_app_poisoning, spawn_process};
 
 const COMMANDS: [&str; 4] = ["place", "confirm-payment", "ship", "cancel"];
 const COMMAND_OUTCOMES: [&str; 4] = ["ok", "rejected", "conflict", "error"];
@@ -208,46 +204,23 @@ async fn http_requests_are_counted_by_route_template_method_and_status() {
 
 #[actix_web::test]
 async fn after_a_restart_the_parked_gauge_shows_the_durable_count_at_once() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let settings = Settings::load_with(None, test_env(dir.path(), &[])).expect("settings");
-    let token = Authenticator::new(&settings.auth, SECRET).mint("admin", Role::Admin, 3600).expect("token");
-    let client = Client::new();
-    // The `projections.poison_order_prefix` test hook makes both views refuse this order's events.
-    let poisoning = [
-        ("ORDERFLOW__PROJECTIONS__POISON_ORDER_PREFIX", "parked-"),
-        ("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"),
-        ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5"),
-    ];
-    let mut process = spawn_process_with(dir.path(), &poisoning, std::process::Stdio::null());
+    // Both views refuse this order's events: two parked in each, in the data folder's parked-events store.
+    let overrides = [("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "2"), ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5")];
+    let poisoned = spawn_app_poisoning(tempfile::tempdir().expect("temp dir"), &overrides, "parked-").await;
     let id = new_id("parked");
-    let placed = client
-        .post(format!("{}/orders", process.address))
-        .bearer_auth(&token)
-        .json(&order_body(&id, "c-parked", 1, 700))
-        .send()
-        .await
-        .expect("placed");
-    assert_eq!(placed.status(), StatusCode::CREATED);
-    let paid = client
-        .post(format!("{}/orders/{id}/confirm-payment", process.address))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"paymentId": "pay-parked", "amount": 700}))
-        .send()
-        .await
-        .expect("paid");
-    assert_eq!(paid.status(), StatusCode::OK);
-    // Two events parked in each view.
-    let address = process.address.clone();
+    poisoned.place(&id, "c-parked", 1, 700).await;
+    assert_eq!(poisoned.pay(&id, "pay-parked", 700).await.status(), StatusCode::OK);
     eventually_within(Duration::from_secs(30), || async {
-        let parked: Vec<Value> =
-            client.get(format!("{address}/admin/parked")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+        let parked: Vec<Value> = poisoned.get("/admin/parked", &poisoned.admin()).await.json().await.ok()?;
         (parked.len() == 4).then_some(())
     })
     .await;
-    process.stop();
+    poisoned.stop().await;
+    let client = Client::new();
 
-    // The same data folder, the hook off: nothing new is parked, the four stay parked.
-    let process = spawn_process(dir.path());
+    // The service started on the same data folder, nothing refused any more: the four stay parked, and the first
+    // scrape says so (this process's own recorder is shared by every in-process app of the suite).
+    let process = spawn_process(poisoned.dir.path());
     let samples = parse(&scrape(&client, &process.address).await);
     for projection in PROJECTIONS {
         let parked = value(&samples, "orderflow_projection_parked_events", &[("projection", projection)]);

@@ -19,7 +19,7 @@ use reqwest::Client;
 use serde_json::Value;
 
 use crate::helpers::{SECRET, distributed, spawn_process_with, test_env};
-use crate::restart::{Step, expected_totals, revenue_totals, script, send};
+use crate::helpers::{Step, expected_totals, revenue_totals, script, send};
 
 const ORDERS: usize = 240;
 const CONCURRENCY: usize = 24;

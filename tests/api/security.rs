@@ -11,7 +11,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, new_id, spawn_app_with, spawn_process_with, test_env, until_closed};
+use crate::helpers::{
+    TestApp, new_id, spawn_app_poisoning, spawn_app_with, spawn_process_with, test_env, until_closed,
+};
 
 // ----------------------------------------------------------------------------------------------- helpers
 
@@ -388,11 +390,11 @@ fn token_lifetimes_are_capped_at_30_days() {
 
 #[actix_web::test]
 async fn readiness_shows_why_a_check_fails_to_admins_only() {
-    let app = spawn_app_with(&[
-        ("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "3"),
-        ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5"),
-        ("ORDERFLOW__PROJECTIONS__POISON_ORDER_PREFIX", "panic!crash-"),
-    ])
+    let app = spawn_app_poisoning(
+        tempfile::tempdir().expect("temp dir"),
+        &[("ORDERFLOW__PROJECTIONS__MAX_ATTEMPTS", "3"), ("ORDERFLOW__PROJECTIONS__RETRY_BACKOFF_MS", "5")],
+        "panic!crash-",
+    )
     .await;
     let crash = new_id("crash");
     app.place(&crash, "c-r", 1, 100).await;
@@ -420,7 +422,7 @@ async fn readiness_shows_why_a_check_fails_to_admins_only() {
     let (_, admin) = ready(Some(app.admin())).await;
     let detail = admin["checks"]["projection:search"].as_str().unwrap_or_default().to_owned();
     assert!(detail.starts_with("failing: "), "the cause for an admin: {admin}");
-    app.state.projections.poison().set("");
+    app.poison.set("");
 }
 
 // --------------------------------------------------------------------------------- 9. log injection

@@ -12,18 +12,17 @@
 //! discards of a projection, so a replay never races the projector parking a newer event of the same order.
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::projector::ProjectionStatus;
+use super::status::ProjectionStatus;
 use crate::store::StoredEvent;
 use crate::telemetry::{self, ProjectionOutcome};
 use crate::views::parked::{ParkedEvent, ParkedStore};
-use crate::views::{ApplyReport, Projection, Rebuilder, ViewError};
+use crate::views::{ApplyReport, Projection, ViewError};
 
 /// How hard to try an event before parking it.
 #[derive(Debug, Clone, Copy)]
@@ -252,102 +251,5 @@ impl ParkingLot {
             event_type = target.event.event.type_name(), error = %target.error, "parked event discarded");
         let rest = queue.into_iter().filter(|p| p.id != target.id).collect();
         Ok(self.drain(&mut blocked, rest, target.event.order_id.as_str()).await)
-    }
-}
-
-/// A test hook (config `projections.poison_order_prefix`): the wrapped view refuses the events of orders whose
-/// id starts with the prefix, as a view refuses a poison event; `prefix:EventType` refuses only that type;
-/// `panic!prefix` panics instead (a crash, for the supervisor); `bridge!prefix` makes the Streams bridge panic on
-/// reading them instead (distributed profile). Empty: off. Tests turn it off at run time to "fix" the failure
-/// before replaying.
-#[derive(Clone, Default)]
-pub struct PoisonSwitch(Arc<RwLock<String>>);
-
-impl PoisonSwitch {
-    pub fn new(rule: &str) -> Self {
-        Self(Arc::new(RwLock::new(rule.to_owned())))
-    }
-
-    pub fn set(&self, rule: &str) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = rule.to_owned();
-    }
-
-    /// Whether this event is poisoned, and whether the view should panic (`panic!` before the rule: a crash
-    /// for the supervisor) rather than refuse it.
-    fn poisons(&self, event: &StoredEvent) -> Option<bool> {
-        let rule = self.0.read().unwrap_or_else(|p| p.into_inner());
-        if rule.starts_with(BRIDGE_CRASH) {
-            return None;
-        }
-        let (panics, rule) = match rule.strip_prefix("panic!") {
-            Some(rest) => (true, rest),
-            None => (false, rule.as_str()),
-        };
-        let (prefix, event_type) = match rule.split_once(':') {
-            Some((prefix, event_type)) => (prefix, Some(event_type)),
-            None => (rule, None),
-        };
-        let hit = !prefix.is_empty()
-            && event.order_id.as_str().starts_with(prefix)
-            && event_type.is_none_or(|t| t == event.event.type_name());
-        hit.then_some(panics)
-    }
-}
-
-impl PoisonSwitch {
-    /// Whether the Streams bridge should crash (panic) on reading this event: the rule `bridge!prefix`, for the
-    /// bridge's supervisor. The views are not affected by such a rule.
-    pub fn crashes_bridge(&self, event: &StoredEvent) -> bool {
-        let rule = self.0.read().unwrap_or_else(|p| p.into_inner());
-        rule.strip_prefix(BRIDGE_CRASH)
-            .is_some_and(|prefix| !prefix.is_empty() && event.order_id.as_str().starts_with(prefix))
-    }
-}
-
-/// The [`PoisonSwitch`] rule prefix that crashes the bridge instead of a view.
-const BRIDGE_CRASH: &str = "bridge!";
-
-/// A view behind the [`PoisonSwitch`].
-pub struct Poisonable {
-    pub inner: Arc<dyn Projection>,
-    pub switch: PoisonSwitch,
-}
-
-#[async_trait]
-impl Projection for Poisonable {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    async fn apply(&self, events: &[StoredEvent], checkpoint: Option<u64>) -> Result<ApplyReport, ViewError> {
-        for event in events {
-            match self.switch.poisons(event) {
-                Some(true) => panic!("injected panic for order {} (poison_order_prefix)", event.order_id),
-                Some(false) => {
-                    let order = &event.order_id;
-                    return Err(ViewError::Rejected(format!(
-                        "injected failure for order {order} (poison_order_prefix)"
-                    )));
-                }
-                None => {}
-            }
-        }
-        self.inner.apply(events, checkpoint).await
-    }
-
-    async fn checkpoint(&self) -> Result<u64, ViewError> {
-        self.inner.checkpoint().await
-    }
-
-    async fn reset_checkpoint(&self) -> Result<(), ViewError> {
-        self.inner.reset_checkpoint().await
-    }
-
-    async fn skip(&self, event: &StoredEvent) -> Result<(), ViewError> {
-        self.inner.skip(event).await
-    }
-
-    async fn rebuild(&self) -> Result<Box<dyn Rebuilder>, ViewError> {
-        self.inner.rebuild().await
     }
 }

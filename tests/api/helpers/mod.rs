@@ -19,6 +19,13 @@ use orderflow::http::AppState;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::poison::PoisonSwitch;
+
+mod reads;
+mod workload;
+pub use reads::*;
+pub use workload::*;
+
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 pub struct TestApp {
@@ -26,6 +33,9 @@ pub struct TestApp {
     pub client: Client,
     pub state: web::Data<AppState>,
     pub dir: tempfile::TempDir,
+    /// Makes the app's views or bridge fail on chosen orders (off until a test sets a rule; see `poison`).
+    pub poison: PoisonSwitch,
+    server: actix_web::dev::ServerHandle,
     auth: Authenticator,
 }
 
@@ -103,16 +113,30 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 
 /// An app on an existing data folder (for restart tests inside one process).
 pub async fn spawn_app_in(dir: tempfile::TempDir, overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_poisoning(dir, overrides, "").await
+}
+
+/// An app whose views or bridge fail on the orders `rule` names from the start (see `poison`).
+pub async fn spawn_app_poisoning(dir: tempfile::TempDir, overrides: &[(&str, &str)], rule: &str) -> TestApp {
     let settings = Settings::load_with(None, test_env(dir.path(), overrides)).expect("settings");
     let auth = Authenticator::new(&settings.auth, SECRET);
-    let app = Application::build(settings).await.expect("app builds");
+    let poison = PoisonSwitch::default();
+    poison.set(rule);
+    let app = Application::build_with(settings, poison.adapters()).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
+    let server = app.server_handle();
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, client: Client::new(), state, dir, auth }
+    TestApp { address, client: Client::new(), state, dir, poison, server, auth }
 }
 
 impl TestApp {
+    /// Stops serving HTTP (its projectors stay, idle, until the test ends), so that another instance can take
+    /// over the data folder.
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+    }
+
     pub fn token(&self, role: Role, sub: &str) -> String {
         self.auth.mint(sub, role, 3600).expect("token")
     }
