@@ -90,7 +90,12 @@ pub async fn import(settings: &Settings, input: &mut dyn BufRead, options: &Impo
         let expected = last.get(&event.order_id).map(|v| v + 1);
         match expected {
             Some(next) if event.version != next => {
-                return Err(stop(format!("order {} version {} follows version {}", event.order_id, event.version, next - 1)));
+                return Err(stop(format!(
+                    "order {} version {} follows version {}",
+                    event.order_id,
+                    event.version,
+                    next - 1
+                )));
             }
             None if event.version != 1 && !options.append => {
                 return Err(stop(format!(

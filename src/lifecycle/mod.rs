@@ -244,3 +244,65 @@ impl Progress {
         eprintln!("{}: {} events in {:.1}s", self.label, self.done, self.started.elapsed().as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::{Money, OrderEvent, Text};
+
+    fn event(order: &str, version: u64) -> StoredEvent {
+        StoredEvent {
+            event_id: Uuid::now_v7(),
+            order_id: OrderId::parse("o", order).unwrap(),
+            version,
+            position: 0,
+            schema_version: 1,
+            recorded_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+            traceparent: None,
+            event: OrderEvent::PaymentConfirmed {
+                payment_id: Text::parse("p", "pay-1", 10).unwrap(),
+                amount: Money::from_minor(100),
+                paid_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_page_in_log_order_becomes_one_run_per_order_in_version_order() {
+        let page = vec![event("a", 1), event("b", 1), event("a", 2), event("c", 1), event("b", 2)];
+        let runs = runs(page);
+        let shape: Vec<Vec<(String, u64)>> =
+            runs.iter().map(|r| r.iter().map(|e| (e.order_id.to_string(), e.version)).collect()).collect();
+        let pairs = |v: &[(&str, u64)]| v.iter().map(|(o, n)| (o.to_string(), *n)).collect::<Vec<_>>();
+        assert_eq!(shape, vec![pairs(&[("a", 1), ("a", 2)]), pairs(&[("b", 1), ("b", 2)]), pairs(&[("c", 1)])]);
+    }
+
+    #[test]
+    fn the_digest_changes_with_any_part_of_an_event_and_marks_gaps() {
+        let history = [event("a", 1), event("a", 2)];
+        let digest = |events: &[StoredEvent]| {
+            let mut d = OrderDigest::default();
+            events.iter().for_each(|e| d.add(e));
+            d.finish()
+        };
+        let same = digest(&history);
+        assert_eq!(digest(&history), same);
+        let mut other_id = history.clone();
+        other_id[1].event_id = Uuid::now_v7();
+        let mut other_time = history.clone();
+        other_time[1].recorded_at = DateTime::from_timestamp_millis(1_700_000_000_001).unwrap();
+        let mut other_trace = history.clone();
+        other_trace[0].traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        for changed in [other_id, other_time, other_trace] {
+            assert_ne!(digest(&changed), same);
+        }
+        // The log position is not part of it (it differs between stores).
+        let mut moved = history.clone();
+        moved[0].position = 42;
+        assert_eq!(digest(&moved), same);
+        assert!(digest(&history[1..]).contains("versions not 1..2"));
+    }
+}

@@ -51,15 +51,15 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
-use futures_util::StreamExt as _;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
 use uuid::Uuid;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError, Imported,
-    LoadedStream, RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, same_event,
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError,
+    Imported, LoadedStream, RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, same_event,
 };
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
@@ -493,7 +493,9 @@ impl DynamoEventStore {
                 .await
                 .map_err(|e| StoreUnavailable(format!("batch get {table}: {}", error_text(&e))))?;
             for item in output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default() {
-                events.push(event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?);
+                events.push(
+                    event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?,
+                );
             }
             if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
                 request = left.keys;

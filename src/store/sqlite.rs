@@ -22,8 +22,8 @@ use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError, Imported,
-    LoadedStream, RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, same_event,
+    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError,
+    Imported, LoadedStream, RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, same_event,
 };
 use crate::config::{StoreSettings, Synchronous};
 use crate::domain::{Order, OrderEvent, OrderId};
@@ -116,15 +116,7 @@ impl SqliteEventStore {
             .name("event-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| DbError::Worker(e.to_string()))?;
-        Ok(Arc::new(Self {
-            queue,
-            readers,
-            head,
-            live,
-            idempotency_ttl: ttl,
-            path,
-            synchronous: settings.synchronous,
-        }))
+        Ok(Arc::new(Self { queue, readers, head, live, idempotency_ttl: ttl, path, synchronous: settings.synchronous }))
     }
 
     /// The group commits from now on, in commit order (see [`Committed`]).
