@@ -207,10 +207,16 @@ const LINE_EVERY: Duration = Duration::from_secs(1);
 impl Progress {
     pub fn new(label: &'static str, total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})")
+            // An import does not know its length: a counter instead of a bar.
+            let (template, bar) = if total > 0 {
+                ("{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})", ProgressBar::new(total))
+            } else {
+                ("{msg} {pos} events ({per_sec})", ProgressBar::new_spinner())
+            };
+            let style = ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
-            ProgressBar::new(total).with_style(style).with_message(label)
+            bar.with_style(style).with_message(label)
         });
         let now = Instant::now();
         Self { bar, label, total, done: 0, started: now, last_line: now }
