@@ -6,7 +6,7 @@
 #
 # Starts the real services of scripts/services.sh (DynamoDB Local with Streams, the tansu Kafka broker, and
 # kinesalite for the Kinesis run), fresh for each run and stopped on exit, and a Meilisearch: MEILI_URL
-# (+ MEILI_MASTER_KEY) if set, else the tests' contract mock as a process (examples/meili_mock.rs: no registry ships a Meilisearch server).
+# (+ MEILI_MASTER_KEY) if set, else the tests' contract mock as a process (crates/meili-mock, its example meili_mock: no registry ships a Meilisearch server).
 # With the mock, search figures would describe the mock, so the mix leaves `GET /orders?q=` out unless
 # MEILI_URL is set, and the search view's lag and rebuild rate include the mock's indexing (cheaper than
 # Meilisearch's); every other figure (commands through DynamoDB, the bridge → broker → projector path, the
@@ -49,7 +49,7 @@ mix=place=30,pay=25,ship=15,cancel=5,get=20,search=5
 if [[ -n "${MEILI_URL:-}" ]]; then
     meili=$MEILI_URL key=${MEILI_MASTER_KEY:-}
 else
-    cargo build --release --example meili_mock
+    cargo build --release -p meili-mock --example meili_mock
     key=bench-master-key
     target/release/examples/meili_mock "$key" > "$out/meili-mock.log" 2>&1 &
     pids+=($!)

@@ -19,7 +19,7 @@ use crate::auth::{Authenticator, Role, resolve_secret};
 use crate::aws::Tables;
 use crate::config::{Profile, Settings, Transport};
 use crate::feed::kafka::{self, KafkaHealth, KafkaSink, KafkaSubscription};
-use crate::feed::kinesis::{self, CheckpointStore, KinesisHealth, KinesisSink, KinesisSubscription};
+use crate::feed::kinesis::{self, KinesisHealth, KinesisSink, KinesisSubscription};
 use crate::feed::tail::LogTail;
 use crate::feed::{EventSink, FeedChecks, FeedError, FeedHealth, FeedSubscription, InProcessFeed};
 use crate::http::{self, AppState};
@@ -173,7 +173,8 @@ async fn distributed(settings: &Settings, adapters: &Adapters) -> anyhow::Result
     let kit =
         ProjectorKit { settings, parked: DynamoParkedStore::new(dynamo.clone(), tables.parked.clone()), adapters };
     let audit = DynamoAuditLog::new(dynamo.clone(), tables.audit.clone());
-    let checkpoints = CheckpointStore { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
+    let checkpoints =
+        crate::feed::shards::CheckpointTable { dynamo: dynamo.clone(), table: tables.checkpoints.clone() };
     let owner = crate::lease::instance_id(&settings.data_dir).context("data_dir/instance_id")?;
     let period = Duration::from_millis(settings.bridge.lease_period_ms.max(1));
     let leases = Arc::new(crate::lease::Leases::new(dynamo.clone(), tables.checkpoints.clone(), owner, period));

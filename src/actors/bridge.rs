@@ -4,16 +4,16 @@
 //! Kinesis Data Streams (partition key = orderId), or both at once.
 //!
 //! Delivery guarantees:
-//! - **At-least-once, nothing skipped.** Each shard is read strictly in order, from its checkpoint
-//!   (`AFTER_SEQUENCE_NUMBER`) or, for a shard never read, from `TRIM_HORIZON`. One `GetRecords` page is
-//!   published and *every* delivery to *every* sink is confirmed before the shard's checkpoint (its last
-//!   sequence number) is saved in the checkpoints table. Any failure after the read (a sink, the checkpoint write)
-//!   drops the shard's iterator, so the next step reads the same records again from the checkpoint and
-//!   publishes them again: records may be duplicated (consumers dedupe on `id`), never lost. A restarted
-//!   bridge resumes at the checkpoints, so it repeats at most the page that was in flight.
-//! - **Per-order order.** One order's items live in one shard at a time, and shards are read in order; after
-//!   a shard split or rollover a child shard is read only once its parent is finished (closed and read to
-//!   the end), so an order's events reach Kafka in version order, where the key keeps them on one partition.
+//! - **At-least-once, nothing skipped.** The stream is read shard by shard with `feed::shards` (checkpoints in
+//!   the checkpoints table, `bridge#<shardId>`; parents before children; one reader per shard with leases). One
+//!   `GetRecords` page is published and *every* delivery to *every* sink is confirmed before the shard's
+//!   checkpoint moves past it. Any failure after the read (a sink, the checkpoint write) drops the shard's
+//!   iterator, so the next step reads the same records again from the checkpoint and publishes them again:
+//!   records may be duplicated (consumers dedupe on `id`), never lost. A restarted bridge resumes at the
+//!   checkpoints, so it repeats at most the page that was in flight.
+//! - **Per-order order.** One order's items live in one shard at a time, and shards are read in order, a child
+//!   only once its parent is finished, so an order's events reach Kafka in version order, where the key keeps
+//!   them on one partition.
 //! - **Stops cleanly.** The loop is one [`Step`] message at a time, handled atomically, so a [`Shutdown`] (or
 //!   the system stopping) lands between steps, after the step's checkpoint is saved.
 //! - **Supervised.** A step runs as its own task, so a panic in it (a bug, a record that crashes the code) is
@@ -22,36 +22,33 @@
 //!   A failed step (an unreachable table or broker) is not a crash: it is retried with the same backoff. Both
 //!   show in the bridge's [`ProjectionStatus`] (`/admin/projections` row `bridge`, readiness
 //!   `projection:bridge`); restarts count in `orderflow_projector_restarts_total{projection="bridge"}`.
-//!
 //! - **One reader per shard.** With several instances (see [`Bridge::with_leases`]), a shard is read only by
-//!   the instance that holds its lease (`crate::lease`); another takes it over, from the checkpoint, once the
-//!   holder stopped renewing for a lease period. Around a takeover a page may be published twice, never lost.
+//!   the instance that holds its lease; another takes it over, from the checkpoint, once the holder stopped
+//!   renewing for a lease period. Around a takeover a page may be published twice, never lost.
 //!
 //! - **Imported history is not published again.** An event item with `publish` = false (written by
 //!   `orderflow migrate` or `orderflow import` without `--publish`, see `crate::lifecycle`) is skipped; the
 //!   shard's checkpoint moves past it like past any other record.
 //!
-//! Not yet here: items that do not decode as events are logged at error level and not published (parking them
-//! is a later change).
+//! Items that do not decode as events are logged at error level and not published.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use aws_sdk_dynamodb::types::AttributeValue as ItemValue;
 use aws_sdk_dynamodbstreams::error::DisplayErrorContext;
-use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, OperationType, Record, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::{OperationType, Record};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use crate::aws::Tables;
 use crate::config::BridgeSettings;
 use crate::feed::EventSink;
+use crate::feed::shards::{CheckpointTable, ShardStream, Shards};
+use crate::feed::streams::{DynamoStream, decode_image, streams_client_with_timeouts};
 use crate::lease::Leases;
 use crate::projection::{ProjectionStatus, backoff};
-use crate::store::StoredEvent;
-use crate::store::dynamo::event_from_item;
 use crate::telemetry::{self, BridgeSource};
 
 const SOURCE: BridgeSource = BridgeSource::DynamoDbStreams;
@@ -61,10 +58,6 @@ const SOURCE: BridgeSource = BridgeSource::DynamoDbStreams;
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(15);
 /// How long to wait between looks for the events table's stream while it has none.
 const NO_STREAM_WAIT: Duration = Duration::from_secs(2);
-/// Per-attempt and per-operation limits on Streams calls: the SDK sets none, and a hung call would stall
-/// every shard behind it.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The name the bridge shows under in `/admin/projections`, readiness and the restart metric.
 pub const NAME: &str = "bridge";
@@ -113,10 +106,9 @@ impl Bridge {
 
     /// Reads only the shards whose lease this instance holds (several instances on one table).
     pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
-        self.io.leases = Some(Arc::clone(&leases));
-        if let Some(worker) = &mut self.worker {
-            worker.io.leases = Some(leases);
-        }
+        self.io.leases = Some(leases);
+        // Not started yet: its first worker reads with the leases.
+        self.worker = Some(Worker::new(self.io.clone()));
         self
     }
 
@@ -130,20 +122,6 @@ impl Bridge {
     pub fn start_supervised(self) -> Addr<Self> {
         Supervisor::start(|_| self)
     }
-}
-
-fn streams_client_with_timeouts(client: &aws_sdk_dynamodbstreams::Client) -> aws_sdk_dynamodbstreams::Client {
-    use aws_sdk_dynamodbstreams::config::timeout::TimeoutConfig;
-    let config = client.config();
-    let wanted = TimeoutConfig::builder()
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build();
-    let timeouts = match config.timeout_config() {
-        Some(current) => current.clone().to_builder().take_unset_from(wanted.into_builder()).build(),
-        None => wanted,
-    };
-    aws_sdk_dynamodbstreams::Client::from_conf(config.to_builder().timeout_config(timeouts).build())
 }
 
 impl Actor for Bridge {
@@ -279,27 +257,16 @@ enum Progress {
     NoStream,
 }
 
-/// What the bridge knows about one shard.
-#[derive(Debug, Clone, Default)]
-struct ShardState {
-    parent: Option<String>,
-    /// The last sequence number published and saved; `None` = start at TRIM_HORIZON.
-    checkpoint: Option<String>,
-    /// Where the next GetRecords continues; `None` = ask for a fresh one from the checkpoint.
-    iterator: Option<String>,
-    /// Closed and read to the end.
-    finished: bool,
-    /// This instance holds the shard's lease (always, without leases). When it gets the lease back after
-    /// another instance read the shard, the checkpoint is read again first.
-    held: bool,
-}
-
 /// The result of one page of one shard.
 struct PageOutcome {
     published: u64,
     /// Approximate creation time of the last record published from the page.
     last_created: Option<DateTime<Utc>>,
     more: bool,
+}
+
+impl PageOutcome {
+    const NOTHING: Self = Self { published: 0, last_created: None, more: false };
 }
 
 /// The clients and names the steps work with.
@@ -317,51 +284,48 @@ struct Io {
 /// The bridge's state, moved into each step's future and back.
 struct Worker {
     io: Io,
-    stream_arn: Option<String>,
-    shards: BTreeMap<String, ShardState>,
-    /// When the shard list is read next; `None` = now.
-    next_discovery: Option<Instant>,
+    stream: Option<DynamoStream>,
+    /// The stream's shards: checkpoints (`bridge#<shardId>` in the checkpoints table), parents first, leases.
+    shards: Shards,
     told_no_stream: bool,
 }
 
 impl Worker {
     /// A worker that knows no stream or shard yet: its first steps find them and load their checkpoints.
     fn new(io: Io) -> Self {
-        Self { io, stream_arn: None, shards: BTreeMap::new(), next_discovery: None, told_no_stream: false }
+        let checkpoints = CheckpointTable { dynamo: io.dynamo.clone(), table: io.tables.checkpoints.clone() };
+        let shards = Shards::new(checkpoints, |shard| format!("bridge#{shard}"), DISCOVERY_INTERVAL, NAME.to_owned())
+            .with_leases(io.leases.clone());
+        Self { io, stream: None, shards, told_no_stream: false }
     }
 
     async fn step(&mut self) -> Result<StepDone, String> {
-        let Some(arn) = self.stream_arn.clone() else {
+        let Some(stream) = &self.stream else {
             return self.find_stream().await.map(|progress| StepDone { progress, published: 0, lag: None });
         };
-        if self.next_discovery.is_none_or(|at| Instant::now() >= at) {
-            self.discover(&arn).await?;
+        if self.shards.discovery_due() {
+            match stream.list().await {
+                Ok(listed) => self.shards.update(listed).await?,
+                Err(e) => {
+                    if stream.gone() {
+                        // Disabled and expired: look the table's current stream up again.
+                        self.stream = None;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let readable: Vec<String> = self
-            .shards
-            .iter()
-            .filter(|(_, shard)| !shard.finished && parent_finished(&self.shards, shard))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let Some(stream) = &self.stream else {
+            return Ok(StepDone { progress: Progress::More, published: 0, lag: None });
+        };
+        let readable = self.shards.readable().await?;
         let mut more = false;
         let mut published = 0;
         // The lag is that of the shard furthest behind among those that published.
         let mut oldest_last: Option<DateTime<Utc>> = None;
         let mut first_error = None;
         for id in readable {
-            let Some(mut shard) = self.shards.remove(&id) else { continue };
-            let result = match self.lease(&id, &mut shard).await {
-                Ok(true) => self.io.read_page(&arn, &id, &mut shard).await,
-                Ok(false) => Ok(PageOutcome { published: 0, last_created: None, more: false }),
-                Err(e) => Err(e),
-            };
-            if shard.finished {
-                tracing::info!(shard = %id, checkpoint = ?shard.checkpoint, "stream shard finished");
-                // Its children (a split, or the next shard after a rollover) may now be read.
-                self.next_discovery = None;
-            }
-            self.shards.insert(id, shard);
-            match result {
+            match read_page(&self.io, stream, &mut self.shards, &id).await {
                 Ok(page) => {
                     more |= page.more;
                     published += page.published;
@@ -373,7 +337,7 @@ impl Worker {
                 // list is read again in case the shard is gone.
                 Err(e) => {
                     first_error.get_or_insert(e);
-                    self.next_discovery = None;
+                    self.shards.discover_soon();
                 }
             }
         }
@@ -392,24 +356,6 @@ impl Worker {
         }
     }
 
-    /// Whether this instance may read the shard now. On getting a lease (back), the shard's checkpoint is read
-    /// again: another instance may have moved it, or finished the shard.
-    async fn lease(&self, id: &str, shard: &mut ShardState) -> Result<bool, String> {
-        let Some(leases) = &self.io.leases else { return Ok(true) };
-        let held = leases.hold(id).await.map_err(|e| format!("lease of shard {id}: {e}"))?;
-        if held && !shard.held {
-            let (checkpoint, finished) = self.io.load_checkpoint(id).await?;
-            tracing::info!(shard = %id, ?checkpoint, finished, owner = leases.owner(), "reading stream shard (lease held)");
-            *shard = ShardState { checkpoint, finished, iterator: None, held: true, parent: shard.parent.take() };
-        }
-        if !held && shard.held {
-            tracing::info!(shard = %id, "stream shard's lease is another instance's; not reading it");
-            shard.held = false;
-            shard.iterator = None;
-        }
-        Ok(held && !shard.finished)
-    }
-
     async fn find_stream(&mut self) -> Result<Progress, String> {
         let table = &self.io.tables.events;
         let output = self
@@ -423,8 +369,8 @@ impl Worker {
         match output.table().and_then(|t| t.latest_stream_arn()) {
             Some(arn) => {
                 tracing::info!(%table, stream = %arn, "bridge reading the events table's stream");
-                self.stream_arn = Some(arn.to_owned());
-                self.next_discovery = None;
+                self.stream = Some(DynamoStream::new(&self.io.streams, arn.to_owned()));
+                self.shards.discover_soon();
                 Ok(Progress::More)
             }
             None => {
@@ -436,157 +382,45 @@ impl Worker {
             }
         }
     }
+}
 
-    /// Lists the stream's shards (all pages), loads the checkpoints of new ones and forgets those that left.
-    async fn discover(&mut self, arn: &str) -> Result<(), String> {
-        let mut listed: Vec<(String, Option<String>)> = Vec::new();
-        let mut start: Option<String> = None;
-        loop {
-            let output = self
-                .io
-                .streams
-                .describe_stream()
-                .stream_arn(arn)
-                .set_exclusive_start_shard_id(start.take())
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) {
-                        // The stream is gone (disabled and expired): look the table's current one up again.
-                        self.stream_arn = None;
-                    }
-                    format!("DescribeStream {arn}: {}", DisplayErrorContext(&e))
-                })?;
-            let Some(description) = output.stream_description() else { break };
-            for shard in description.shards() {
-                if let Some(id) = shard.shard_id() {
-                    listed.push((id.to_owned(), shard.parent_shard_id().map(str::to_owned)));
-                }
-            }
-            match description.last_evaluated_shard_id() {
-                Some(last) => start = Some(last.to_owned()),
-                None => break,
-            }
+/// Reads one page of a shard, publishes it and moves the shard's checkpoint past it. On any failure after the
+/// read the shard's iterator is dropped, so the next step reads the same records again from the checkpoint.
+async fn read_page(io: &Io, stream: &DynamoStream, shards: &mut Shards, id: &str) -> Result<PageOutcome, String> {
+    let read = match shards.read(stream, id, io.batch_size).await {
+        Ok(Some(read)) => read,
+        // An expired iterator: a fresh one from the checkpoint, at once.
+        Ok(None) => {
+            shards.rewind(id);
+            return Ok(PageOutcome { more: true, ..PageOutcome::NOTHING });
         }
-        let still_listed: HashSet<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
-        self.shards.retain(|id, shard| {
-            let keep = still_listed.contains(id.as_str());
-            if !keep && !shard.finished {
-                tracing::error!(
-                    shard = %id, checkpoint = ?shard.checkpoint,
-                    "shard left the stream before the bridge read it to the end; its remaining records expired"
-                );
+        Err(e) => {
+            if e.rewind {
+                shards.rewind(id);
             }
-            keep
-        });
-        // Shards another instance reads: whether it finished them (their children wait for that).
-        for (id, shard) in self.shards.iter_mut().filter(|(_, s)| !s.held && !s.finished) {
-            shard.finished = self.io.load_checkpoint(id).await?.1;
+            return Err(e.message);
         }
-        // Load every new shard's checkpoint before adding any: a child must never be seen without its parent.
-        let mut found = Vec::new();
-        let held = self.io.leases.is_none();
-        for (id, parent) in listed {
-            if self.shards.contains_key(&id) {
-                continue;
-            }
-            let (checkpoint, finished) = self.io.load_checkpoint(&id).await?;
-            found.push((id, ShardState { parent, checkpoint, iterator: None, finished, held }));
-        }
-        for (id, shard) in found {
-            tracing::info!(
-                shard = %id, parent = ?shard.parent, checkpoint = ?shard.checkpoint, finished = shard.finished,
-                "discovered stream shard"
-            );
-            self.shards.insert(id, shard);
-        }
-        self.next_discovery = Some(Instant::now() + DISCOVERY_INTERVAL);
-        Ok(())
+    };
+    if read.records.is_empty() && !read.advance.finished {
+        shards.keep_iterator(id, read.advance.iterator);
+        return Ok(PageOutcome::NOTHING);
     }
+    let published = io.publish(id, &read.records).await.map_err(|e| format!("publishing shard {id}: {e}"));
+    let (published, last_created) = match published {
+        Ok(done) => done,
+        Err(e) => {
+            shards.rewind(id);
+            return Err(e);
+        }
+    };
+    if let Err(e) = shards.commit(&BTreeMap::from([(id.to_owned(), read.advance)])).await {
+        shards.rewind(id);
+        return Err(e);
+    }
+    Ok(PageOutcome { published, last_created, more: true })
 }
 
 impl Io {
-    /// Reads one page of a shard, publishes it and saves the checkpoint; on any failure after the read the
-    /// iterator is dropped, so the next step reads the same records again from the checkpoint.
-    async fn read_page(&self, arn: &str, id: &str, shard: &mut ShardState) -> Result<PageOutcome, String> {
-        let iterator = match shard.iterator.take() {
-            Some(iterator) => iterator,
-            None => match self.fresh_iterator(arn, id, shard.checkpoint.as_deref()).await? {
-                Some(iterator) => iterator,
-                None => {
-                    // Nothing can be read after the checkpoint of a closed shard.
-                    self.save_checkpoint(id, shard.checkpoint.as_deref(), true).await?;
-                    shard.finished = true;
-                    return Ok(PageOutcome { published: 0, last_created: None, more: true });
-                }
-            },
-        };
-        let output = match self.streams.get_records().shard_iterator(&iterator).limit(self.batch_size).send().await {
-            Ok(output) => output,
-            Err(e) => {
-                let service = e.as_service_error();
-                if service.is_some_and(|s| s.is_expired_iterator_exception()) {
-                    // Iterators live 15 minutes: take a new one from the checkpoint, no backoff needed.
-                    tracing::debug!(shard = %id, "shard iterator expired; renewing from the checkpoint");
-                    return Ok(PageOutcome { published: 0, last_created: None, more: true });
-                }
-                if !service.is_some_and(|s| s.is_trimmed_data_access_exception() || s.is_resource_not_found_exception())
-                {
-                    // Throttling, a server error, a timeout: the iterator is still good for the retry.
-                    shard.iterator = Some(iterator);
-                }
-                return Err(format!("GetRecords on shard {id}: {}", DisplayErrorContext(&e)));
-            }
-        };
-        let records = output.records();
-        let next = output.next_shard_iterator().map(str::to_owned);
-        let (published, last_created) =
-            self.publish(id, records).await.map_err(|e| format!("publishing shard {id}: {e}"))?;
-        let last_sequence = records
-            .iter()
-            .rev()
-            .find_map(|r| r.dynamodb().and_then(|d| d.sequence_number()))
-            .map(str::to_owned)
-            .or_else(|| shard.checkpoint.clone());
-        let finished = next.is_none();
-        if !records.is_empty() || finished {
-            self.save_checkpoint(id, last_sequence.as_deref(), finished).await?;
-        }
-        shard.checkpoint = last_sequence;
-        shard.iterator = next;
-        shard.finished = finished;
-        Ok(PageOutcome { published, last_created, more: !records.is_empty() || finished })
-    }
-
-    /// An iterator just after the checkpoint, or at the trim horizon for a shard never read. `None` when a
-    /// closed shard has nothing left to read.
-    async fn fresh_iterator(&self, arn: &str, id: &str, checkpoint: Option<&str>) -> Result<Option<String>, String> {
-        let request = self.streams.get_shard_iterator().stream_arn(arn).shard_id(id);
-        let request = match checkpoint {
-            Some(sequence) => {
-                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(sequence)
-            }
-            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        };
-        match request.send().await {
-            Ok(output) => Ok(output.shard_iterator().map(str::to_owned)),
-            Err(e)
-                if checkpoint.is_some()
-                    && e.as_service_error().is_some_and(|s| s.is_trimmed_data_access_exception()) =>
-            {
-                // The records after the checkpoint are past the stream's 24-hour retention: they are gone for
-                // good, and the oldest record still there is the best place to go on from.
-                tracing::error!(
-                    shard = %id, ?checkpoint,
-                    "records after the checkpoint expired from the stream before the bridge read them; \
-                     continuing at the trim horizon"
-                );
-                Box::pin(self.fresh_iterator(arn, id, None)).await
-            }
-            Err(e) => Err(format!("GetShardIterator on shard {id}: {}", DisplayErrorContext(&e))),
-        }
-    }
-
     /// Publishes the page's events in order to every sink and waits until each has acknowledged all of them.
     /// Returns the number published and the approximate creation time of the last one.
     async fn publish(&self, shard: &str, records: &[Record]) -> Result<(u64, Option<DateTime<Utc>>), String> {
@@ -607,7 +441,10 @@ impl Io {
             };
             // History that `orderflow migrate` / `import` wrote without `--publish` (`crate::lifecycle`):
             // consumers saw it where it came from, so it is not published a second time.
-            if matches!(image.get(crate::store::dynamo::PUBLISH_ATTRIBUTE), Some(StreamValue::Bool(false))) {
+            if matches!(
+                image.get(crate::store::dynamo::PUBLISH_ATTRIBUTE),
+                Some(aws_sdk_dynamodbstreams::types::AttributeValue::Bool(false))
+            ) {
                 continue;
             }
             let event = match decode_image(image) {
@@ -640,150 +477,5 @@ impl Io {
             .filter_map(|(sink, result)| result.err().map(|e| format!("{}: {}", sink.name(), e.0)))
             .collect();
         if failures.is_empty() { Ok((events.len() as u64, last_created)) } else { Err(failures.join("; ")) }
-    }
-
-    async fn load_checkpoint(&self, shard: &str) -> Result<(Option<String>, bool), String> {
-        let table = &self.tables.checkpoints;
-        let output = self
-            .dynamo
-            .get_item()
-            .table_name(table)
-            .key("id", ItemValue::S(checkpoint_id(shard)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                format!("reading the checkpoint of shard {shard} from {table}: {}", DisplayErrorContext(&e))
-            })?;
-        let Some(item) = output.item() else { return Ok((None, false)) };
-        let sequence = match item.get("sequenceNumber") {
-            Some(ItemValue::S(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let finished = matches!(item.get("finished"), Some(ItemValue::Bool(true)));
-        Ok((sequence, finished))
-    }
-
-    async fn save_checkpoint(&self, shard: &str, sequence: Option<&str>, finished: bool) -> Result<(), String> {
-        let table = &self.tables.checkpoints;
-        let mut request = self
-            .dynamo
-            .put_item()
-            .table_name(table)
-            .item("id", ItemValue::S(checkpoint_id(shard)))
-            .item("finished", ItemValue::Bool(finished))
-            .item("updatedAt", ItemValue::N(Utc::now().timestamp_millis().to_string()));
-        if let Some(sequence) = sequence {
-            request = request.item("sequenceNumber", ItemValue::S(sequence.to_owned()));
-        }
-        request
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("saving the checkpoint of shard {shard} in {table}: {}", DisplayErrorContext(&e)))
-    }
-}
-
-/// A child shard waits for its parent; a parent no longer listed has left the stream (older than its 24-hour
-/// retention), so there is nothing of it left to wait for.
-fn parent_finished(shards: &BTreeMap<String, ShardState>, shard: &ShardState) -> bool {
-    shard.parent.as_ref().and_then(|p| shards.get(p)).is_none_or(|p| p.finished)
-}
-
-fn checkpoint_id(shard: &str) -> String {
-    format!("bridge#{shard}")
-}
-
-/// A stream record's NEW_IMAGE as the event it stores, through the event store's own item decoder.
-fn decode_image(image: &HashMap<String, StreamValue>) -> Result<StoredEvent, String> {
-    let item = image
-        .iter()
-        .map(|(name, value)| Ok((name.clone(), to_item_value(value)?)))
-        .collect::<Result<HashMap<_, _>, String>>()?;
-    event_from_item(&item)
-}
-
-/// The Streams SDK and the DynamoDB SDK each have their own (identical) attribute value type.
-fn to_item_value(value: &StreamValue) -> Result<ItemValue, String> {
-    Ok(match value {
-        StreamValue::S(s) => ItemValue::S(s.clone()),
-        StreamValue::N(n) => ItemValue::N(n.clone()),
-        StreamValue::B(b) => ItemValue::B(b.clone()),
-        StreamValue::Bool(b) => ItemValue::Bool(*b),
-        StreamValue::Null(n) => ItemValue::Null(*n),
-        StreamValue::Ss(v) => ItemValue::Ss(v.clone()),
-        StreamValue::Ns(v) => ItemValue::Ns(v.clone()),
-        StreamValue::Bs(v) => ItemValue::Bs(v.clone()),
-        StreamValue::L(list) => ItemValue::L(list.iter().map(to_item_value).collect::<Result<_, _>>()?),
-        StreamValue::M(map) => ItemValue::M(
-            map.iter().map(|(k, v)| Ok((k.clone(), to_item_value(v)?))).collect::<Result<HashMap<_, _>, String>>()?,
-        ),
-        other => return Err(format!("unsupported attribute value {other:?}")),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image(payload: &str, kind: &str) -> HashMap<String, StreamValue> {
-        HashMap::from([
-            ("orderId".to_owned(), StreamValue::S("o-1".into())),
-            ("version".to_owned(), StreamValue::N("3".into())),
-            ("eventId".to_owned(), StreamValue::S("0190f5c2-7d3e-7a51-9c1e-3f2b8d4a6e01".into())),
-            ("type".to_owned(), StreamValue::S(kind.into())),
-            ("schemaVersion".to_owned(), StreamValue::N("1".into())),
-            ("recordedAt".to_owned(), StreamValue::N("1700000000123".into())),
-            ("payload".to_owned(), StreamValue::S(payload.into())),
-        ])
-    }
-
-    const PAID: &str =
-        r#"{"type":"PaymentConfirmed","data":{"paymentId":"pay-1","amount":2500,"paidAt":"2023-11-14T22:13:20.123Z"}}"#;
-
-    #[test]
-    fn a_new_image_decodes_to_the_stored_event() {
-        let event = decode_image(&image(PAID, "PaymentConfirmed")).unwrap();
-        assert_eq!(event.order_id.to_string(), "o-1");
-        assert_eq!((event.version, event.schema_version, event.position), (3, 1, 0));
-        assert_eq!(event.recorded_at.timestamp_millis(), 1_700_000_000_123);
-        assert_eq!(event.event.type_name(), "PaymentConfirmed");
-        assert_eq!(event.event_id.to_string(), "0190f5c2-7d3e-7a51-9c1e-3f2b8d4a6e01");
-    }
-
-    #[test]
-    fn a_foreign_or_inconsistent_item_is_refused() {
-        assert!(decode_image(&image("not json", "PaymentConfirmed")).is_err());
-        assert!(decode_image(&image(PAID, "OrderShipped")).is_err());
-        let mut missing = image(PAID, "PaymentConfirmed");
-        missing.remove("eventId");
-        assert!(decode_image(&missing).is_err());
-    }
-
-    #[test]
-    fn nested_values_convert() {
-        let value = StreamValue::M(HashMap::from([(
-            "l".to_owned(),
-            StreamValue::L(vec![StreamValue::N("1".into()), StreamValue::Bool(true), StreamValue::Null(true)]),
-        )]));
-        let ItemValue::M(map) = to_item_value(&value).unwrap() else { panic!("not a map") };
-        assert_eq!(
-            map.get("l"),
-            Some(&ItemValue::L(vec![ItemValue::N("1".into()), ItemValue::Bool(true), ItemValue::Null(true)]))
-        );
-    }
-
-    #[test]
-    fn a_child_waits_for_its_parent_until_the_parent_is_finished_or_gone() {
-        let mut shards = BTreeMap::from([("parent".to_owned(), ShardState::default())]);
-        let child = ShardState { parent: Some("parent".into()), ..ShardState::default() };
-        assert!(!parent_finished(&shards, &child));
-        if let Some(parent) = shards.get_mut("parent") {
-            parent.finished = true;
-        }
-        assert!(parent_finished(&shards, &child));
-        shards.clear();
-        assert!(parent_finished(&shards, &child));
-        assert!(parent_finished(&shards, &ShardState::default()));
     }
 }

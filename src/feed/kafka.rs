@@ -6,7 +6,7 @@
 //!   client's partitioner), so one order's events land on one partition, in the order the bridge enqueued
 //!   them; the idempotent producer keeps that order across its internal retries.
 //! - **At-least-once, committed after the view.** The consumer never auto-commits. A batch stays held until
-//!   the projector acks it (after the view write is durable, DESIGN.md guarantee 4); only then are the batch's
+//!   the projector acks it (after the view write is durable, docs/design.md guarantee 4); only then are the batch's
 //!   offsets committed, synchronously. A batch that was not acked is handed out again as is; a consumer that
 //!   dies before committing leaves the batch to be read again by whoever gets the partition. Views dedupe, so
 //!   redelivery changes nothing.

@@ -12,19 +12,19 @@
 //!   waits with exponential backoff and jitter; after [`PUT_DEADLINE`] the page fails back to the bridge, which
 //!   publishes it again from its checkpoint (duplicates, which consumers dedupe, never loss).
 //!
-//! Delivery guarantees of the subscription:
+//! Delivery guarantees of the subscription (the shard bookkeeping is `feed::shards`, shared with the bridge):
 //! - **One reader per shard, parents first.** Each open shard is read from its checkpoint
 //!   (`AFTER_SEQUENCE_NUMBER`) or, never read, from `TRIM_HORIZON`. After a split or merge, a child shard is read
 //!   only once every parent is finished (closed and read to the end), so an order's events arrive in version
 //!   order although its partition key moved to another shard.
 //! - **Checkpoints after the view.** A batch stays held until the projector acks it (after the view write is
 //!   durable); only then are the shards' new sequence numbers saved in the checkpoints table (one item per
-//!   projection and shard), as the Kafka path commits offsets. A restart resumes after them; the views dedupe
-//!   the at most one batch read twice.
+//!   stream, projection and shard), as the Kafka path commits offsets. A restart resumes after them; the views
+//!   dedupe the at most one batch read twice.
 //! - **Expired iterators** (5 minutes) are renewed from the checkpoint.
 //! - **One instance per shard.** With several instances ([`KinesisSubscription::with_leases`]), each shard is read,
-//!   for a projection, only by the instance holding its lease ([`crate::lease`], the same mechanism as the Streams
-//!   bridge's); a shard whose holder died is taken over one lease period later, from its checkpoint.
+//!   for a projection, only by the instance holding its lease ([`crate::lease`]); a shard whose holder died is
+//!   taken over one lease period later, from its checkpoint.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
@@ -41,6 +40,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use super::cloudevents::CloudEvent;
+use super::shards::{Advance, CheckpointTable, Listed, Page, PageError, ShardStream, Shards};
 use super::{EventSink, FeedError, FeedHealth, FeedSubscription};
 use crate::config::{AwsSettings, KinesisSettings};
 use crate::lease::Leases;
@@ -354,32 +354,92 @@ impl EventSink for KinesisSink {
 // The subscription
 // ---------------------------------------------------------------------------------------------------------
 
-/// What a projection's reader knows about one shard.
-#[derive(Debug, Clone, Default)]
-struct ShardReader {
-    /// The parent and, after a merge, the adjacent parent.
-    parents: Vec<String>,
-    /// The last sequence number acked (durably saved); `None` = start at TRIM_HORIZON.
-    checkpoint: Option<String>,
-    /// Where the next GetRecords continues; `None` = a fresh one from the checkpoint.
-    iterator: Option<String>,
-    /// Closed and read to the end, acked.
-    finished: bool,
-    /// Records of the shard up to the checkpoint: their sum is the position `/admin` shows, like the sum of the
-    /// committed offsets on Kafka.
-    records: u64,
-    /// This instance holds the shard's lease for this projection (always, without leases). On getting it (back)
-    /// the checkpoint is read again: another instance may have moved it.
-    held: bool,
+/// The Kinesis calls a subscription reads a stream with (see [`ShardStream`]).
+struct KinesisStream {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
 }
 
-/// How a read moves one shard's reader once its batch is acked.
-#[derive(Debug, Clone)]
-struct Advance {
-    checkpoint: Option<String>,
-    iterator: Option<String>,
-    finished: bool,
-    records: u64,
+/// A Kinesis record as the subscription sees it: the event it carries (`None`: not an orderflow event) and when
+/// it arrived.
+struct KinesisRecord {
+    event: Option<StoredEvent>,
+    arrival: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+impl ShardStream for KinesisStream {
+    type Record = KinesisRecord;
+
+    async fn list(&self) -> Result<Vec<Listed>, String> {
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // With a NextToken the stream name must be left out.
+            let request = match token.take() {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let output =
+                request.send().await.map_err(|e| format!("ListShards {}: {}", self.stream, DisplayErrorContext(&e)))?;
+            for shard in output.shards() {
+                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()].into_iter().flatten();
+                listed.push(Listed { id: shard.shard_id().to_owned(), parents: parents.map(str::to_owned).collect() });
+            }
+            match output.next_token() {
+                Some(next) if !output.shards().is_empty() => token = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<Option<String>, String> {
+        let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(shard);
+        let request = match after {
+            Some(sequence) => {
+                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
+            }
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let output =
+            request.send().await.map_err(|e| format!("GetShardIterator on {shard}: {}", DisplayErrorContext(&e)))?;
+        Ok(output.shard_iterator().map(str::to_owned))
+    }
+
+    async fn page(&self, shard: &str, iterator: &str, limit: i32) -> Result<Page<KinesisRecord>, PageError> {
+        let output = match self.client.get_records().shard_iterator(iterator).limit(limit).send().await {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_expired_iterator_exception()) => {
+                return Err(PageError::Expired);
+            }
+            Err(e) => return Err(PageError::Failed(format!("GetRecords on {shard}: {}", DisplayErrorContext(&e)))),
+        };
+        let mut last_sequence: Option<String> = None;
+        let mut records = Vec::with_capacity(output.records().len());
+        for record in output.records() {
+            let sequence = record.sequence_number();
+            if last_sequence.as_deref().is_none_or(|c| compare_sequence(sequence, c) == Ordering::Greater) {
+                last_sequence = Some(sequence.to_owned());
+            }
+            let event = match CloudEvent::decode(record.data().as_ref()) {
+                Ok(event) => Some(event),
+                // Counted in the checkpoint so the reader moves past it (parking foreign records is for later).
+                Err(e) => {
+                    tracing::error!(shard, sequence, error = %e, "Kinesis record is not an orderflow event; skipped");
+                    None
+                }
+            };
+            let arrival = record
+                .approximate_arrival_timestamp()
+                .and_then(|t| t.to_millis().ok())
+                .and_then(DateTime::from_timestamp_millis);
+            records.push(KinesisRecord { event, arrival });
+        }
+        // Real Kinesis also names the children at a shard's end (`ChildShards`); the shard list is read again
+        // as soon as the shard is finished, which finds them on Kinesis and kinesalite alike.
+        Ok(Page { records, last_sequence, next: output.next_shard_iterator().map(str::to_owned) })
+    }
 }
 
 /// A batch handed to the projector and not yet acked.
@@ -389,309 +449,51 @@ struct HeldBatch {
     newest_arrival: Option<DateTime<Utc>>,
 }
 
-/// Where a subscription keeps its checkpoints: one item per (stream, projection, shard) in the checkpoints table.
-#[derive(Clone)]
-pub struct CheckpointStore {
-    pub dynamo: aws_sdk_dynamodb::Client,
-    pub table: String,
-}
-
-/// One projection's reader of the stream: a reader state per shard, all read in each round.
+/// One projection's reader of the stream: every readable shard read in each round (see `feed::shards`), its
+/// checkpoints one item per (stream, projection, shard) in the checkpoints table, saved on ack.
 pub struct KinesisSubscription {
-    client: aws_sdk_kinesis::Client,
-    checkpoints: CheckpointStore,
-    stream: String,
+    stream: KinesisStream,
     projection: &'static str,
     poll_interval: Duration,
-    shards: BTreeMap<String, ShardReader>,
-    next_discovery: Option<Instant>,
+    shards: Shards,
     held: Option<HeldBatch>,
-    leases: Option<Arc<Leases>>,
 }
 
 impl KinesisSubscription {
     pub fn new(
         client: aws_sdk_kinesis::Client,
-        checkpoints: CheckpointStore,
+        checkpoints: CheckpointTable,
         settings: &KinesisSettings,
         projection: &'static str,
     ) -> Self {
+        let checkpoints = CheckpointTable {
+            dynamo: crate::aws::dynamo_client_with_timeouts(&checkpoints.dynamo),
+            table: checkpoints.table,
+        };
+        let stream = settings.stream.clone();
+        let key = {
+            let stream = stream.clone();
+            move |shard: &str| format!("kinesis#{stream}#{projection}#{shard}")
+        };
+        let reader = format!("kinesis {stream} for {projection}");
         Self {
-            client,
-            checkpoints: CheckpointStore {
-                dynamo: crate::aws::dynamo_client_with_timeouts(&checkpoints.dynamo),
-                table: checkpoints.table,
-            },
-            stream: settings.stream.clone(),
+            stream: KinesisStream { client, stream },
             projection,
             poll_interval: Duration::from_millis(settings.poll_interval_ms.max(1)),
-            shards: BTreeMap::new(),
-            next_discovery: None,
+            shards: Shards::new(checkpoints, key, DISCOVERY_INTERVAL, reader),
             held: None,
-            leases: None,
         }
     }
 
     /// Several instances: each shard is read, for this projection, only by the instance holding its lease.
     pub fn with_leases(mut self, leases: Arc<Leases>) -> Self {
-        self.leases = Some(leases);
+        self.shards = self.shards.with_leases(Some(leases));
         self
     }
 
-    /// The readable shards whose lease this instance holds (all of them without leases).
-    async fn leased(&mut self, readable: Vec<String>) -> Result<Vec<String>, FeedError> {
-        let Some(leases) = self.leases.clone() else { return Ok(readable) };
-        let mut mine = Vec::new();
-        for id in readable {
-            let held = leases.hold(&self.checkpoint_id(&id)).await.map_err(|e| FeedError(e.to_string()))?;
-            let was = self.shards.get(&id).is_some_and(|r| r.held);
-            if held && !was {
-                let (checkpoint, finished, records) = self.load_checkpoint(&id).await?;
-                if let Some(reader) = self.shards.get_mut(&id) {
-                    let parents = std::mem::take(&mut reader.parents);
-                    *reader = ShardReader { parents, checkpoint, iterator: None, finished, records, held: true };
-                }
-            } else if !held
-                && was
-                && let Some(reader) = self.shards.get_mut(&id)
-            {
-                reader.held = false;
-                reader.iterator = None;
-            }
-            if held && self.shards.get(&id).is_some_and(|r| !r.finished) {
-                mine.push(id);
-            }
-        }
-        Ok(mine)
-    }
-
-    fn checkpoint_id(&self, shard: &str) -> String {
-        format!("kinesis#{}#{}#{shard}", self.stream, self.projection)
-    }
-
-    /// Lists the shards (all pages) and loads the checkpoints of new ones; a child is never added without its
-    /// listed parents.
-    async fn discover(&mut self) -> Result<(), FeedError> {
-        let mut listed: Vec<(String, Vec<String>)> = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            // With a NextToken the stream name must be left out.
-            let request = match token.take() {
-                Some(token) => self.client.list_shards().next_token(token),
-                None => self.client.list_shards().stream_name(&self.stream),
-            };
-            let output = request
-                .send()
-                .await
-                .map_err(|e| FeedError(format!("ListShards {}: {}", self.stream, DisplayErrorContext(&e))))?;
-            for shard in output.shards() {
-                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_owned);
-                listed.push((shard.shard_id().to_owned(), parents.collect()));
-            }
-            match output.next_token() {
-                Some(next) if !output.shards().is_empty() => token = Some(next.to_owned()),
-                _ => break,
-            }
-        }
-        let still: HashSet<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
-        self.shards.retain(|id, _| still.contains(id.as_str()));
-        // Shards another instance reads: whether it finished them (their children wait for that).
-        let others: Vec<String> =
-            self.shards.iter().filter(|(_, r)| !r.held && !r.finished).map(|(id, _)| id.clone()).collect();
-        for id in others {
-            let finished = self.load_checkpoint(&id).await?.1;
-            if let Some(reader) = self.shards.get_mut(&id) {
-                reader.finished = finished;
-            }
-        }
-        let mut found = Vec::new();
-        for (id, parents) in listed {
-            if self.shards.contains_key(&id) {
-                continue;
-            }
-            let (checkpoint, finished, records) = self.load_checkpoint(&id).await?;
-            let held = self.leases.is_none();
-            found.push((id, ShardReader { parents, checkpoint, iterator: None, finished, records, held }));
-        }
-        for (id, reader) in found {
-            tracing::debug!(
-                stream = %self.stream, projection = self.projection, shard = %id,
-                checkpoint = ?reader.checkpoint, finished = reader.finished, "Kinesis shard discovered"
-            );
-            self.shards.insert(id, reader);
-        }
-        self.next_discovery = Some(Instant::now() + DISCOVERY_INTERVAL);
-        Ok(())
-    }
-
-    /// Shards that may be read now: not finished, and every listed parent finished.
-    fn readable(&self) -> Vec<String> {
-        self.shards
-            .iter()
-            .filter(|(_, reader)| {
-                !reader.finished
-                    && reader.parents.iter().all(|p| self.shards.get(p).is_none_or(|parent| parent.finished))
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    async fn load_checkpoint(&self, shard: &str) -> Result<(Option<String>, bool, u64), FeedError> {
-        let output = self
-            .checkpoints
-            .dynamo
-            .get_item()
-            .table_name(&self.checkpoints.table)
-            .key("id", AttributeValue::S(self.checkpoint_id(shard)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                FeedError(format!("reading the Kinesis checkpoint of {shard}: {}", DisplayErrorContext(&e)))
-            })?;
-        let Some(item) = output.item() else { return Ok((None, false, 0)) };
-        let sequence = match item.get("sequenceNumber") {
-            Some(AttributeValue::S(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let records = match item.get("records") {
-            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
-            _ => 0,
-        };
-        Ok((sequence, matches!(item.get("finished"), Some(AttributeValue::Bool(true))), records))
-    }
-
-    async fn save_checkpoint(&self, shard: &str, advance: &Advance) -> Result<(), FeedError> {
-        let mut request = self
-            .checkpoints
-            .dynamo
-            .put_item()
-            .table_name(&self.checkpoints.table)
-            .item("id", AttributeValue::S(self.checkpoint_id(shard)))
-            .item("finished", AttributeValue::Bool(advance.finished))
-            .item("records", AttributeValue::N(advance.records.to_string()))
-            .item("updatedAt", AttributeValue::N(Utc::now().timestamp_millis().to_string()));
-        if let Some(sequence) = &advance.checkpoint {
-            request = request.item("sequenceNumber", AttributeValue::S(sequence.clone()));
-        }
-        request
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| FeedError(format!("saving the Kinesis checkpoint of {shard}: {}", DisplayErrorContext(&e))))
-    }
-
-    /// Saves every advance that moves a checkpoint, then applies them all to the readers.
     async fn commit(&mut self, advances: &BTreeMap<String, Advance>) -> Result<(), FeedError> {
-        let saves = advances.iter().filter(|(id, advance)| {
-            self.shards.get(*id).is_none_or(|r| r.checkpoint != advance.checkpoint || r.finished != advance.finished)
-        });
-        let results = join_all(saves.map(|(id, advance)| self.save_checkpoint(id, advance))).await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        for (id, advance) in advances {
-            if let Some(reader) = self.shards.get_mut(id) {
-                reader.checkpoint = advance.checkpoint.clone();
-                reader.iterator = advance.iterator.clone();
-                reader.finished = advance.finished;
-                reader.records = advance.records;
-                if advance.finished {
-                    tracing::info!(stream = %self.stream, projection = self.projection, shard = %id, "Kinesis shard finished");
-                    // Its children may now be read.
-                    self.next_discovery = None;
-                }
-            }
-        }
-        Ok(())
+        self.shards.commit(advances).await.map_err(FeedError)
     }
-
-    /// An iterator just after the checkpoint, or at the trim horizon for a shard never read; `None` when the
-    /// shard is closed and nothing is left after the checkpoint.
-    async fn fresh_iterator(&self, shard: &str, checkpoint: Option<&str>) -> Result<Option<String>, FeedError> {
-        let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(shard);
-        let request = match checkpoint {
-            Some(sequence) => {
-                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
-            }
-            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        };
-        let output = request
-            .send()
-            .await
-            .map_err(|e| FeedError(format!("GetShardIterator on {shard}: {}", DisplayErrorContext(&e))))?;
-        Ok(output.shard_iterator().map(str::to_owned))
-    }
-
-    /// One GetRecords of one shard: the events read, how the reader moves, the newest arrival time. `None` when
-    /// the iterator had expired (the reader takes a fresh one from the checkpoint next round).
-    async fn read_shard(&self, id: &str, limit: i32) -> Result<Option<ShardRead>, FeedError> {
-        let Some(reader) = self.shards.get(id) else { return Ok(None) };
-        let iterator = match &reader.iterator {
-            Some(iterator) => iterator.clone(),
-            None => match self.fresh_iterator(id, reader.checkpoint.as_deref()).await? {
-                Some(iterator) => iterator,
-                None => {
-                    let advance = Advance {
-                        checkpoint: reader.checkpoint.clone(),
-                        iterator: None,
-                        finished: true,
-                        records: reader.records,
-                    };
-                    return Ok(Some(ShardRead { events: Vec::new(), advance, records: 0, newest_arrival: None }));
-                }
-            },
-        };
-        let output = match self.client.get_records().shard_iterator(&iterator).limit(limit).send().await {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_expired_iterator_exception()) => {
-                tracing::debug!(shard = %id, "Kinesis iterator expired; renewing from the checkpoint");
-                return Ok(None);
-            }
-            Err(e) => return Err(FeedError(format!("GetRecords on {id}: {}", DisplayErrorContext(&e)))),
-        };
-        let mut events = Vec::with_capacity(output.records().len());
-        let mut checkpoint = reader.checkpoint.clone();
-        let mut newest_arrival = None;
-        for record in output.records() {
-            let sequence = record.sequence_number();
-            if checkpoint.as_deref().is_none_or(|c| compare_sequence(sequence, c) == Ordering::Greater) {
-                checkpoint = Some(sequence.to_owned());
-            }
-            newest_arrival = record
-                .approximate_arrival_timestamp()
-                .and_then(|t| t.to_millis().ok())
-                .and_then(DateTime::from_timestamp_millis)
-                .or(newest_arrival);
-            match CloudEvent::decode(record.data().as_ref()) {
-                Ok(event) => events.push(event),
-                // Counted in the checkpoint so the reader moves past it (parking foreign records is for later).
-                Err(e) => {
-                    tracing::error!(shard = %id, sequence, error = %e, "Kinesis record is not an orderflow event; skipped")
-                }
-            }
-        }
-        let next = output.next_shard_iterator().map(str::to_owned);
-        // Real Kinesis also names the children at a shard's end (`ChildShards`); the shard list is read again
-        // as soon as the shard is finished, which finds them on Kinesis and kinesalite alike.
-        let finished = next.is_none();
-        let records = output.records().len();
-        Ok(Some(ShardRead {
-            events,
-            advance: Advance { checkpoint, iterator: next, finished, records: reader.records + records as u64 },
-            records,
-            newest_arrival,
-        }))
-    }
-}
-
-/// The result of one shard's read.
-struct ShardRead {
-    events: Vec<StoredEvent>,
-    advance: Advance,
-    records: usize,
-    newest_arrival: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -703,36 +505,40 @@ impl FeedSubscription for KinesisSubscription {
         }
         let until = Instant::now() + wait;
         loop {
-            if self.next_discovery.is_none_or(|at| Instant::now() >= at) {
-                self.discover().await?;
+            if self.shards.discovery_due() {
+                let listed = self.stream.list().await.map_err(FeedError)?;
+                self.shards.update(listed).await.map_err(FeedError)?;
             }
-            let readable = self.readable();
-            let readable = self.leased(readable).await?;
+            let readable = self.shards.readable().await.map_err(FeedError)?;
             let limit = (max / readable.len().max(1)).clamp(1, 10_000) as i32;
-            let reads = join_all(readable.iter().map(|id| self.read_shard(id, limit))).await;
+            let reads = join_all(readable.iter().map(|id| self.shards.read(&self.stream, id, limit))).await;
             let mut events = Vec::new();
             let mut advances = BTreeMap::new();
             let mut newest_arrival: Option<DateTime<Utc>> = None;
             let mut moved = false;
             for (id, read) in readable.into_iter().zip(reads) {
-                match read? {
-                    None => {
-                        if let Some(reader) = self.shards.get_mut(&id) {
-                            reader.iterator = None;
+                match read {
+                    Err(e) => {
+                        if e.rewind {
+                            self.shards.rewind(&id);
                         }
+                        return Err(FeedError(e.message));
+                    }
+                    Ok(None) => {
+                        self.shards.rewind(&id);
                         moved = true;
                     }
-                    Some(read) => {
-                        if read.records == 0 && !read.advance.finished {
+                    Ok(Some(read)) => {
+                        if read.records.is_empty() && !read.advance.finished {
                             // Nothing new: only the iterator moves; no checkpoint to wait for.
-                            if let Some(reader) = self.shards.get_mut(&id) {
-                                reader.iterator = read.advance.iterator;
-                            }
+                            self.shards.keep_iterator(&id, read.advance.iterator);
                             continue;
                         }
                         moved = true;
-                        events.extend(read.events);
-                        newest_arrival = newest_arrival.max(read.newest_arrival);
+                        for record in read.records {
+                            newest_arrival = newest_arrival.max(record.arrival);
+                            events.extend(record.event);
+                        }
                         advances.insert(id, read.advance);
                     }
                 }
@@ -783,26 +589,18 @@ impl FeedSubscription for KinesisSubscription {
             )));
         }
         self.held = None;
-        if self.next_discovery.is_none() {
-            self.discover().await?;
+        if self.shards.discovery_due() {
+            let listed = self.stream.list().await.map_err(FeedError)?;
+            self.shards.update(listed).await.map_err(FeedError)?;
         }
         // Every shard back to the trim horizon, durably, so a restart during the replay goes on replaying.
-        let reset = Advance { checkpoint: None, iterator: None, finished: false, records: 0 };
-        let ids: Vec<String> = self.shards.keys().cloned().collect();
-        join_all(ids.iter().map(|id| self.save_checkpoint(id, &reset)))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()?;
-        let held = self.leases.is_none();
-        for reader in self.shards.values_mut() {
-            *reader = ShardReader { parents: std::mem::take(&mut reader.parents), held, ..ShardReader::default() };
-        }
-        tracing::info!(stream = %self.stream, projection = self.projection, shards = ids.len(), "Kinesis feed rewound");
+        let shards = self.shards.rewind_all().await.map_err(FeedError)?;
+        tracing::info!(stream = %self.stream.stream, projection = self.projection, shards, "Kinesis feed rewound");
         Ok(())
     }
 
     fn position(&self) -> Option<u64> {
-        Some(self.shards.values().map(|r| r.records).sum())
+        Some(self.shards.states().map(|s| s.records).sum())
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod cloudevents;
 pub mod kafka;
 pub mod kinesis;
+pub mod shards;
+pub mod streams;
 pub mod tail;
 
 use std::sync::Arc;

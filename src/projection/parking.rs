@@ -1,4 +1,4 @@
-//! Retry-then-park for one projection (DESIGN.md guarantee 5).
+//! Retry-then-park for one projection (docs/design.md guarantee 5).
 //!
 //! A batch the view refuses is applied again one event at a time. An event the view refuses
 //! (`ViewError::Rejected` / `OutOfOrder`) is retried `max_attempts` times with exponential backoff, then

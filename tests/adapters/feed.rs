@@ -18,13 +18,13 @@ use orderflow::feed::kafka::{self, KafkaSink, KafkaSubscription};
 use orderflow::feed::kinesis::KinesisSink;
 use orderflow::feed::tail::LogTail;
 use orderflow::feed::{EventSink, FeedSubscription};
+use orderflow::store::StoredEvent;
 use orderflow::store::sqlite::SqliteEventStore;
-use orderflow::store::{AppendRequest, EventStore, StoredEvent};
 use uuid::Uuid;
 
 use crate::support::{
-    assert_exactly_once_in_order, dynamodb, event_for, ids, kafka_brokers, kafka_settings, kinesalite, kinesis_setup,
-    kinesis_subscription, next_nonempty, order_n, store_settings, stored, trace_for, unique,
+    append_versions, assert_exactly_once_in_order, dynamodb, ids, kafka_brokers, kafka_settings, kinesalite,
+    kinesis_setup, kinesis_subscription, next_nonempty, order_n, store_settings, stored, unique,
 };
 
 /// One feed under test: how the application's write side puts events on it, and how a projector opens it.
@@ -108,21 +108,7 @@ impl Feed for Tail {
         orders: &[orderflow::domain::OrderId],
         versions: std::ops::RangeInclusive<u64>,
     ) -> Vec<StoredEvent> {
-        let mut appended = Vec::new();
-        for version in versions {
-            for order in orders {
-                let request = AppendRequest {
-                    order_id: order.clone(),
-                    expected_version: version - 1,
-                    events: vec![event_for(version)],
-                    snapshot: None,
-                    idempotency: None,
-                    traceparent: Some(trace_for(version)),
-                };
-                appended.extend(self.store.append(request).await.expect("append"));
-            }
-        }
-        appended
+        append_versions(&*self.store, orders, versions).await
     }
 
     async fn open(&mut self, checkpoint: u64) -> Box<dyn FeedSubscription> {

@@ -144,7 +144,7 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
     };
 
     let orders: Vec<OrderId> = (0..5).map(|n| order_n(n, &run)).collect();
-    let mut appended = append_versions(&store, &orders, 1..=6).await;
+    let mut appended = append_versions(&*store, &orders, 1..=6).await;
     let consumer = outside_consumer(&brokers, &kafka.topic);
     let mut seen = Vec::new();
 
@@ -162,7 +162,7 @@ async fn bridge_publishes_every_event_as_a_cloudevent_in_order_and_resumes_from_
     assert!(before_restart > 0, "the first bridge published nothing");
 
     // Written while no bridge runs; the next one must pick them up after its checkpoints.
-    appended.extend(append_versions(&store, &orders, 7..=10).await);
+    appended.extend(append_versions(&*store, &orders, 7..=10).await);
     let expected: HashMap<String, &StoredEvent> = appended.iter().map(|e| (e.event_id.to_string(), e)).collect();
     let bridge = start_bridge();
     consume_until(&consumer, &mut seen, Duration::from_secs(90), |s| distinct_ids(s).len() >= expected.len()).await;
@@ -258,7 +258,7 @@ async fn bridge_publishes_a_page_again_when_its_delivery_failed() {
     mock.request_errors(RDKafkaApiKey::Produce, &[refused, refused]);
 
     let orders: Vec<OrderId> = (0..3).map(|n| order_n(n, &run)).collect();
-    let appended = append_versions(&store, &orders, 1..=3).await;
+    let appended = append_versions(&*store, &orders, 1..=3).await;
     let producer = kafka::producer(&kafka).expect("producer");
     let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
     let settings =
@@ -318,7 +318,7 @@ async fn two_bridges_with_leases_publish_each_shard_once_and_one_takes_over_when
             .start()
     };
     let orders: Vec<OrderId> = (0..4).map(|n| order_n(n, &run)).collect();
-    let mut appended = append_versions(&store, &orders, 1..=3).await;
+    let mut appended = append_versions(&*store, &orders, 1..=3).await;
     let (a, b) = (start("a"), start("b"));
     let consumer = outside_consumer(&brokers, &kafka.topic);
     let mut seen = Vec::new();
@@ -330,7 +330,7 @@ async fn two_bridges_with_leases_publish_each_shard_once_and_one_takes_over_when
     stop(&a).await;
     stop(&b).await;
     let survivor = start("b");
-    appended.extend(append_versions(&store, &orders, 4..=5).await);
+    appended.extend(append_versions(&*store, &orders, 4..=5).await);
     let expected: HashSet<String> = appended.iter().map(|e| e.event_id.to_string()).collect();
     consume_until(&consumer, &mut seen, Duration::from_secs(60), |s| distinct_ids(s) == expected).await;
     stop(&survivor).await;

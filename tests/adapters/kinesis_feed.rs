@@ -49,7 +49,7 @@ async fn bridge_fans_out_and_an_outside_kinesis_consumer_sees_every_event_as_a_c
     kafka::ensure_topic(&kafka).await.expect("create the topic");
 
     let orders: Vec<OrderId> = (0..6).map(|n| order_n(n, &run)).collect();
-    let appended = append_versions(&store, &orders, 1..=4).await;
+    let appended = append_versions(&*store, &orders, 1..=4).await;
     let sinks: Vec<Arc<dyn EventSink>> = vec![
         Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
         Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),
@@ -126,7 +126,7 @@ async fn the_bridge_checkpoints_nothing_while_one_sink_fails_and_catches_up_once
 
     // The Kinesis stream does not exist yet: every PutRecords fails (ResourceNotFoundException) while Kafka works.
     let orders: Vec<OrderId> = (0..3).map(|n| order_n(n, &run)).collect();
-    let appended = append_versions(&store, &orders, 1..=3).await;
+    let appended = append_versions(&*store, &orders, 1..=3).await;
     let sinks: Vec<Arc<dyn EventSink>> = vec![
         Arc::new(KafkaSink::new(kafka::producer(&kafka).expect("producer"), kafka.topic.clone())),
         Arc::new(KinesisSink::new(client.clone(), settings.stream.clone())),

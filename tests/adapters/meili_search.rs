@@ -1,14 +1,11 @@
 //! Search view conformance: every case is one generic function over the view (`Projection + SearchView`),
 //! run against the SQLite view (a temp folder) and the Meilisearch view, each on a fresh index. The
 //! Meilisearch view talks to the real server at `MEILI_URL` (key `MEILI_MASTER_KEY`) when that is set, and
-//! otherwise to the in-process contract mock of `tests/support/meili_mock.rs`. A few Meilisearch-only cases
+//! otherwise to the in-process contract mock (the `meili-mock` crate). A few Meilisearch-only cases
 //! pin what the mock alone can show (the stored document, authentication, backend errors).
 //!
 //! Query words are chosen to mean the same on both adapters: only the last word is typed as a prefix
 //! (Meilisearch prefix-matches the last query word only; the SQLite view prefix-matches every word).
-
-#[path = "../support/meili_mock.rs"]
-mod meili_mock;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -723,5 +720,373 @@ async fn meili_rebuild_swaps_the_fresh_index_in_and_leaves_no_index_behind() {
     assert_eq!(sortable, ["placedAtMs", "total", "orderId"].map(String::from).into(), "the view's settings");
     assert_eq!(live.ranking_rules.as_ref().and_then(|r| r.first()).map(String::as_str), Some("sort"));
     assert_eq!(view.search(&text("fresh")).await.expect("search").estimated_total, 1);
+    drop_index(&settings).await;
+}
+
+// ---- Meilisearch failures and keys, on the contract mock -----------------------------------------------
+//
+// The faults below cannot be ordered from a real server (a full disk, a revoked key at the right moment, a
+// settings task that takes minutes), so these cases run on a mock of their own even when `MEILI_URL` is set.
+
+const MASTER: &str = "mock-master-key";
+
+/// The actions the README documents for `meilisearch.api_key`.
+const ACTIONS: [&str; 9] = orderflow::views::search_meili::API_KEY_ACTIONS;
+
+/// A keyed mock of its own, and view settings on a fresh index of it with `key`.
+fn keyed_mock(key: &str) -> (meili_mock::MeiliMock, MeiliSettings) {
+    let mock = meili_mock::launch(Some(MASTER));
+    let index = format!("orders_test_{}", Uuid::now_v7().simple());
+    (mock.clone(), MeiliSettings { url: mock.url().to_owned(), api_key: key.to_owned(), index })
+}
+
+/// A key limited to `actions` on the view's index and its rebuild indexes.
+fn limited_key(mock: &meili_mock::MeiliMock, settings: &MeiliSettings, key: &str, actions: &[&str]) {
+    mock.add_key(key, actions, &[&settings.index, &format!("{}_rebuild_*", settings.index)]);
+}
+
+fn one_order(prefix: &str) -> (OrderId, StoredEvent) {
+    let order = id(prefix);
+    let event = placed(&order, "c-fault", 0, &[("F-1", "Fault thing", 1, 100)]);
+    (order, event)
+}
+
+fn unavailable_saying(result: Result<impl std::fmt::Debug, ViewError>, words: &[&str]) {
+    match result {
+        Err(ViewError::Unavailable(e)) => {
+            for word in words {
+                assert!(e.contains(word), "{word:?} in {e:?}");
+            }
+        }
+        other => panic!("expected Unavailable saying {words:?}, got {other:?}"),
+    }
+}
+
+/// A document Meilisearch refuses (`invalid_request`) is the events' fault: the batch is `Rejected`, and since the
+/// server fails every task of a batch with one document's error, the projector retries the events alone: the
+/// good ones apply, the bad one is refused again (and parked). Readiness stays green.
+#[tokio::test]
+async fn meili_a_refused_document_is_the_events_fault() {
+    let (mock, settings) = keyed_mock(MASTER);
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    let ((good, good_placed), (bad, bad_placed)) = (one_order("good"), one_order("bad"));
+    mock.refuse_document(bad.as_str(), meili_mock::Fault::max_fields_limit_exceeded());
+    let batch = [good_placed, bad_placed];
+    assert!(matches!(view.apply(&batch, None).await, Err(ViewError::Rejected(_))));
+    assert_eq!(view.get(&good).await.expect("get"), None, "the failed batch wrote nothing");
+    assert_eq!(view.apply(&batch[..1], None).await.expect("alone, the good event applies"), report(1, 0));
+    let alone = view.apply(&batch[1..], None).await;
+    assert!(matches!(&alone, Err(ViewError::Rejected(e)) if e.contains("max_fields_limit_exceeded")), "{alone:?}");
+    assert_eq!(view.get(&bad).await.expect("get"), None);
+    view.ping().await.expect("the backend is fine: readiness stays green");
+}
+
+/// On the mock as on the real server, a failed batch fails EVERY task in it with the same error: two document
+/// tasks queued behind a long task are processed as one batch, and one bad document fails both.
+#[tokio::test]
+async fn meili_mock_fails_every_task_of_a_failed_batch() {
+    let (mock, settings) = keyed_mock(MASTER);
+    MeiliSearchView::open(&settings).await.expect("open");
+    let (good, bad) = (id("good"), id("bad"));
+    mock.refuse_document(bad.as_str(), meili_mock::Fault::max_fields_limit_exceeded());
+    mock.hold_settings(Duration::from_millis(300));
+    let index = raw_client(&settings).index(&settings.index);
+    let held = index.set_settings(&meilisearch_sdk::settings::Settings::new()).await.expect("settings task");
+    let first = index.add_or_replace(&[json!({"orderId": good.as_str()})], Some("orderId")).await.expect("enqueued");
+    let second = index.add_or_replace(&[json!({"orderId": bad.as_str()})], Some("orderId")).await.expect("enqueued");
+    let client = raw_client(&settings);
+    let wait = |task: meilisearch_sdk::task_info::TaskInfo| {
+        let client = client.clone();
+        async move {
+            task.wait_for_completion(&client, Some(Duration::from_millis(20)), Some(Duration::from_secs(10)))
+                .await
+                .expect("task done")
+        }
+    };
+    assert!(wait(held).await.is_success());
+    let (first, second) = (wait(first).await, wait(second).await);
+    for task in [&first, &second] {
+        match task {
+            meilisearch_sdk::tasks::Task::Failed { content } => {
+                assert_eq!(content.error.error_code.to_string(), "max_fields_limit_exceeded")
+            }
+            other => panic!("every task of the batch fails: {other:?}"),
+        }
+    }
+}
+
+/// `system` and `internal` errors, 5xx answers: Meilisearch is down, not the events' fault. The batch is
+/// `Unavailable` (retried with backoff, nothing parked) and readiness raises no alarm for it.
+#[tokio::test]
+async fn meili_system_and_internal_errors_and_5xx_mean_the_backend_is_down() {
+    use meili_mock::Fault;
+    let (mock, settings) = keyed_mock(MASTER);
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    for (fault, code) in [
+        (Fault::no_space_left_on_device(), "no_space_left_on_device"),
+        (Fault::io_error(), "io_error"),
+        (Fault::internal(), "internal"),
+    ] {
+        mock.fail_batches(fault, 1);
+        let (order, placed) = one_order(code);
+        let batch = [placed];
+        unavailable_saying(view.apply(&batch, None).await, &[code]);
+        view.ping().await.expect("no alarm: the server's trouble passes");
+        assert_eq!(view.apply(&batch, None).await.expect("the retry applies"), report(1, 0));
+        assert!(view.get(&order).await.expect("get").is_some());
+    }
+    for (fault, what) in [(Fault::proxy(502), "502"), (Fault::internal(), "internal")] {
+        mock.fail_requests(fault, 1);
+        let (_, placed) = one_order("proxy");
+        unavailable_saying(view.apply(std::slice::from_ref(&placed), None).await, &[what]);
+        assert_eq!(view.apply(&[placed], None).await.expect("the retry applies"), report(1, 0));
+    }
+    view.ping().await.expect("ready");
+}
+
+/// No answer (a frozen server) is Meilisearch down too: the call gives up after its timeout, and no alarm stays
+/// raised once it answers again.
+#[tokio::test]
+async fn meili_no_answer_means_the_backend_is_down() {
+    let (mock, settings) = keyed_mock(MASTER);
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    let (order, placed) = one_order("frozen");
+    mock.pause_switch().pause();
+    unavailable_saying(view.apply(std::slice::from_ref(&placed), None).await, &["no answer"]);
+    mock.pause_switch().resume();
+    view.ping().await.expect("ready once it answers");
+    assert_eq!(view.apply(&[placed], None).await.expect("the retry applies"), report(1, 0));
+    assert!(view.get(&order).await.expect("get").is_some());
+}
+
+/// A revoked key is loud: writes are `Unavailable` (nothing parked) and readiness fails saying the key was
+/// refused, until the key works again. A wrong key fails readiness the same way (`/health` would have said ok).
+#[tokio::test]
+async fn meili_a_revoked_key_fails_readiness_with_the_reason() {
+    let (mock, settings) = keyed_mock("orderflow-key");
+    limited_key(&mock, &settings, "orderflow-key", &ACTIONS);
+    let view = MeiliSearchView::open(&settings).await.expect("open with the key");
+    view.ping().await.expect("ready");
+    mock.revoke_key("orderflow-key");
+    unavailable_saying(view.ping().await, &["meilisearch.api_key", "invalid_api_key"]);
+    let (order, placed) = one_order("revoked");
+    unavailable_saying(
+        view.apply(std::slice::from_ref(&placed), None).await,
+        &["meilisearch.api_key", "documents.get"],
+    );
+    limited_key(&mock, &settings, "orderflow-key", &ACTIONS);
+    assert_eq!(view.apply(&[placed], None).await.expect("the key works again"), report(1, 0));
+    view.ping().await.expect("ready again");
+    assert!(view.get(&order).await.expect("get").is_some());
+
+    let wrong = MeiliSettings { api_key: "wrong-key".into(), ..settings.clone() };
+    let error = MeiliSearchView::open(&wrong).await.err().expect("a wrong key is refused at startup");
+    assert!(format!("{error:#}").contains("meilisearch.api_key"), "{error:#}");
+}
+
+/// The index deleted after start is loud: a write is `Unavailable` (nothing parked; the index is not silently
+/// made again, empty) and readiness says the index is gone.
+#[tokio::test]
+async fn meili_the_index_deleted_after_start_is_loud() {
+    let (_mock, settings) = keyed_mock(MASTER);
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    drop_index(&settings).await;
+    let (_, placed) = one_order("gone");
+    unavailable_saying(view.apply(&[placed], None).await, &["not found"]);
+    unavailable_saying(view.ping().await, &["not found"]);
+    let listed = raw_client(&settings).get_raw_index(&settings.index).await;
+    assert!(listed.is_err(), "the view did not recreate the index behind the operator's back");
+}
+
+/// A batch over the server's payload limit (413 `payload_too_large`) is written in halves; a single document over
+/// it is loud (readiness says why), and writes again once the limit allows it.
+#[tokio::test]
+async fn meili_a_batch_over_the_payload_limit_is_split() {
+    let (mock, settings) = keyed_mock(MASTER);
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    let orders: Vec<(OrderId, StoredEvent)> = (0..8).map(|i| one_order(&format!("big{i}"))).collect();
+    let one = serde_json::to_vec(&fold(std::slice::from_ref(&orders[0].1))).expect("json").len();
+    mock.limit_payload(one * 3);
+    let batch: Vec<StoredEvent> = orders.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(view.apply(&batch, None).await.expect("split into writes under the limit"), report(8, 0));
+    for (order, _) in &orders {
+        assert!(view.get(order).await.expect("get").is_some(), "{order} written");
+    }
+    assert!(mock.task_count("documentAdditionOrUpdate", &settings.index) >= 4, "several smaller writes");
+    view.ping().await.expect("no alarm: the split went through");
+
+    mock.limit_payload(one / 2);
+    let (order, placed) = one_order("huge");
+    unavailable_saying(view.apply(std::slice::from_ref(&placed), None).await, &["payload"]);
+    unavailable_saying(view.ping().await, &["payload"]);
+    mock.limit_payload(100 * 1024 * 1024);
+    assert_eq!(view.apply(&[placed], None).await.expect("applies once the limit allows"), report(1, 0));
+    view.ping().await.expect("alarm cleared");
+    assert!(view.get(&order).await.expect("get").is_some());
+}
+
+/// Least privilege: a key with exactly the documented actions on `<index>` and `<index>_rebuild_*` runs the whole
+/// view, rebuild included; without any one of them, startup (or, for the rebuild's and the writes' actions, the
+/// call and readiness) says which action is missing.
+#[tokio::test]
+async fn meili_a_key_with_the_documented_actions_is_enough_and_a_missing_action_is_named() {
+    let (mock, settings) = keyed_mock("least");
+    limited_key(&mock, &settings, "least", &ACTIONS);
+    let view = MeiliSearchView::open(&settings).await.expect("open with the limited key");
+    let (order, placed) = one_order("least");
+    assert_eq!(view.apply(std::slice::from_ref(&placed), None).await.expect("apply"), report(1, 0));
+    assert!(view.get(&order).await.expect("get").is_some());
+    assert_eq!(view.search(&text("fault")).await.expect("search").estimated_total, 1);
+    let mut rebuild = view.rebuild().await.expect("a fresh index");
+    rebuild.apply(Arc::from([placed]), None).await.expect("fill");
+    rebuild.finish().await.expect("swap and delete");
+    view.ping().await.expect("ready");
+    assert!(view.get(&order).await.expect("get").is_some());
+
+    // Startup uses these (on a fresh index): a key without one is refused at startup, naming it.
+    for missing in ["settings.get", "indexes.create", "settings.update", "tasks.get", "search", "documents.get"] {
+        let (mock, settings) = keyed_mock("partial");
+        let actions: Vec<&str> = ACTIONS.iter().copied().filter(|a| *a != missing).collect();
+        limited_key(&mock, &settings, "partial", &actions);
+        let error = MeiliSearchView::open(&settings).await.err().expect("refused at startup");
+        assert!(format!("{error:#}").contains(&format!("`{missing}`")), "names {missing}: {error:#}");
+    }
+    // Writes and rebuilds: the failing call names the action, and a refused write fails readiness.
+    let (mock, settings) = keyed_mock("no-add");
+    limited_key(
+        &mock,
+        &settings,
+        "no-add",
+        &ACTIONS.iter().copied().filter(|a| *a != "documents.add").collect::<Vec<_>>(),
+    );
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    unavailable_saying(view.apply(&[one_order("no-add").1], None).await, &["`documents.add`"]);
+    unavailable_saying(view.ping().await, &["`documents.add`"]);
+    for missing in ["indexes.swap", "indexes.create"] {
+        let (mock, settings) = keyed_mock("no-rebuild");
+        limited_key(&mock, &settings, "no-rebuild", &ACTIONS);
+        let view = MeiliSearchView::open(&settings).await.expect("open");
+        limited_key(
+            &mock,
+            &settings,
+            "no-rebuild",
+            &ACTIONS.iter().copied().filter(|a| *a != missing).collect::<Vec<_>>(),
+        );
+        let refused = match view.rebuild().await {
+            Err(e) => e,
+            Ok(rebuild) => rebuild.finish().await.expect_err("the swap is refused"),
+        };
+        assert!(refused.to_string().contains(&format!("`{missing}`")), "names {missing}: {refused}");
+    }
+}
+
+/// Startup on an index whose settings take long to apply (a large index being reindexed): it waits past the old
+/// 60 s limit instead of exiting, and never sends the settings twice: a second instance (or a restart) starting
+/// meanwhile waits for the update under way, and a start after it finds the settings applied.
+#[tokio::test]
+async fn meili_startup_waits_for_a_long_settings_update_and_never_sends_it_twice() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish();
+    // This test's runtime runs every task it spawns on this thread.
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let (mock, settings) = keyed_mock(MASTER);
+    let client = raw_client(&settings);
+    let created = client.create_index(&settings.index, Some("orderId")).await.expect("an existing index");
+    created.wait_for_completion(&client, None, None).await.expect("created");
+    mock.hold_settings(Duration::from_secs(65));
+    let started = std::time::Instant::now();
+    let first = tokio::spawn({
+        let settings = settings.clone();
+        async move { MeiliSearchView::open(&settings).await.map(|_| ()).map_err(|e| format!("{e:#}")) }
+    });
+    while mock.task_count("settingsUpdate", &settings.index) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = tokio::spawn({
+        let settings = settings.clone();
+        async move { MeiliSearchView::open(&settings).await.map(|_| ()).map_err(|e| format!("{e:#}")) }
+    });
+    first.await.expect("joined").expect("the first start waits it out");
+    second.await.expect("joined").expect("the second start waits for the same update");
+    assert!(started.elapsed() >= Duration::from_secs(60), "past the old limit: {:?}", started.elapsed());
+    assert_eq!(mock.task_count("settingsUpdate", &settings.index), 1, "the settings were sent once");
+    let logged = logs.text();
+    let progress = logged.lines().filter(|l| l.contains("waiting for a meilisearch index task")).collect::<Vec<_>>();
+    assert!(progress.len() >= 5, "progress logged every few seconds: {logged}");
+    assert!(progress.iter().any(|l| l.contains("% (processing tasks")), "with the batch's progress: {logged}");
+
+    let again = std::time::Instant::now();
+    MeiliSearchView::open(&settings).await.expect("a restart");
+    assert_eq!(mock.task_count("settingsUpdate", &settings.index), 1, "already applied: not sent again");
+    assert!(again.elapsed() < Duration::from_secs(5), "a restart does not wait: {:?}", again.elapsed());
+}
+
+/// What the code under test logs through `tracing`, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// What the Meilisearch SDK logs at WARN or above (it logs through the `log` facade).
+fn sdk_warnings() -> &'static std::sync::Mutex<Vec<String>> {
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+    impl log::Log for Recorder {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::Level::Warn && metadata.target().starts_with("meilisearch_sdk")
+        }
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                let line = format!("{} {}: {}", record.level(), record.target(), record.args());
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        }
+        fn flush(&self) {}
+    }
+    static RECORDER: std::sync::OnceLock<&'static Recorder> = std::sync::OnceLock::new();
+    let recorder = RECORDER.get_or_init(|| {
+        let recorder: &'static Recorder = Box::leak(Box::new(Recorder(std::sync::Mutex::new(Vec::new()))));
+        if log::set_logger(recorder).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+        recorder
+    });
+    &recorder.0
+}
+
+/// A `minVersion` poll for a document not there yet is an expected miss, not a warning: reading it logs nothing at
+/// WARN (the SDK warns about every unexpected status code, such as a 404 of `GET /documents/{id}`).
+#[tokio::test]
+async fn meili_reading_a_missing_document_logs_no_warning() {
+    let warnings = sdk_warnings();
+    let settings = meili_settings();
+    let view = MeiliSearchView::open(&settings).await.expect("open");
+    warnings.lock().expect("lock").clear();
+    for _ in 0..3 {
+        assert_eq!(view.get(&id("not-yet")).await.expect("a miss, not an error"), None);
+    }
+    assert_eq!(*warnings.lock().expect("lock"), Vec::<String>::new());
     drop_index(&settings).await;
 }

@@ -15,7 +15,7 @@ use orderflow::aws::Tables;
 use orderflow::config::{AwsSettings, KafkaSettings, KinesisSettings, StoreSettings, Synchronous};
 use orderflow::domain::{Currency, CustomerId, LineItem, Money, OrderEvent, OrderId, Quantity, Text};
 use orderflow::feed::FeedSubscription;
-use orderflow::feed::kinesis::{self, CheckpointStore, KinesisSubscription};
+use orderflow::feed::kinesis::{self, KinesisSubscription};
 use orderflow::store::dynamo::DynamoEventStore;
 use orderflow::store::{AppendRequest, EventStore, StoredEvent};
 use rdkafka::ClientConfig;
@@ -287,8 +287,9 @@ pub fn distinct_ids(seen: &[Seen]) -> HashSet<String> {
     seen.iter().filter_map(|s| s.value["id"].as_str().map(str::to_owned)).collect()
 }
 
+/// Appends `versions` of every order (all orders' first version, then their second, …), as the application does.
 pub async fn append_versions(
-    store: &DynamoEventStore,
+    store: &dyn EventStore,
     orders: &[OrderId],
     versions: std::ops::RangeInclusive<u64>,
 ) -> Vec<StoredEvent> {
@@ -387,7 +388,10 @@ pub fn kinesis_subscription(
     settings: &KinesisSettings,
     projection: &'static str,
 ) -> KinesisSubscription {
-    let checkpoints = CheckpointStore { dynamo: aws_sdk_dynamodb::Client::new(sdk), table: tables.checkpoints.clone() };
+    let checkpoints = orderflow::feed::shards::CheckpointTable {
+        dynamo: aws_sdk_dynamodb::Client::new(sdk),
+        table: tables.checkpoints.clone(),
+    };
     KinesisSubscription::new(client.clone(), checkpoints, settings, projection)
 }
 

@@ -1,4 +1,4 @@
-//! DESIGN.md's guarantees, seen from outside: commands on one order are serialized (a race has one winner and
+//! The guarantees of docs/design.md, seen from outside: commands on one order are serialized (a race has one winner and
 //! the stream has no gap or duplicate), projections are idempotent under a replay, passivated actors reload
 //! their state (also from snapshots), and an acknowledged command survives SIGKILL.
 

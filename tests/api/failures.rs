@@ -1,5 +1,5 @@
-//! Failure handling end to end (DESIGN.md guarantees 5–7), through the `projections.poison_order_prefix` test
-//! hook: an event the views refuse is retried, then parked with its error; the same order's later events are
+//! Failure handling end to end (docs/design.md guarantees 5–7), with the views (or the bridge) made to fail on chosen
+//! orders through the application's adapter seam (`poison.rs`): an event the views refuse is retried, then parked with its error; the same order's later events are
 //! parked behind it; other orders keep flowing; a replay after the fix applies them in order; a discard removes
 //! one and lets the rest proceed; revenue is exact afterwards. A projector that panics is restarted by its
 //! supervisor, counted, shown as a crash loop, and loses nothing. A rebuild never shows a partial view.

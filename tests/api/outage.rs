@@ -32,7 +32,6 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, distributed, spawn_app, spawn_app_with};
-use crate::meili_mock;
 
 /// How long commands are sent.
 const LOAD_FOR: Duration = Duration::from_secs(20);

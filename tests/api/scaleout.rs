@@ -1,4 +1,4 @@
-//! Scale-out (DESIGN.md "Scale-out"): two instances on one DynamoDB + Kafka (+ search index) take a mixed
+//! Scale-out (docs/design.md, "Scale-out"): two instances on one DynamoDB + Kafka (+ search index) take a mixed
 //! workload in which every order's commands alternate between them; one is killed (SIGKILL) in the middle. The
 //! survivor takes the rest (every command carries an `Idempotency-Key`, so the unanswered ones are retried).
 //! Afterwards: every acknowledged command is in the store once, each order's history is gap-free, the search

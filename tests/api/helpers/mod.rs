@@ -69,7 +69,7 @@ pub fn test_env(dir: &Path, overrides: &[(&str, &str)]) -> Vec<(String, String)>
             .file_name()
             .map(|n| n.to_string_lossy().chars().filter(char::is_ascii_alphanumeric).collect())
             .unwrap_or_default();
-        let meili = std::env::var("MEILI_URL").unwrap_or_else(|_| crate::meili_mock::url());
+        let meili = std::env::var("MEILI_URL").unwrap_or_else(|_| meili_mock::url());
         let pairs = [
             ("ORDERFLOW__PROFILE", "distributed".to_owned()),
             ("ORDERFLOW__AWS__ENDPOINT_URL", var_or("ORDERFLOW_TEST_DYNAMODB", "http://127.0.0.1:8000")),

@@ -9,7 +9,8 @@
 //! `POST .../documents/fetch` with `ids`, `filter`, `offset`, `limit`, `fields`, `GET|DELETE
 //! .../documents/{id}`, `POST .../documents/delete-batch`); `POST /indexes/{uid}/search` with `q`, `filter`,
 //! `sort`, `offset`, `limit`, `matchingStrategy`, `attributesToRetrieve`; tasks (`GET /tasks/{uid}`,
-//! `GET /tasks`).
+//! `GET /tasks` filtered by `statuses`, `types`, `indexUids`); `GET /batches/{uid}` (with `progress` while a
+//! held settings update processes).
 //!
 //! Behaviour kept faithful where a client could get it wrong:
 //! - Writes are asynchronous: they answer 202 with a summarized task (`taskUid`, `indexUid`, `status:
@@ -33,17 +34,29 @@
 //!   so a search with both `q` and `sort` is refused (501) unless `sort` is the index's first ranking rule —
 //!   the real server would reorder by relevance first. `estimatedTotalHits` and paging stop at
 //!   `pagination.maxTotalHits` (default 1000).
-//! - With a master key (`start(Some(key))`) every route but `/health` needs `Authorization: Bearer <key>`.
+//! - With a master key (`start(Some(key))`) every route but `/health` needs `Authorization: Bearer <key>`: the
+//!   master key, or an API key added with [`MeiliMock::add_key`], which is refused (403 `invalid_api_key`, "The
+//!   provided API key is invalid.", as the real server says for a missing action too) unless its actions include
+//!   the route's action (`search`, `documents.add`, `documents.get`, `documents.delete`, `indexes.create`,
+//!   `indexes.get`, `indexes.delete`, `indexes.swap`, `settings.get`, `settings.update`, `tasks.get`, `version`;
+//!   `*` and `<group>.*` too) and its indexes the route's index (`*`, a name, or a `prefix*` pattern). A document
+//!   addition to a missing index creates it only if the key may `indexes.create` it; otherwise the task fails
+//!   with `index_not_found`.
+//! - Batches: enqueued document additions to one index are processed together, as Meilisearch's autobatcher
+//!   does, and a batch that fails fails EVERY task in it with the same error.
+//! - Faults on demand, for the adapter's error handling ([`MeiliMock`]): batches failing with a `system` or
+//!   `internal` error ([`Fault::no_space_left_on_device`], [`Fault::io_error`], [`Fault::internal`]), a document
+//!   whose batches fail with an `invalid_request` error ([`Fault::max_fields_limit_exceeded`]), requests answered
+//!   with an error status (a 5xx from a proxy), a payload limit (413 `payload_too_large`), revoked keys, and a
+//!   settings update that stays `processing` for a while (reindexing a large index).
 //! - Outages: a mock started with [`start_pausable`] comes with a [`Pause`] switch; while paused, every request
 //!   (`/health` too) waits without an answer, as a frozen server (`kill -STOP`) would, and goes on once
 //!   resumed. Tasks already enqueued keep being processed.
 //!
-//! Left out: API keys and tenant tokens, facets, highlighting, page/hitsPerPage paging, vector search,
-//! task filters and cancellation, dumps and snapshots. A request for something unimplemented fails loudly
+//! Left out: key management routes (`/keys`) and tenant tokens, facets, highlighting, page/hitsPerPage paging, vector search,
+//! other task filters and cancellation, dumps and snapshots. A request for something unimplemented fails loudly
 //! (400/501), so the adapter can never silently depend on it.
 
-// Shared by two test crates (`api`, `adapters`), each using part of it.
-#![allow(dead_code)]
 // Handlers answer errors as ready `HttpResponse`s; boxing them would only add noise to a test double whose
 // error path is the rare one.
 #![allow(clippy::result_large_err)]
@@ -54,7 +67,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{Next, from_fn};
@@ -75,7 +88,143 @@ pub fn url() -> String {
 /// Starts a new mock on 127.0.0.1 (a free port) and returns its base URL. It runs on its own thread with its
 /// own actix system, so it keeps answering while a test thread blocks, and lives until the process exits.
 pub fn start(master_key: Option<&str>) -> String {
-    start_pausable(master_key).0
+    launch(master_key).url
+}
+
+/// An error object (and HTTP status) of the real server, for the mock to fail tasks or answer requests with.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub status: u16,
+    pub code: String,
+    /// The error's `type`: `invalid_request`, `internal`, `auth` or `system`.
+    pub kind: String,
+    pub message: String,
+}
+
+impl Fault {
+    pub fn new(status: u16, code: &str, kind: &str, message: &str) -> Self {
+        Self { status, code: code.to_owned(), kind: kind.to_owned(), message: message.to_owned() }
+    }
+
+    /// The disk is full (type `system`; Meilisearch answers it with 422).
+    pub fn no_space_left_on_device() -> Self {
+        Self::new(
+            422,
+            "no_space_left_on_device",
+            "system",
+            "There is no more space left on the device. Consider increasing the size of the disk/partition.",
+        )
+    }
+
+    /// An I/O error of the database (type `system`, 422).
+    pub fn io_error() -> Self {
+        Self::new(422, "io_error", "system", "Input/output error (os error 5)")
+    }
+
+    /// An internal error (type `internal`, 500).
+    pub fn internal() -> Self {
+        Self::new(500, "internal", "internal", "An internal error has occurred. `Corrupted task queue.`.")
+    }
+
+    /// A document Meilisearch refuses (type `invalid_request`, 400).
+    pub fn max_fields_limit_exceeded() -> Self {
+        Self::new(
+            400,
+            "max_fields_limit_exceeded",
+            "invalid_request",
+            "A document cannot contain more than 65,535 fields.",
+        )
+    }
+
+    /// What a reverse proxy answers when Meilisearch behind it is down: a status and no Meilisearch error body.
+    pub fn proxy(status: u16) -> Self {
+        Self::new(status, "", "", "upstream unavailable")
+    }
+
+    fn value(&self) -> Value {
+        error_value(&self.code, &self.kind, &self.message)
+    }
+
+    fn response(&self) -> HttpResponse {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.code.is_empty() {
+            HttpResponse::build(status)
+                .content_type("text/html")
+                .body(format!("<html><body>{}</body></html>", self.message))
+        } else {
+            HttpResponse::build(status).json(self.value())
+        }
+    }
+}
+
+/// A running mock with its switches: the pause (see [`start_pausable`]), API keys and faults.
+#[derive(Clone)]
+pub struct MeiliMock {
+    url: String,
+    pause: Pause,
+    mock: Arc<Mock>,
+}
+
+impl MeiliMock {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pause_switch(&self) -> &Pause {
+        &self.pause
+    }
+
+    /// Adds an API key (the real server's `POST /keys`, whose `key` is given here) with these actions on these
+    /// indexes (names or `prefix*` patterns, `*` for all).
+    pub fn add_key(&self, key: &str, actions: &[&str], indexes: &[&str]) {
+        let key_spec = ApiKey {
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+            indexes: indexes.iter().map(|i| (*i).to_owned()).collect(),
+        };
+        self.mock.lock().keys.insert(key.to_owned(), key_spec);
+    }
+
+    /// Deletes an API key: from now on it is refused with 403 `invalid_api_key`.
+    pub fn revoke_key(&self, key: &str) {
+        self.mock.lock().keys.remove(key);
+    }
+
+    /// The next `batches` batches fail, every task in them with `fault`.
+    pub fn fail_batches(&self, fault: Fault, batches: usize) {
+        self.mock.lock().batch_fault = Some((fault, batches));
+    }
+
+    /// Every batch with a document of this id fails (every task in it) with `fault`, until
+    /// [`MeiliMock::accept_document`].
+    pub fn refuse_document(&self, id: &str, fault: Fault) {
+        self.mock.lock().refused_documents.insert(id.to_owned(), fault);
+    }
+
+    pub fn accept_document(&self, id: &str) {
+        self.mock.lock().refused_documents.remove(id);
+    }
+
+    /// The next `requests` requests (but `/health`) are answered with `fault` and do nothing.
+    pub fn fail_requests(&self, fault: Fault, requests: usize) {
+        self.mock.lock().request_fault = Some((fault, requests));
+    }
+
+    /// Document writes with a body above `bytes` are refused with 413 `payload_too_large`
+    /// (`--http-payload-size-limit`; 100 MB by default).
+    pub fn limit_payload(&self, bytes: usize) {
+        self.mock.lock().payload_limit = Some(bytes);
+    }
+
+    /// From now on, a settings update stays `processing` for `hold` before it succeeds, and holds every task
+    /// enqueued after it (Meilisearch processes one batch at a time): a large index being reindexed.
+    pub fn hold_settings(&self, hold: Duration) {
+        self.mock.lock().settings_hold = Some(hold);
+    }
+
+    /// How many tasks of this type (`settingsUpdate`, `documentAdditionOrUpdate`, …) were enqueued for `index`.
+    pub fn task_count(&self, kind: &str, index: &str) -> usize {
+        self.mock.lock().tasks.iter().filter(|t| t.kind == kind && t.index_uid.as_deref() == Some(index)).count()
+    }
 }
 
 /// Makes a mock stop answering for a while (see [`start_pausable`]): the outage tests' stand-in for freezing
@@ -100,24 +249,39 @@ impl Pause {
 }
 
 /// Holds each request while the mock's [`Pause`] is on: the connection stays open and nothing is answered, so
-/// a client sees a hung server, not a refusal (a refusal is the easy case; a hang is what needs timeouts).
+/// a client sees a hung server, not a refusal (a refusal is the easy case; a hang is what needs timeouts). Then
+/// answers a request with the injected fault, if there is one ([`MeiliMock::fail_requests`]).
 async fn hold_while_paused(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Some(pause) = req.app_data::<web::Data<Pause>>() {
         while pause.is_paused() {
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    next.call(req).await
+    let fault = match req.app_data::<web::Data<Mock>>() {
+        Some(mock) if req.path() != "/health" => mock.take_request_fault(),
+        _ => None,
+    };
+    match fault {
+        Some(fault) => Ok(req.into_response(fault.response()).map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// [`start`], with a switch that makes the mock hang (every request waits unanswered) until it is switched back.
 pub fn start_pausable(master_key: Option<&str>) -> (String, Pause) {
+    let mock = launch(master_key);
+    (mock.url, mock.pause)
+}
+
+/// Starts a new mock (see [`start`]) and returns it with its switches.
+pub fn launch(master_key: Option<&str>) -> MeiliMock {
     let pause = Pause::default();
     let switch = web::Data::new(pause.clone());
     let mock = Arc::new(Mock { master_key: master_key.map(str::to_owned), state: Mutex::new(State::default()) });
+    let handle = Arc::clone(&mock);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("meili-mock".into())
@@ -152,7 +316,7 @@ pub fn start_pausable(master_key: Option<&str>) -> (String, Pause) {
         })
         .expect("the Meilisearch mock thread starts");
     match rx.recv() {
-        Ok(Ok(url)) => (url, pause),
+        Ok(Ok(url)) => MeiliMock { url, pause, mock: handle },
         Ok(Err(e)) => panic!("the Meilisearch mock cannot listen: {e}"),
         Err(_) => panic!("the Meilisearch mock thread ended before listening"),
     }
@@ -163,6 +327,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/version", web::get().to(version))
         .route("/tasks", web::get().to(list_tasks))
         .route("/tasks/{task_uid}", web::get().to(get_task))
+        .route("/batches/{batch_uid}", web::get().to(get_batch))
         .route("/swap-indexes", web::post().to(swap_indexes))
         .route("/indexes", web::get().to(list_indexes))
         .route("/indexes", web::post().to(create_index))
@@ -194,6 +359,36 @@ struct State {
     indexes: BTreeMap<String, IndexData>,
     /// Every task; a task's uid is its position.
     tasks: Vec<TaskRecord>,
+    /// API keys besides the master key.
+    keys: HashMap<String, ApiKey>,
+    /// A fault for the next batches, and how many are left.
+    batch_fault: Option<(Fault, usize)>,
+    /// Documents whose batches fail, by id.
+    refused_documents: HashMap<String, Fault>,
+    /// A fault for the next requests, and how many are left.
+    request_fault: Option<(Fault, usize)>,
+    payload_limit: Option<usize>,
+    settings_hold: Option<Duration>,
+}
+
+struct ApiKey {
+    actions: Vec<String>,
+    indexes: Vec<String>,
+}
+
+impl ApiKey {
+    fn allows(&self, action: &str, indexes: &[&str]) -> bool {
+        let action_ok = self.actions.iter().any(|a| {
+            a == "*" || a == action || a.strip_suffix(".*").is_some_and(|group| action.split('.').next() == Some(group))
+        });
+        let index_ok = |index: &str| {
+            self.indexes.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => index.starts_with(prefix),
+                None => p == index,
+            })
+        };
+        action_ok && indexes.iter().all(|i| index_ok(i))
+    }
 }
 
 struct IndexData {
@@ -247,14 +442,26 @@ struct TaskRecord {
     finished_at: Option<String>,
     duration: Option<String>,
     op: Option<Op>,
+    /// The batch it was processed in (the uid of the batch's first task), once processing started.
+    batch_uid: Option<u32>,
+    /// A held settings update: processing from then until then.
+    hold_until: Option<(Instant, Instant)>,
 }
 
 /// What a task does when it is processed.
 enum Op {
-    CreateIndex { primary_key: Option<String> },
+    CreateIndex {
+        primary_key: Option<String>,
+    },
     DeleteIndex,
     UpdateSettings(Map<String, Value>),
-    AddDocuments { docs: Vec<Value>, primary_key: Option<String>, merge: bool },
+    /// `create_index`: whether the key that sent it may create the index (else a missing index fails the task).
+    AddDocuments {
+        docs: Vec<Value>,
+        primary_key: Option<String>,
+        merge: bool,
+        create_index: bool,
+    },
     DeleteDocuments(Vec<String>),
     ClearDocuments,
     Swap(Vec<(String, String, bool)>),
@@ -270,8 +477,8 @@ impl Mock {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The error response for a request without the right key, when a master key is set.
-    fn deny(&self, req: &HttpRequest) -> Option<HttpResponse> {
+    /// The error response for a request whose key may not do `action` on `indexes`, when a master key is set.
+    fn deny(&self, req: &HttpRequest, action: &str, indexes: &[&str]) -> Option<HttpResponse> {
         let key = self.master_key.as_deref()?;
         let Some(header) = req.headers().get("authorization") else {
             return Some(error_response(
@@ -282,11 +489,30 @@ impl Mock {
             ));
         };
         let given = header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
-        if given == Some(key) {
+        let allowed = given == Some(key)
+            || given.is_some_and(|g| self.lock().keys.get(g).is_some_and(|k| k.allows(action, indexes)));
+        if allowed {
             None
         } else {
             Some(error_response(StatusCode::FORBIDDEN, "invalid_api_key", "auth", "The provided API key is invalid."))
         }
+    }
+
+    /// Whether the request's key may create `index` (no master key: anyone may).
+    fn may_create(&self, req: &HttpRequest, index: &str) -> bool {
+        self.deny(req, "indexes.create", &[index]).is_none()
+    }
+
+    /// The injected request fault, counted down.
+    fn take_request_fault(&self) -> Option<Fault> {
+        let mut state = self.lock();
+        let (fault, left) = state.request_fault.as_mut()?;
+        let fault = fault.clone();
+        *left -= 1;
+        if *left == 0 {
+            state.request_fault = None;
+        }
+        Some(fault)
     }
 
     /// Records a task and schedules its processing; returns the 202 answer (a summarized task).
@@ -314,6 +540,8 @@ impl Mock {
                 finished_at: None,
                 duration: None,
                 op: Some(op),
+                batch_uid: None,
+                hold_until: None,
             });
             summary
         };
@@ -325,35 +553,82 @@ impl Mock {
         HttpResponse::Accepted().json(summary)
     }
 
-    /// Processes every enqueued task, oldest first (Meilisearch's order).
-    fn process_pending(&self) {
+    /// Processes the enqueued tasks, oldest first and one batch at a time (Meilisearch's order): consecutive
+    /// document additions to one index form one batch, any other task is a batch of its own. A failed batch
+    /// fails every task in it with the same error. A held settings update stops the queue until its time is up.
+    fn process_pending(self: &Arc<Self>) {
         let mut state = self.lock();
-        let pending: Vec<usize> =
-            state.tasks.iter().enumerate().filter(|(_, t)| t.status == "enqueued").map(|(i, _)| i).collect();
-        for i in pending {
+        loop {
+            let Some(first) = state.tasks.iter().position(|t| matches!(t.status, "enqueued" | "processing")) else {
+                return;
+            };
+            if state.tasks[first].kind == "settingsUpdate"
+                && let Some(hold) = state.settings_hold
+            {
+                let task = &mut state.tasks[first];
+                let until = match task.hold_until {
+                    Some((_, until)) => until,
+                    None => {
+                        let until = Instant::now() + hold;
+                        task.status = "processing";
+                        task.started_at = Some(now());
+                        task.batch_uid = Some(task.uid);
+                        task.hold_until = Some((Instant::now(), until));
+                        until
+                    }
+                };
+                let left = until.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    let mock = Arc::clone(self);
+                    actix_web::rt::spawn(async move {
+                        actix_web::rt::time::sleep(left).await;
+                        mock.process_pending();
+                    });
+                    return;
+                }
+            }
+            let index = state.tasks[first].index_uid.clone();
+            let mut batch = vec![first];
+            if state.tasks[first].kind == "documentAdditionOrUpdate" {
+                batch.extend(
+                    state.tasks[first + 1..]
+                        .iter()
+                        .enumerate()
+                        .take_while(|(_, t)| {
+                            t.status == "enqueued" && t.kind == "documentAdditionOrUpdate" && t.index_uid == index
+                        })
+                        .map(|(i, _)| first + 1 + i),
+                );
+            }
+            let fault = state.batch_fault(&batch);
             let started_at = now();
             let clock = Instant::now();
-            let (index_uid, op) = (state.tasks[i].index_uid.clone(), state.tasks[i].op.take());
-            let outcome = match op {
-                Some(op) => state.run(index_uid.as_deref().unwrap_or_default(), op),
-                None => Err((None, error_value("internal", "internal", "the task lost its operation"))),
-            };
-            let task = &mut state.tasks[i];
-            task.started_at = Some(started_at);
-            task.finished_at = Some(now());
-            task.duration = Some(format!("PT{:.6}S", clock.elapsed().as_secs_f64()));
-            match outcome {
-                Ok(details) => {
-                    task.status = "succeeded";
-                    if let Some(details) = details {
-                        task.details = details;
+            let batch_uid = state.tasks[first].uid;
+            for i in batch {
+                let (index_uid, op) = (state.tasks[i].index_uid.clone(), state.tasks[i].op.take());
+                let outcome = match (&fault, op) {
+                    (Some(fault), _) => Err((None, fault.value())),
+                    (None, Some(op)) => state.run(index_uid.as_deref().unwrap_or_default(), op),
+                    (None, None) => Err((None, error_value("internal", "internal", "the task lost its operation"))),
+                };
+                let task = &mut state.tasks[i];
+                task.started_at.get_or_insert_with(|| started_at.clone());
+                task.batch_uid = Some(batch_uid);
+                task.finished_at = Some(now());
+                task.duration = Some(format!("PT{:.6}S", clock.elapsed().as_secs_f64()));
+                match outcome {
+                    Ok(details) => {
+                        task.status = "succeeded";
+                        if let Some(details) = details {
+                            task.details = details;
+                        }
                     }
-                }
-                Err((details, error)) => {
-                    task.status = "failed";
-                    task.error = Some(error);
-                    if let Some(details) = details {
-                        task.details = details;
+                    Err((details, error)) => {
+                        task.status = "failed";
+                        task.error = Some(error);
+                        if let Some(details) = details {
+                            task.details = details;
+                        }
                     }
                 }
             }
@@ -365,6 +640,25 @@ impl Mock {
 type TaskOutcome = Result<Option<Value>, (Option<Value>, Value)>;
 
 impl State {
+    /// The error a batch fails with, if it does: an injected batch fault, or a refused document in it.
+    fn batch_fault(&mut self, batch: &[usize]) -> Option<Fault> {
+        if let Some((fault, left)) = self.batch_fault.as_mut() {
+            let fault = fault.clone();
+            *left -= 1;
+            if *left == 0 {
+                self.batch_fault = None;
+            }
+            return Some(fault);
+        }
+        batch.iter().find_map(|&i| {
+            let task = &self.tasks[i];
+            let Some(Op::AddDocuments { docs, primary_key, .. }) = &task.op else { return None };
+            let index_key = task.index_uid.as_ref().and_then(|uid| self.indexes.get(uid)?.primary_key.clone());
+            let key = primary_key.clone().or(index_key)?;
+            docs.iter().find_map(|doc| self.refused_documents.get(doc.get(&key)?.as_str()?)).cloned()
+        })
+    }
+
     fn index_or_create(&mut self, uid: &str, primary_key: Option<&str>) -> &mut IndexData {
         self.indexes.entry(uid.to_owned()).or_insert_with(|| {
             let at = now();
@@ -405,9 +699,12 @@ impl State {
                 index.updated_at = now();
                 Ok(None)
             }
-            Op::AddDocuments { docs, primary_key, merge } => {
+            Op::AddDocuments { docs, primary_key, merge, create_index } => {
                 let received = docs.len();
                 let failed = |error| Err((Some(json!({"receivedDocuments": received, "indexedDocuments": 0})), error));
+                if !create_index && !self.indexes.contains_key(uid) {
+                    return failed(index_not_found_value(uid));
+                }
                 let existing_key = self.indexes.get(uid).and_then(|i| i.primary_key.clone());
                 let key = match (existing_key, primary_key) {
                     (Some(have), Some(asked)) if have != asked => {
@@ -582,6 +879,16 @@ fn index_not_found(uid: &str) -> HttpResponse {
     HttpResponse::NotFound().json(index_not_found_value(uid))
 }
 
+/// A `{taskUid}` / `{batchUid}` path parameter, or the 400 Meilisearch answers for one that is not a number.
+fn parse_uid<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, HttpResponse> {
+    raw.parse().map_err(|_| {
+        bad_request(
+            &format!("invalid_{what}_uid"),
+            &format!("Invalid value in parameter `{what}Uid`: could not parse `{raw}` as a positive integer"),
+        )
+    })
+}
+
 fn bad_request(code: &str, message: &str) -> HttpResponse {
     error_response(StatusCode::BAD_REQUEST, code, "invalid_request", message)
 }
@@ -596,10 +903,9 @@ fn not_implemented(what: &str) -> HttpResponse {
 }
 
 fn task_view(task: &TaskRecord) -> Value {
-    let finished = task.finished_at.is_some();
     json!({
         "uid": task.uid,
-        "batchUid": if finished { Some(task.uid) } else { None },
+        "batchUid": task.batch_uid,
         "indexUid": task.index_uid,
         "status": task.status,
         "type": task.kind,
@@ -622,7 +928,8 @@ fn settings_view(settings: &IndexSettings) -> Value {
         "displayedAttributes": ["*"],
         "searchableAttributes": settings.searchable,
         "filterableAttributes": settings.filterable,
-        "sortableAttributes": settings.sortable,
+        // A set on the real server: sorted.
+        "sortableAttributes": settings.sortable.iter().collect::<std::collections::BTreeSet<_>>(),
         "rankingRules": settings.ranking_rules,
         "stopWords": [],
         "nonSeparatorTokens": [],
@@ -705,22 +1012,19 @@ async fn health() -> HttpResponse {
 }
 
 async fn version(req: HttpRequest, mock: web::Data<Mock>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    if let Some(denied) = mock.deny(&req, "version", &[]) {
         return denied;
     }
     HttpResponse::Ok().json(json!({"commitSha": "contract-mock", "commitDate": "unknown", "pkgVersion": "1.50.0"}))
 }
 
 async fn get_task(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    if let Some(denied) = mock.deny(&req, "tasks.get", &[]) {
         return denied;
     }
-    let raw = path.into_inner();
-    let Ok(uid) = raw.parse::<usize>() else {
-        return bad_request(
-            "invalid_task_uid",
-            &format!("Invalid value in parameter `taskUid`: could not parse `{raw}` as a positive integer"),
-        );
+    let uid = match parse_uid::<usize>(&path.into_inner(), "task") {
+        Ok(uid) => uid,
+        Err(refused) => return refused,
     };
     let state = mock.lock();
     match state.tasks.get(uid) {
@@ -734,18 +1038,86 @@ async fn get_task(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<Strin
     }
 }
 
-async fn list_tasks(req: HttpRequest, mock: web::Data<Mock>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+/// `GET /batches/{uid}`: the batch a task was processed in (here: named after its first task), with the
+/// `progress` of one still processing (a held settings update: the share of its hold that has passed).
+async fn get_batch(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
+    if let Some(denied) = mock.deny(&req, "tasks.get", &[]) {
         return denied;
     }
+    let uid = match parse_uid::<u32>(&path.into_inner(), "batch") {
+        Ok(uid) => uid,
+        Err(refused) => return refused,
+    };
     let state = mock.lock();
-    let results: Vec<Value> = state.tasks.iter().rev().map(task_view).collect();
+    let tasks: Vec<&TaskRecord> = state.tasks.iter().filter(|t| t.batch_uid == Some(uid)).collect();
+    let Some(first) = tasks.first() else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "batch_not_found",
+            "invalid_request",
+            &format!("Batch `{uid}` not found."),
+        );
+    };
+    let progress = first.hold_until.filter(|_| first.status == "processing").map(|(from, until)| {
+        let whole = until.saturating_duration_since(from).as_secs_f64().max(f64::EPSILON);
+        let share = (from.elapsed().as_secs_f64() / whole).min(1.0);
+        let total = 1000;
+        let finished = (share * f64::from(total)) as u32;
+        json!({
+            "steps": [
+                {"currentStep": "processing tasks", "finished": 0, "total": 2},
+                {"currentStep": "indexing", "finished": 2, "total": 3},
+                {"currentStep": "reindexing documents", "finished": finished, "total": total},
+            ],
+            "percentage": (share * 100.0 * 10.0).round() / 10.0,
+        })
+    });
+    let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+    for task in &tasks {
+        *statuses.entry(task.status).or_default() += 1;
+        *types.entry(task.kind).or_default() += 1;
+    }
+    HttpResponse::Ok().json(json!({
+        "uid": uid,
+        "progress": progress,
+        "details": {},
+        "stats": {"totalNbTasks": tasks.len(), "status": statuses, "types": types, "indexUids": {}},
+        "duration": first.duration,
+        "startedAt": first.started_at,
+        "finishedAt": first.finished_at,
+    }))
+}
+
+async fn list_tasks(req: HttpRequest, mock: web::Data<Mock>) -> HttpResponse {
+    if let Some(denied) = mock.deny(&req, "tasks.get", &[]) {
+        return denied;
+    }
+    let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    // The filters `statuses`, `types` and `indexUids`: comma-separated, any of them matches.
+    let matches = |name: &str, value: Option<&str>| {
+        query.get(name).is_none_or(|list| list.split(',').any(|v| v == "*" || Some(v.trim()) == value))
+    };
+    let state = mock.lock();
+    let results: Vec<Value> = state
+        .tasks
+        .iter()
+        .rev()
+        .filter(|t| {
+            matches("statuses", Some(t.status))
+                && matches("types", Some(t.kind))
+                && matches("indexUids", t.index_uid.as_deref())
+        })
+        .map(task_view)
+        .collect();
     let total = results.len();
     HttpResponse::Ok().json(json!({"results": results, "total": total, "limit": total.max(20), "from": state.tasks.len().checked_sub(1), "next": null}))
 }
 
 async fn list_indexes(req: HttpRequest, mock: web::Data<Mock>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    if let Some(denied) = mock.deny(&req, "indexes.get", &[]) {
         return denied;
     }
     let state = mock.lock();
@@ -768,7 +1140,8 @@ fn invalid_index_uid(uid: &str) -> HttpResponse {
 }
 
 async fn create_index(req: HttpRequest, mock: web::Data<Mock>, body: web::Bytes) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    // The key's action first (401/403 before any body error); its indexes once the body names them.
+    if let Some(denied) = mock.deny(&req, "indexes.create", &[]) {
         return denied;
     }
     let body = match json_body(&req, &body, "bad_request") {
@@ -778,6 +1151,9 @@ async fn create_index(req: HttpRequest, mock: web::Data<Mock>, body: web::Bytes)
     let Some(uid) = body.get("uid").and_then(Value::as_str).map(str::to_owned) else {
         return bad_request("missing_index_uid", "Missing field `uid`");
     };
+    if let Some(denied) = mock.deny(&req, "indexes.create", &[&uid]) {
+        return denied;
+    }
     if !valid_index_uid(&uid) {
         return invalid_index_uid(&uid);
     }
@@ -792,10 +1168,10 @@ async fn create_index(req: HttpRequest, mock: web::Data<Mock>, body: web::Bytes)
 }
 
 async fn get_index(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "indexes.get", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     let state = mock.lock();
     match state.indexes.get(&uid) {
         Some(index) => HttpResponse::Ok().json(index_view(&uid, index)),
@@ -804,15 +1180,16 @@ async fn get_index(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<Stri
 }
 
 async fn delete_index(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "indexes.delete", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     mock.enqueue(Some(&uid), "indexDeletion", json!({"deletedDocuments": null}), Op::DeleteIndex)
 }
 
 async fn swap_indexes(req: HttpRequest, mock: web::Data<Mock>, body: web::Bytes) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    // The key's action first (401/403 before any body error); its indexes once the body names them.
+    if let Some(denied) = mock.deny(&req, "indexes.swap", &[]) {
         return denied;
     }
     let body = match json_body(&req, &body, "bad_request") {
@@ -838,15 +1215,19 @@ async fn swap_indexes(req: HttpRequest, mock: web::Data<Mock>, body: web::Bytes)
         let rename = entry.get("rename").and_then(Value::as_bool).unwrap_or(false);
         pairs.push(((*a).to_owned(), (*b).to_owned(), rename));
     }
+    let names: Vec<&str> = pairs.iter().flat_map(|(a, b, _)| [a.as_str(), b.as_str()]).collect();
+    if let Some(denied) = mock.deny(&req, "indexes.swap", &names) {
+        return denied;
+    }
     let swaps: Vec<Value> = pairs.iter().map(|(a, b, rename)| json!({"indexes": [a, b], "rename": rename})).collect();
     mock.enqueue(None, "indexSwap", json!({"swaps": swaps}), Op::Swap(pairs))
 }
 
 async fn get_settings(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "settings.get", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     let state = mock.lock();
     match state.indexes.get(&uid) {
         Some(index) => HttpResponse::Ok().json(settings_view(&index.settings)),
@@ -998,10 +1379,10 @@ async fn update_settings(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "settings.update", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     if !valid_index_uid(&uid) {
         return invalid_index_uid(&uid);
     }
@@ -1023,12 +1404,22 @@ async fn write_documents(
     body: web::Bytes,
     merge: bool,
 ) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    if let Some(denied) = mock.deny(&req, "documents.add", &[&uid]) {
         return denied;
     }
     if !valid_index_uid(&uid) {
         return invalid_index_uid(&uid);
     }
+    let limit = mock.lock().payload_limit;
+    if let Some(limit) = limit.filter(|limit| body.len() > *limit) {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "invalid_request",
+            &format!("The provided payload reached the size limit. The maximum accepted payload size is {limit} B."),
+        );
+    }
+    let create_index = mock.may_create(&req, &uid);
     let docs = match json_body(&req, &body, "malformed_payload") {
         Ok(Value::Array(docs)) => docs,
         Ok(doc @ Value::Object(_)) => vec![doc],
@@ -1045,7 +1436,12 @@ async fn write_documents(
         .unwrap_or_default();
     let primary_key = query.get("primaryKey").cloned();
     let details = json!({"receivedDocuments": docs.len(), "indexedDocuments": null});
-    mock.enqueue(Some(&uid), "documentAdditionOrUpdate", details, Op::AddDocuments { docs, primary_key, merge })
+    mock.enqueue(
+        Some(&uid),
+        "documentAdditionOrUpdate",
+        details,
+        Op::AddDocuments { docs, primary_key, merge, create_index },
+    )
 }
 
 async fn replace_documents(
@@ -1067,10 +1463,10 @@ async fn update_documents(
 }
 
 async fn clear_documents(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "documents.delete", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     mock.enqueue(Some(&uid), "documentDeletion", json!({"deletedDocuments": null}), Op::ClearDocuments)
 }
 
@@ -1080,10 +1476,10 @@ async fn delete_documents(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "documents.delete", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     let ids: Vec<String> = match json_body(&req, &body, "bad_request") {
         Ok(Value::Array(ids)) => ids
             .into_iter()
@@ -1100,19 +1496,19 @@ async fn delete_documents(
 }
 
 async fn delete_document(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<(String, String)>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let (uid, id) = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "documents.delete", &[&uid]) {
         return denied;
     }
-    let (uid, id) = path.into_inner();
     let details = json!({"providedIds": 1, "deletedDocuments": null, "originalFilter": null});
     mock.enqueue(Some(&uid), "documentDeletion", details, Op::DeleteDocuments(vec![id]))
 }
 
 async fn get_document(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<(String, String)>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let (uid, id) = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "documents.get", &[&uid]) {
         return denied;
     }
-    let (uid, id) = path.into_inner();
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .unwrap_or_default();
@@ -1188,10 +1584,10 @@ async fn fetch_documents(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "documents.get", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     let body = match json_body(&req, &body, "bad_request") {
         Ok(body @ Value::Object(_)) => body,
         Ok(_) => return bad_request("bad_request", "Invalid value type: expected an object"),
@@ -1222,10 +1618,10 @@ async fn fetch_documents(
 }
 
 async fn list_documents(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "documents.get", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .unwrap_or_default();
@@ -1527,10 +1923,10 @@ fn run_search(index: &IndexData, body: &Map<String, Value>) -> Result<Value, Htt
 }
 
 async fn search(req: HttpRequest, mock: web::Data<Mock>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
-    if let Some(denied) = mock.deny(&req) {
+    let uid = path.into_inner();
+    if let Some(denied) = mock.deny(&req, "search", &[&uid]) {
         return denied;
     }
-    let uid = path.into_inner();
     let body = match json_body(&req, &body, "bad_request") {
         Ok(Value::Object(body)) => body,
         Ok(_) => return bad_request("bad_request", "Invalid value type: expected an object"),
