@@ -359,7 +359,13 @@ async fn migrate_a_data_folder_into_the_distributed_profile() {
     assert_eq!(replayed.status(), StatusCode::CREATED);
     assert_eq!(replayed.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
     assert_eq!(replayed.json::<Value>().await.expect("json"), first_body);
-    // The migrated history was not published: the bridge passed over it.
-    let published = dist.state.projections.infos().into_iter().find(|i| i.name == "bridge").map(|i| i.position);
-    assert_eq!(published, Some(0));
+    // A command on a migrated order (m-00004 is paid): its event is published and projected after the history,
+    // and it is the only one published: the bridge read the migrated items before it in the stream and passed
+    // over them.
+    assert_eq!(dist.ship("m-00004").await.status(), StatusCode::OK);
+    let shipped = dist.projected("m-00004", 3).await;
+    assert_eq!(shipped["status"], "shipped");
+    let published = || dist.state.projections.infos().into_iter().find(|i| i.name == "bridge").map(|i| i.position);
+    eventually_within(Duration::from_secs(30), || async { (published() >= Some(1)).then_some(()) }).await;
+    assert_eq!(published(), Some(1));
 }
