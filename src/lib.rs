@@ -19,6 +19,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod aws;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod feed;

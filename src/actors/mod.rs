@@ -11,6 +11,6 @@ pub mod projections;
 pub mod projector;
 pub mod registry;
 
-pub use order::{CommandError, Execute, Executed, IdempotencyDraft, Precondition};
+pub use order::{Answers, CommandError, Execute, Executed, IdempotencyDraft, Precondition};
 pub use projector::Projector;
 pub use registry::OrderRegistry;

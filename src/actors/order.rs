@@ -1,16 +1,18 @@
 //! `OrderActor`: one per live order. It holds the order's state in memory and handles one command at a time
 //! (`AtomicResponse`: no other message runs while a command awaits the store), so every rule is checked
 //! against the latest state. The append is still conditional on the version: if another writer (a stale
-//! actor, another instance) got there first, the actor reloads and decides once more. An actor that has been
-//! idle for `idle_timeout` stops itself; its state is reloaded from the store when next needed.
+//! actor, another instance) got there first, the actor reloads and decides once more. The actor is the only
+//! writer of the store: a command's answer (built by the caller, see [`Answers`]) is kept under its
+//! idempotency key in the same write as its events, and a refused command's answer is kept too. An actor that
+//! has been idle for `idle_timeout` stops itself; its state is reloaded from the store when next needed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::Utc;
 
 use super::registry::OrderRegistry;
+use crate::clock;
 use crate::domain::{Command, CustomerId, Order, OrderError, OrderId, decide};
 use crate::store::{AppendError, AppendRequest, EventStore, IdempotencyRecord, StoredEvent, StoredResponse};
 
@@ -49,9 +51,22 @@ pub struct Execute {
     pub idempotency: Option<IdempotencyDraft>,
     /// The trace the command belongs to (its HTTP request's).
     pub trace: Option<crate::trace::TraceParent>,
+    /// How the caller answers, kept under the idempotency key.
+    pub answers: Answers,
 }
 
-/// A command that succeeded: the order after it, its response (as stored under the idempotency key),
+/// The caller's answers to a command, as kept under its idempotency key: the actor writes the answer in the same
+/// transaction as the events (or alone, for a refused command), so that a retry gets it back verbatim; what an
+/// answer looks like (status, headers, body) is the caller's business (`http::orders`).
+#[derive(Debug, Clone, Copy)]
+pub struct Answers {
+    /// The answer to a command that succeeded, given the order after it.
+    pub success: fn(&Order) -> StoredResponse,
+    /// The answer to a refused command.
+    pub refusal: fn(&CommandError) -> StoredResponse,
+}
+
+/// A command that succeeded: the order after it, the caller's answer to it (as kept under the idempotency key),
 /// and the events it appended (none for a repeated payment).
 #[derive(Debug, Clone)]
 pub struct Executed {
@@ -75,14 +90,11 @@ pub enum CommandError {
     Unavailable(String),
 }
 
-/// The success response of a command: the order document, its version as a strong ETag.
-pub fn order_response(status: u16, order: &Order, location: Option<String>) -> StoredResponse {
-    StoredResponse {
-        status,
-        // Serializing our own plain struct cannot fail; an empty object would only hide a bug, not data.
-        body: serde_json::to_string(order).unwrap_or_else(|_| "{}".into()),
-        etag: Some(format!("\"{}\"", order.version)),
-        location,
+impl CommandError {
+    /// A refusal that running the command again would repeat, kept under its idempotency key: not a failing
+    /// store (nothing is known), nor a key another request holds (its answer is the one to give).
+    fn is_final(&self) -> bool {
+        !matches!(self, Self::Unavailable(_) | Self::IdempotencyKeyTaken)
     }
 }
 
@@ -138,37 +150,85 @@ impl Handler<Execute> for OrderActor {
         let known = self.state.clone();
         let snapshot_every = self.snapshot_every;
         let work = async move {
-            let state = match known {
-                Some(state) => state,
-                // A place for an order no actor holds (nearly always a fresh id) skips the load: it appends at
-                // version 0, and if the order exists after all the store says conflict and the reload below
-                // decides again (409 order_already_exists). With If-Match the state decides the answer, so load.
-                None if optimistic_place(&msg) => None,
-                None => match load(&*store, &id).await {
-                    Ok(state) => state,
-                    Err(e) => return (None, Err(e)),
-                },
-            };
-            match attempt(&*store, &id, state.clone(), &msg, snapshot_every).await {
-                Err(Attempt::Conflict) => {
-                    // Someone else appended: reload and decide once more against the fresh state.
-                    let fresh = match load(&*store, &id).await {
-                        Ok(state) => state,
-                        Err(e) => return (None, Err(e)),
-                    };
-                    match attempt(&*store, &id, fresh.clone(), &msg, snapshot_every).await {
-                        Err(Attempt::Conflict) => (None, Err(CommandError::WriteConflict)),
-                        other => settle(fresh, other),
-                    }
+            let (state, result) = execute(&*store, &id, known, &msg, snapshot_every).await;
+            let result = match (result, &msg.idempotency) {
+                (Err(error), Some(draft)) if error.is_final() => {
+                    Err(remember_refusal(&*store, &id, draft, (msg.answers.refusal)(&error), error).await)
                 }
-                other => settle(state, other),
-            }
+                (result, _) => result,
+            };
+            (state, result)
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|(state, result), act, _ctx| {
             act.state = state;
             act.last_active = Instant::now();
             result
         })))
+    }
+}
+
+/// Loads the state unless it is known, decides, appends; once more on a lost write race. Returns the state to
+/// keep and the outcome.
+async fn execute(
+    store: &dyn EventStore,
+    id: &OrderId,
+    known: Option<Option<Order>>,
+    msg: &Execute,
+    snapshot_every: u64,
+) -> (Option<Option<Order>>, Result<Executed, CommandError>) {
+    let state = match known {
+        Some(state) => state,
+        // A place for an order no actor holds (nearly always a fresh id) skips the load: it appends at
+        // version 0, and if the order exists after all the store says conflict and the reload below
+        // decides again (409 order_already_exists). With If-Match the state decides the answer, so load.
+        None if optimistic_place(msg) => None,
+        None => match load(store, id).await {
+            Ok(state) => state,
+            Err(e) => return (None, Err(e)),
+        },
+    };
+    match attempt(store, id, state.clone(), msg, snapshot_every).await {
+        Err(Attempt::Conflict) => {
+            // Someone else appended: reload and decide once more against the fresh state.
+            let fresh = match load(store, id).await {
+                Ok(state) => state,
+                Err(e) => return (None, Err(e)),
+            };
+            match attempt(store, id, fresh.clone(), msg, snapshot_every).await {
+                Err(Attempt::Conflict) => (None, Err(CommandError::WriteConflict)),
+                other => settle(fresh, other),
+            }
+        }
+        other => settle(state, other),
+    }
+}
+
+/// Keeps a refused command's answer under its key, so that a retry gets the same answer. If a concurrent
+/// request with the same key got there first (this copy was refused *because* that one succeeded), the caller
+/// is told so and answers with that request's record. Best effort otherwise: a retry simply runs the
+/// (deterministic) checks again.
+async fn remember_refusal(
+    store: &dyn EventStore,
+    id: &OrderId,
+    draft: &IdempotencyDraft,
+    answer: StoredResponse,
+    error: CommandError,
+) -> CommandError {
+    let request = AppendRequest {
+        order_id: id.clone(),
+        expected_version: 0,
+        events: vec![],
+        snapshot: None,
+        idempotency: Some(draft.record(answer)),
+        traceparent: None,
+    };
+    match store.append(request).await {
+        Ok(_) => error,
+        Err(AppendError::IdempotencyKeyTaken) => CommandError::IdempotencyKeyTaken,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not keep a refused command's idempotent response");
+            error
+        }
     }
 }
 
@@ -241,11 +301,9 @@ async fn attempt(
             return Err(CommandError::PreconditionFailed { current }.into());
         }
     }
-    let events = decide(state.as_ref(), &msg.command)?;
+    let events = decide(state.as_ref(), &msg.command, clock::now())?;
     let after = Order::fold(state.clone(), id, &events).ok_or(OrderError::NotFound)?;
-    let status = if is_place { 201 } else { 200 };
-    let location = is_place.then(|| format!("/orders/{id}"));
-    let response = order_response(status, &after, location);
+    let response = (msg.answers.success)(&after);
     if events.is_empty() && msg.idempotency.is_none() {
         return Ok((Some(after.clone()), Executed { order: after, response, appended: vec![] }));
     }
@@ -270,12 +328,6 @@ async fn attempt(
 /// True when going from version `before` to `after` passes a multiple of `every`.
 fn crosses_snapshot(before: u64, after: u64, every: u64) -> bool {
     every > 0 && after / every > before / every
-}
-
-/// The current time, truncated to milliseconds: what events store and the API shows.
-pub fn now() -> chrono::DateTime<Utc> {
-    let now = Utc::now();
-    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
 #[cfg(test)]

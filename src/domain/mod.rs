@@ -6,4 +6,7 @@ pub mod order;
 pub mod values;
 
 pub use order::{Command, Decision, Order, OrderError, OrderEvent, OrderStatus, decide};
-pub use values::{Currency, CustomerId, FieldError, LineItem, Money, OrderId, Quantity, Sku, Text, ValidationErrors};
+pub use values::{
+    Country, Currency, CustomerId, FieldError, LineItem, Money, OrderId, Quantity, ShippingAddress, Sku, Text,
+    ValidationErrors,
+};

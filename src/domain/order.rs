@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::values::{Currency, CustomerId, LineItem, Money, OrderId, Text};
+use super::values::{Currency, CustomerId, LineItem, Money, OrderId, ShippingAddress, Text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -32,7 +32,8 @@ impl OrderStatus {
     }
 }
 
-/// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of docs/api.md §1.
+/// The four facts an order's stream is made of. Serialized as `{type, data}` with the data fields of docs/api.md §1,
+/// in the shape of each type's current schema version (`store::codec` reads older ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
@@ -43,6 +44,9 @@ pub enum OrderEvent {
         items: Vec<LineItem>,
         total: Money,
         placed_at: DateTime<Utc>,
+        /// Since schema version 2: always present, `null` when the order has none.
+        #[schema(required = true)]
+        shipping_address: Option<ShippingAddress>,
     },
     #[serde(rename_all = "camelCase")]
     PaymentConfirmed { payment_id: Text, amount: Money, paid_at: DateTime<Utc> },
@@ -77,13 +81,28 @@ impl OrderEvent {
     }
 }
 
-/// A command, already parsed into valid values. `now` is passed in so that deciding stays pure.
+/// A command, already parsed into valid values: what the client asked for. The time of the decision is not
+/// part of it; [`decide`] is given it, so that deciding stays pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Place { customer_id: CustomerId, currency: Currency, items: Vec<LineItem>, total: Money, now: DateTime<Utc> },
-    ConfirmPayment { payment_id: Text, amount: Money, now: DateTime<Utc> },
-    Ship { carrier: Text, tracking_number: Text, now: DateTime<Utc> },
-    Cancel { reason: Text, now: DateTime<Utc> },
+    Place {
+        customer_id: CustomerId,
+        currency: Currency,
+        items: Vec<LineItem>,
+        total: Money,
+        shipping_address: Option<ShippingAddress>,
+    },
+    ConfirmPayment {
+        payment_id: Text,
+        amount: Money,
+    },
+    Ship {
+        carrier: Text,
+        tracking_number: Text,
+    },
+    Cancel {
+        reason: Text,
+    },
 }
 
 impl Command {
@@ -138,6 +157,8 @@ pub struct Order {
     pub version: u64,
     pub placed_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<ShippingAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<Text>,
@@ -160,24 +181,27 @@ impl Order {
     /// An event that cannot apply (anything but `OrderPlaced` on no state) leaves the state as it was.
     pub fn evolve(state: Option<Order>, order_id: &OrderId, event: &OrderEvent) -> Option<Order> {
         match (state, event) {
-            (None, OrderEvent::OrderPlaced { customer_id, currency, items, total, placed_at }) => Some(Order {
-                order_id: order_id.clone(),
-                customer_id: customer_id.clone(),
-                status: OrderStatus::Placed,
-                currency: *currency,
-                items: items.clone(),
-                total: *total,
-                version: 1,
-                placed_at: *placed_at,
-                paid_at: None,
-                payment_id: None,
-                shipped_at: None,
-                carrier: None,
-                tracking_number: None,
-                cancelled_at: None,
-                cancel_reason: None,
-                refund: None,
-            }),
+            (None, OrderEvent::OrderPlaced { customer_id, currency, items, total, placed_at, shipping_address }) => {
+                Some(Order {
+                    order_id: order_id.clone(),
+                    customer_id: customer_id.clone(),
+                    status: OrderStatus::Placed,
+                    currency: *currency,
+                    items: items.clone(),
+                    total: *total,
+                    version: 1,
+                    placed_at: *placed_at,
+                    shipping_address: shipping_address.clone(),
+                    paid_at: None,
+                    payment_id: None,
+                    shipped_at: None,
+                    carrier: None,
+                    tracking_number: None,
+                    cancelled_at: None,
+                    cancel_reason: None,
+                    refund: None,
+                })
+            }
             (None, _) => None,
             (Some(mut order), event) => {
                 match event {
@@ -220,16 +244,17 @@ impl Order {
     }
 }
 
-/// Checks a command against the current state and says which events it produces.
-pub fn decide(state: Option<&Order>, command: &Command) -> Result<Decision, OrderError> {
+/// Checks a command against the current state and says which events it produces, stamped `now`.
+pub fn decide(state: Option<&Order>, command: &Command, now: DateTime<Utc>) -> Result<Decision, OrderError> {
     let order = match (state, command) {
-        (None, Command::Place { customer_id, currency, items, total, now }) => {
+        (None, Command::Place { customer_id, currency, items, total, shipping_address }) => {
             return Ok(vec![OrderEvent::OrderPlaced {
                 customer_id: customer_id.clone(),
                 currency: *currency,
                 items: items.clone(),
                 total: *total,
-                placed_at: *now,
+                placed_at: now,
+                shipping_address: shipping_address.clone(),
             }]);
         }
         (Some(_), Command::Place { .. }) => return Err(OrderError::AlreadyExists),
@@ -238,7 +263,7 @@ pub fn decide(state: Option<&Order>, command: &Command) -> Result<Decision, Orde
     };
     match command {
         Command::Place { .. } => Err(OrderError::AlreadyExists),
-        Command::ConfirmPayment { payment_id, amount, now } => {
+        Command::ConfirmPayment { payment_id, amount } => {
             if order.status == OrderStatus::Cancelled {
                 return Err(OrderError::Cancelled);
             }
@@ -252,26 +277,26 @@ pub fn decide(state: Option<&Order>, command: &Command) -> Result<Decision, Orde
             if *amount != order.total {
                 return Err(OrderError::AmountMismatch);
             }
-            Ok(vec![OrderEvent::PaymentConfirmed { payment_id: payment_id.clone(), amount: *amount, paid_at: *now }])
+            Ok(vec![OrderEvent::PaymentConfirmed { payment_id: payment_id.clone(), amount: *amount, paid_at: now }])
         }
-        Command::Ship { carrier, tracking_number, now } => match order.status {
+        Command::Ship { carrier, tracking_number } => match order.status {
             OrderStatus::Cancelled => Err(OrderError::Cancelled),
             OrderStatus::Shipped => Err(OrderError::AlreadyShipped),
             OrderStatus::Placed => Err(OrderError::NotPaid),
             OrderStatus::Paid => Ok(vec![OrderEvent::OrderShipped {
                 carrier: carrier.clone(),
                 tracking_number: tracking_number.clone(),
-                shipped_at: *now,
+                shipped_at: now,
             }]),
         },
-        Command::Cancel { reason, now } => match order.status {
+        Command::Cancel { reason } => match order.status {
             OrderStatus::Shipped => Err(OrderError::AlreadyShipped),
             OrderStatus::Cancelled => Err(OrderError::AlreadyCancelled),
             OrderStatus::Placed | OrderStatus::Paid => Ok(vec![OrderEvent::OrderCancelled {
                 reason: reason.clone(),
                 // A payment is only accepted for exactly the total, so a paid order refunds its total.
                 refund: if order.is_paid() { order.total } else { Money::ZERO },
-                cancelled_at: *now,
+                cancelled_at: now,
             }]),
         },
     }
@@ -307,30 +332,30 @@ mod tests {
             currency: Currency::parse("c", "EUR").unwrap(),
             total: crate::domain::values::order_total(&items).unwrap(),
             items,
-            now: now(),
+            shipping_address: None,
         }
     }
 
     fn pay(payment_id: &str, amount: u64) -> Command {
-        Command::ConfirmPayment { payment_id: t(payment_id), amount: Money::from_minor(amount), now: now() }
+        Command::ConfirmPayment { payment_id: t(payment_id), amount: Money::from_minor(amount) }
     }
 
     fn ship() -> Command {
-        Command::Ship { carrier: t("DHL"), tracking_number: t("TN1"), now: now() }
+        Command::Ship { carrier: t("DHL"), tracking_number: t("TN1") }
     }
 
     fn cancel() -> Command {
-        Command::Cancel { reason: t("changed mind"), now: now() }
+        Command::Cancel { reason: t("changed mind") }
     }
 
     /// Given the commands (each must succeed), when `command`, then the result.
     fn given_when(given: &[Command], command: Command) -> Result<Decision, OrderError> {
         let mut state = None;
         for c in given {
-            let events = decide(state.as_ref(), c).expect("given command succeeds");
+            let events = decide(state.as_ref(), c, now()).expect("given command succeeds");
             state = Order::fold(state, &id(), &events);
         }
-        decide(state.as_ref(), &command)
+        decide(state.as_ref(), &command, now())
     }
 
     fn single_type(result: Result<Decision, OrderError>) -> Result<&'static str, OrderError> {
@@ -421,7 +446,7 @@ mod tests {
     fn version_counts_events_and_state_follows_them() {
         let mut state = None;
         for c in [place(), pay("p1", 2500), ship()] {
-            let events = decide(state.as_ref(), &c).unwrap();
+            let events = decide(state.as_ref(), &c, now()).unwrap();
             state = Order::fold(state, &id(), &events);
         }
         let order = state.unwrap();

@@ -32,6 +32,30 @@ impl ValidationErrors {
         result.map_err(|e| self.push(e)).ok()
     }
 
+    /// A required field: parsed if present, "is required" if not.
+    pub fn require<R, T>(
+        &mut self,
+        field: &str,
+        value: Option<R>,
+        parse: impl FnOnce(&str, R) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        match value {
+            Some(value) => self.collect(parse(field, value)),
+            None => {
+                self.push(FieldError::new(field, "is required"));
+                None
+            }
+        }
+    }
+
+    /// The value when no rule was broken, otherwise every broken rule.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, ValidationErrors> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => Err(self),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -171,6 +195,12 @@ pub mod limits {
     pub const MAX_ITEMS: usize = 100;
     pub const MAX_QUANTITY: i128 = 10_000;
     pub const MAX_UNIT_PRICE: i128 = 10_000_000_000;
+    pub const ADDRESS_NAME: usize = 200;
+    pub const ADDRESS_LINE: usize = 200;
+    pub const POSTAL_CODE: usize = 20;
+    pub const CITY: usize = 100;
+    /// The largest possible order total (100 lines × 10⁴ × 10¹⁰ minor units), so also the largest payment.
+    pub const MAX_AMOUNT: i128 = MAX_ITEMS as i128 * MAX_QUANTITY * MAX_UNIT_PRICE;
 }
 
 /// A line quantity: 1–10000.
@@ -240,6 +270,50 @@ impl LineItem {
     }
 }
 
+/// An ISO 3166-1 alpha-2 country code: two uppercase ASCII letters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Country(String);
+
+impl Country {
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldError> {
+        if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(FieldError::new(field, "must be an ISO 3166-1 alpha-2 code of 2 uppercase letters"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where an order is shipped to (`OrderPlaced` schema version 2). Optional: orders placed without one, and every
+/// order placed before version 2, have none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShippingAddress {
+    /// The recipient, 1-200 characters.
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub name: Text,
+    /// 1-200 characters.
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
+    pub line1: Text,
+    /// 1-200 characters, or left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    pub line2: Option<Text>,
+    /// 1-20 characters.
+    #[schema(value_type = String, min_length = 1, max_length = 20)]
+    pub postal_code: Text,
+    /// 1-100 characters.
+    #[schema(value_type = String, min_length = 1, max_length = 100)]
+    pub city: Text,
+    /// An ISO 3166-1 alpha-2 code.
+    #[schema(value_type = String, pattern = "^[A-Z]{2}$", example = "DE")]
+    pub country: Country,
+}
+
 /// Σ quantity × unitPrice, or `None` on overflow.
 pub fn order_total(items: &[LineItem]) -> Option<Money> {
     items.iter().try_fold(Money::ZERO, |sum, item| sum.checked_add(item.line_total()?))
@@ -283,6 +357,14 @@ mod tests {
         assert!(Money::parse("p", -1, limits::MAX_UNIT_PRICE).is_err());
         assert!(Money::parse("p", 0, limits::MAX_UNIT_PRICE).is_ok());
         assert!(Money::parse("p", 10_000_000_001, limits::MAX_UNIT_PRICE).is_err());
+    }
+
+    #[test]
+    fn country_is_two_uppercase_letters() {
+        assert!(Country::parse("country", "DE").is_ok());
+        for bad in ["de", "DEU", "D", "", "D1", "ÄB"] {
+            assert!(Country::parse("country", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! The public event format (docs/api.md §3): a CloudEvents 1.0 structured-mode JSON object per event, the same on
 //! Kafka and Kinesis. `id` is the eventId, `subject` the orderId, `sequence` the version (a string), `type`
 //! `orders.<EventName>`, `data` the event's fields. Consumers dedupe on `id` or on (`subject`, `sequence`).
-//! Two extension attributes ride along: `schemaversion` (for upcasting) and, when the command had one, the
-//! Distributed Tracing extension's `traceparent`.
+//! `dataschema` names the schema of `data`: a URN per event type and schema version,
+//! `urn:orderflow:schema:<EventName>:<version>`, each described in docs/asyncapi.json. Two extension attributes
+//! ride along: `schemaversion` (the same version, as a number) and, when the command had one, the Distributed
+//! Tracing extension's `traceparent`. Decoding reads the data through the store's codec, so a record written
+//! with an older schema version reaches the projectors in today's shape.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::domain::{OrderEvent, OrderId};
-use crate::store::StoredEvent;
+use crate::domain::OrderId;
+use crate::store::{StoredEvent, codec};
 
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const SOURCE: &str = "orderflow";
@@ -27,7 +30,11 @@ pub struct CloudEvent {
     pub time: DateTime<Utc>,
     pub datacontenttype: String,
     pub sequence: String,
-    /// Extension attribute: the stored event's schema version, for upcasting.
+    /// The schema of `data`: [`dataschema`] of the event type and schema version. Optional on reading (records
+    /// written before it existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    /// Extension attribute: the schema version of `data` (also in `dataschema`), for upcasting.
     #[serde(default = "default_schema_version")]
     pub schemaversion: u32,
     /// Extension attribute of the CloudEvents Distributed Tracing extension: the W3C trace context of the
@@ -41,12 +48,19 @@ fn default_schema_version() -> u32 {
     1
 }
 
+/// The `dataschema` URI of an event type's schema version, e.g. `urn:orderflow:schema:OrderPlaced:2`.
+pub fn dataschema(type_name: &str, schema_version: u32) -> String {
+    format!("urn:orderflow:schema:{type_name}:{schema_version}")
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("not an orderflow CloudEvent: {0}")]
 pub struct DecodeError(pub String);
 
 impl CloudEvent {
     pub fn from_stored(event: &StoredEvent) -> Self {
+        // A stored event is always read in today's shape (`store::codec`), so its data is at the current version.
+        let version = codec::schema_version(&event.event);
         let (kind, data) = match serde_json::to_value(&event.event) {
             Ok(Value::Object(mut tagged)) => (
                 tagged.remove("type").and_then(|t| t.as_str().map(str::to_owned)).unwrap_or_default(),
@@ -63,7 +77,8 @@ impl CloudEvent {
             time: event.occurred_at(),
             datacontenttype: "application/json".into(),
             sequence: event.version.to_string(),
-            schemaversion: event.schema_version,
+            dataschema: Some(dataschema(event.event.type_name(), version)),
+            schemaversion: version,
             traceparent: event.traceparent.clone(),
             data,
         }
@@ -85,14 +100,13 @@ impl CloudEvent {
             return Err(DecodeError(format!("specversion {} source {}", self.specversion, self.source)));
         }
         let name = self.kind.strip_prefix(TYPE_PREFIX).ok_or_else(|| DecodeError(format!("type {}", self.kind)))?;
-        let event: OrderEvent = serde_json::from_value(serde_json::json!({"type": name, "data": self.data}))
-            .map_err(|e| DecodeError(e.to_string()))?;
+        let event = codec::decode_data(name, self.schemaversion, self.data).map_err(|e| DecodeError(e.to_string()))?;
         Ok(StoredEvent {
             event_id: Uuid::parse_str(&self.id).map_err(|e| DecodeError(e.to_string()))?,
             order_id: OrderId::parse("subject", &self.subject).map_err(|e| DecodeError(e.message))?,
             version: self.sequence.parse().map_err(|_| DecodeError(format!("sequence {}", self.sequence)))?,
             position: 0,
-            schema_version: self.schemaversion,
+            schema_version: codec::schema_version(&event),
             recorded_at: self.time,
             traceparent: self.traceparent.as_deref().and_then(crate::trace::TraceParent::parse).map(|t| t.to_string()),
             event,
@@ -103,7 +117,8 @@ impl CloudEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Money, Text};
+    use crate::domain::{Money, OrderEvent, Text};
+    use serde_json::json;
 
     #[test]
     fn round_trips_and_has_the_documented_fields() {
@@ -131,9 +146,31 @@ mod tests {
         assert_eq!(json["data"]["paymentId"], "pay-1");
         assert_eq!(json["data"]["amount"], 2500);
         assert_eq!(json["id"], stored.event_id.to_string());
+        assert_eq!(
+            (json["dataschema"].as_str(), &json["schemaversion"]),
+            (Some("urn:orderflow:schema:PaymentConfirmed:1"), &json!(1))
+        );
         let back = CloudEvent::decode(json.to_string().as_bytes()).unwrap();
         assert_eq!(back.event, stored.event);
         assert_eq!((back.version, back.event_id), (2, stored.event_id));
+    }
+
+    #[test]
+    fn a_record_of_schema_version_1_reaches_consumers_in_todays_shape() {
+        // An `OrderPlaced` record as orderflow published it before schema version 2: no dataschema, no address.
+        let v1 = json!({"specversion": "1.0", "id": "0190f5c2-7d3e-7a51-9c1e-3f2b8d4a6e01", "source": "orderflow",
+            "type": "orders.OrderPlaced", "subject": "o-1", "time": "2026-12-06T05:13:06.271Z",
+            "datacontenttype": "application/json", "sequence": "1", "schemaversion": 1,
+            "data": {"customerId": "c-1", "currency": "EUR", "items": [], "total": 0, "placedAt": "2026-12-06T05:13:06.271Z"}});
+        let stored = CloudEvent::decode(v1.to_string().as_bytes()).unwrap();
+        assert_eq!(stored.schema_version, 2);
+        let again: Value = serde_json::from_slice(&CloudEvent::encode(&stored)).unwrap();
+        assert_eq!(again["dataschema"], "urn:orderflow:schema:OrderPlaced:2");
+        assert_eq!(again["data"]["shippingAddress"], Value::Null);
+        // A version this orderflow does not know is refused, not misread.
+        let mut future = v1.clone();
+        future["schemaversion"] = json!(3);
+        assert!(CloudEvent::decode(future.to_string().as_bytes()).is_err());
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::views::parked::ParkedEvent;
     summary = "The projections' state",
     responses(
         (status = 200, description = "One row per projection", body = Vec<crate::projection::ProjectionInfo>),
-        super::openapi::Unauthorized,
-        super::openapi::Forbidden,
+        super::schemas::Unauthorized,
+        super::schemas::Forbidden,
     ),
 )]
 pub async fn projections(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -77,7 +77,7 @@ impl<'a> From<&'a ParkedEvent> for ParkedBody<'a> {
     summary = "Parked (poison) events, oldest first",
     responses(
         (status = 200, description = "Every parked event", body = Vec<ParkedBody>),
-        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::Unavailable,
+        super::schemas::Unauthorized, super::schemas::Forbidden, super::schemas::Unavailable,
     ),
 )]
 pub async fn parked(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -142,8 +142,8 @@ fn answer(result: Result<ReplayReport, ParkingError>) -> Result<HttpResponse, Ap
     params(("id" = String, Path, description = "The parked event's id")),
     responses(
         (status = 200, description = "What the replay did", body = crate::projection::parking::ReplayReport),
-        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
-        super::openapi::ParkedConflict, super::openapi::Unavailable,
+        super::schemas::Unauthorized, super::schemas::Forbidden, super::schemas::ParkedNotFound,
+        super::schemas::ParkedConflict, super::schemas::Unavailable,
     ),
 )]
 pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -160,8 +160,8 @@ pub async fn replay(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     params(("id" = String, Path, description = "The parked event's id")),
     responses(
         (status = 200, description = "What the discard did", body = crate::projection::parking::ReplayReport),
-        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ParkedNotFound,
-        super::openapi::ParkedConflict, super::openapi::Unavailable,
+        super::schemas::Unauthorized, super::schemas::Forbidden, super::schemas::ParkedNotFound,
+        super::schemas::ParkedConflict, super::schemas::Unavailable,
     ),
 )]
 pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -179,8 +179,8 @@ pub async fn discard(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     params(("name" = String, Path, description = "The projection: `search` or `revenue`")),
     responses(
         (status = 202, description = "The rebuild started", body = Object),
-        super::openapi::Unauthorized, super::openapi::Forbidden, super::openapi::ProjectionNotFound,
-        super::openapi::RebuildInProgress, super::openapi::Unavailable,
+        super::schemas::Unauthorized, super::schemas::Forbidden, super::schemas::ProjectionNotFound,
+        super::schemas::RebuildInProgress, super::schemas::Unavailable,
     ),
 )]
 pub async fn rebuild(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -225,8 +225,8 @@ struct AuditPage {
     params(AuditQuery),
     responses(
         (status = 200, description = "A page of the audit log", body = AuditPage),
-        super::openapi::ValidationFailed, super::openapi::Unauthorized, super::openapi::Forbidden,
-        super::openapi::Unavailable,
+        super::schemas::ValidationFailed, super::schemas::Unauthorized, super::schemas::Forbidden,
+        super::schemas::Unavailable,
     ),
 )]
 pub async fn audit_log(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -1,12 +1,14 @@
 //! Reading request bodies at the boundary: content type (415), size (413), JSON syntax and JSON types (400),
-//! then typed field access that the route parsers turn into domain values (422). Keeping the steps apart is
+//! then the route's request type (`typed`), which its conversion turns into a command (422). Keeping the steps apart is
 //! what lets docs/api.md tell a malformed body from a well-formed one that breaks a rule.
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use actix_web::web;
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
@@ -52,12 +54,6 @@ async fn read_all(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
     Ok(body.freeze())
 }
 
-/// A JSON object read from a request, with typed accessors that name the field in their errors.
-pub struct JsonObject<'a> {
-    map: &'a Map<String, Value>,
-    prefix: String,
-}
-
 /// Parses the body as JSON; it must be an object.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     let value: Value =
@@ -74,75 +70,46 @@ pub fn request_hash(value: &Value) -> String {
     Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn wrong_type(field: &str, expected: &str) -> ApiError {
-    ApiError::InvalidJson(format!("`{field}` must be {expected}"))
+/// The body as the route's request type (a DTO of `http::orders`). A JSON type the DTO does not take (a string
+/// where a number belongs) is a 400 naming the field; the rules on the values are the DTO's conversion into a
+/// command (422).
+pub fn typed<T: DeserializeOwned>(json: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::InvalidJson(format!("`{path}`: {}", e.into_inner()))
+    })
 }
 
-impl<'a> JsonObject<'a> {
-    pub fn new(value: &'a Value) -> Result<Self, ApiError> {
-        Self::nested(value, String::new())
-    }
+/// An integer as a request carries it. JSON has one number type, so `100`, `100.0` and `1e2` are all the integer
+/// 100; a fraction or a non-number is a 400. An integer beyond any range comes back saturated, so that the range
+/// check of the value it becomes reports it as a 422 like any other out-of-range value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Integer(pub i128);
 
-    fn nested(value: &'a Value, prefix: String) -> Result<Self, ApiError> {
-        match value {
-            Value::Object(map) => Ok(Self { map, prefix }),
-            _ => Err(wrong_type(prefix.trim_end_matches('.'), "an object")),
-        }
-    }
-
-    /// The full name of a field, for error messages (`items[2].quantity`).
-    pub fn path(&self, field: &str) -> String {
-        format!("{}{field}", self.prefix)
-    }
-
-    fn get(&self, field: &str) -> Option<&'a Value> {
-        self.map.get(field).filter(|v| !v.is_null())
-    }
-
-    /// A string field; absent or null is `None`, any other type is a 400.
-    pub fn opt_str(&self, field: &str) -> Result<Option<&'a str>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(wrong_type(&self.path(field), "a string")),
-        }
-    }
-
-    /// An integer field. JSON has one number type, so `100`, `100.0` and `1e2` are all the integer 100; a
-    /// fraction or a non-number is a 400. An integer beyond any range comes back saturated, so that the range
-    /// check reports it as a 422 like any other out-of-range value.
-    pub fn opt_int(&self, field: &str) -> Result<Option<i128>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Number(n)) => {
-                if let Some(i) = n.as_i64() {
-                    Ok(Some(i128::from(i)))
-                } else if let Some(u) = n.as_u64() {
-                    Ok(Some(i128::from(u)))
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Integer;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Integer, E> {
+                Ok(Integer(i128::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Integer, E> {
+                Ok(Integer(i128::from(v)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Integer, E> {
+                if v.is_finite() && v.fract() == 0.0 {
+                    // `as` saturates at the i128 bounds.
+                    Ok(Integer(v as i128))
                 } else {
-                    match n.as_f64() {
-                        // `as` saturates at the i128 bounds.
-                        Some(f) if f.is_finite() && f.fract() == 0.0 => Ok(Some(f as i128)),
-                        _ => Err(wrong_type(&self.path(field), "an integer")),
-                    }
+                    Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
                 }
             }
-            Some(_) => Err(wrong_type(&self.path(field), "an integer")),
         }
-    }
-
-    /// An array of objects.
-    pub fn opt_objects(&self, field: &str) -> Result<Option<Vec<JsonObject<'a>>>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| JsonObject::nested(item, format!("{}[{i}].", self.path(field))))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            Some(_) => Err(wrong_type(&self.path(field), "an array")),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -151,30 +118,42 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[derive(Debug, serde::Deserialize)]
+    struct Probe {
+        n: Option<Integer>,
+        s: Option<String>,
+        lines: Option<Vec<Probe>>,
+    }
+
     #[test]
-    fn types_are_400_and_absence_is_none() {
-        let v = json!({"s": "x", "n": 5, "f": 1.5, "big": 1e30, "neg": -3, "nul": null, "arr": [{"a": 1}]});
-        let o = JsonObject::new(&v).unwrap();
-        assert_eq!(o.opt_str("s").unwrap(), Some("x"));
-        assert_eq!(o.opt_str("nul").unwrap(), None);
-        assert_eq!(o.opt_str("missing").unwrap(), None);
-        assert!(matches!(o.opt_str("n"), Err(ApiError::InvalidJson(_))));
-        assert_eq!(o.opt_int("n").unwrap(), Some(5));
-        assert_eq!(o.opt_int("neg").unwrap(), Some(-3));
-        assert!(matches!(o.opt_int("f"), Err(ApiError::InvalidJson(_))));
-        assert_eq!(o.opt_int("big").unwrap(), Some(1e30 as i128));
-        let whole = json!({"a": 100.0, "b": 1e2});
-        let w = JsonObject::new(&whole).unwrap();
-        assert_eq!((w.opt_int("a").unwrap(), w.opt_int("b").unwrap()), (Some(100), Some(100)));
-        let items = o.opt_objects("arr").unwrap().unwrap();
-        assert_eq!(items[0].path("a"), "arr[0].a");
+    fn wrong_types_are_400_naming_the_field_and_null_is_absent() {
+        let ok: Probe = typed(&json!({"n": 5, "s": null})).unwrap();
+        assert_eq!((ok.n, ok.s, ok.lines.is_none()), (Some(Integer(5)), None, true));
+        let ApiError::InvalidJson(message) = typed::<Probe>(&json!({"lines": [{"n": 1}, {"n": "2"}]})).unwrap_err()
+        else {
+            panic!("a wrong type is a 400")
+        };
+        assert!(message.starts_with("`lines[1].n`"), "{message}");
+        assert!(matches!(typed::<Probe>(&json!({"s": 1})), Err(ApiError::InvalidJson(_))));
+    }
+
+    #[test]
+    fn integers_are_whole_numbers_of_any_spelling() {
+        let int = |v: Value| typed::<Probe>(&json!({ "n": v })).map(|p| p.n);
+        assert_eq!(int(json!(-3)).unwrap(), Some(Integer(-3)));
+        assert_eq!(int(json!(u64::MAX)).unwrap(), Some(Integer(i128::from(u64::MAX))));
+        assert_eq!(int(json!(100.0)).unwrap(), Some(Integer(100)));
+        assert_eq!(int(json!(1e30)).unwrap(), Some(Integer(1e30 as i128)));
+        for bad in [json!(1.5), json!("1"), json!(true), json!([1])] {
+            assert!(matches!(int(bad.clone()), Err(ApiError::InvalidJson(_))), "{bad}");
+        }
     }
 
     #[test]
     fn huge_integer_literals_are_out_of_range_not_malformed() {
         let v = parse_json(br#"{"n": 123456789012345678901234567890}"#).unwrap();
-        let n = JsonObject::new(&v).unwrap().opt_int("n").unwrap().unwrap();
-        assert!(n > i128::from(u64::MAX));
+        let n = typed::<Probe>(&v).unwrap().n.unwrap();
+        assert!(n.0 > i128::from(u64::MAX));
     }
 
     #[test]

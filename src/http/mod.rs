@@ -13,6 +13,7 @@ pub mod ops;
 pub mod orders;
 pub mod request_metrics;
 pub mod revenue;
+pub mod schemas;
 pub mod server;
 
 use std::sync::Arc;

@@ -1,32 +1,29 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 description of the API, generated from the code so that it cannot
-//! drift. Each handler carries its own `#[utoipa::path]`; the documents it sends derive `ToSchema`. What is
-//! here is what the code does not spell out as types:
+//! drift. Each handler carries its own `#[utoipa::path]`; the documents it sends derive `ToSchema`; what the
+//! code does not spell out as types is in `http::schemas`:
 //! - the value types' schemas (ids, currency, quantity, money, text), built from the same limits that
 //!   `domain::values` enforces;
-//! - schema-only request bodies and parameters: the handlers parse bodies and query strings by hand (that is
-//!   how docs/api.md's 400 vs 422 split works), so these structs exist only to be described;
+//! - the schemas of the request bodies' text and money fields (the bodies themselves are the DTOs of
+//!   `http::orders`, described by their derive);
+//! - schema-only parameters: the handlers parse query strings by hand (that is how docs/api.md's 400 vs 422
+//!   split works), so these structs exist only to be described;
 //! - the problem responses, built from the real [`ApiError`]s: status, `code`, headers and examples are what
 //!   `error.rs` answers, and a unit test fails if an `ApiError` is documented nowhere;
 //! - the bearer JWT scheme, which every route needs except `/metrics`, `/health/*`, this document and
 //!   `/asyncapi.json`.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use actix_web::http::header;
-use actix_web::{HttpResponse, ResponseError};
-use chrono::NaiveDate;
-use utoipa::openapi::example::ExampleBuilder;
-use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use actix_web::HttpResponse;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr};
-use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::{HeaderBuilder, Ref, RefOr};
+use utoipa::{Modify, OpenApi};
 
-use super::error::{ApiError, PROBLEM_JSON};
+use super::error::ApiError;
+use super::schemas::{Problem, ProblemCode, problem_response};
 use super::{admin, asyncapi, ops, orders, revenue};
-use crate::domain::values::limits;
-use crate::domain::{Currency, CustomerId, FieldError, Money, OrderError, OrderId, OrderStatus, Quantity, Text};
+use crate::domain::FieldError;
 
 /// The whole document. Paths are listed here once; everything else comes from the handlers' attributes.
 #[derive(OpenApi)]
@@ -94,478 +91,6 @@ static DOCUMENT: LazyLock<String> =
 )]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(DOCUMENT.as_str())
-}
-
-// ----------------------------------------------------------------------------------------- value types
-
-/// The largest possible order total: 100 lines × 10⁴ × 10¹⁰ minor units; also the largest payment amount.
-const MAX_AMOUNT: i128 = limits::MAX_ITEMS as i128 * limits::MAX_QUANTITY * limits::MAX_UNIT_PRICE;
-
-/// Lengths of [`Text`] by field; the `Text` component carries the loosest bound.
-const TEXT_LIMITS: [(&str, usize); 6] = [
-    ("sku", limits::SKU),
-    ("name", limits::ITEM_NAME),
-    ("paymentId", limits::PAYMENT_ID),
-    ("carrier", limits::CARRIER),
-    ("trackingNumber", limits::TRACKING_NUMBER),
-    ("reason", limits::CANCEL_REASON),
-];
-
-fn id_schema(description: &str, example: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some(description))
-        .pattern(Some("^[A-Za-z0-9_-]{1,64}$"))
-        .min_length(Some(1))
-        .max_length(Some(64))
-        .examples([example])
-        .into()
-}
-
-impl PartialSchema for OrderId {
-    fn schema() -> RefOr<Schema> {
-        id_schema(
-            "An order's id: 1-64 characters of `[A-Za-z0-9_-]`, client-supplied or a server-made UUIDv7.",
-            "ord-1001",
-        )
-    }
-}
-impl ToSchema for OrderId {}
-
-impl PartialSchema for CustomerId {
-    fn schema() -> RefOr<Schema> {
-        id_schema("A customer's id: 1-64 characters of `[A-Za-z0-9_-]`; for a customer token, its `sub`.", "c-1")
-    }
-}
-impl ToSchema for CustomerId {}
-
-impl PartialSchema for Currency {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some("An ISO-4217 currency code: three uppercase letters."))
-            .pattern(Some("^[A-Z]{3}$"))
-            .examples(["EUR"])
-            .into()
-    }
-}
-impl ToSchema for Currency {}
-
-/// A string of 1 to `max` characters (characters, not bytes, as JSON Schema counts them).
-fn text(max: usize) -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(max))
-}
-
-impl PartialSchema for Text {
-    fn schema() -> RefOr<Schema> {
-        let bounds: Vec<String> = TEXT_LIMITS.iter().map(|(field, max)| format!("{field} {max}")).collect();
-        let loosest = TEXT_LIMITS.iter().map(|(_, max)| *max).max().unwrap_or(limits::CANCEL_REASON);
-        text(loosest)
-            .description(Some(format!("Free text of at least 1 character; at most, by field: {}.", bounds.join(", "))))
-            .into()
-    }
-}
-impl ToSchema for Text {}
-
-impl PartialSchema for Quantity {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
-            .description(Some("A line quantity."))
-            .minimum(Some(1))
-            .maximum(Some(limits::MAX_QUANTITY as u64))
-            .into()
-    }
-}
-impl ToSchema for Quantity {}
-
-fn money(max: i128) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-        .minimum(Some(0))
-        .maximum(Some(max as u64))
-}
-
-impl PartialSchema for Money {
-    fn schema() -> RefOr<Schema> {
-        money(MAX_AMOUNT)
-            .description(Some("An amount in integer minor units (cents for EUR); never a fraction."))
-            .into()
-    }
-}
-impl ToSchema for Money {}
-
-// ------------------------------------------------------------------------------------ request bodies
-
-fn sku() -> ObjectBuilder {
-    text(limits::SKU)
-}
-fn item_name() -> ObjectBuilder {
-    text(limits::ITEM_NAME)
-}
-fn unit_price() -> ObjectBuilder {
-    money(limits::MAX_UNIT_PRICE).description(Some("The price of one unit, in integer minor units."))
-}
-fn payment_id() -> ObjectBuilder {
-    text(limits::PAYMENT_ID)
-}
-fn carrier() -> ObjectBuilder {
-    text(limits::CARRIER)
-}
-fn tracking_number() -> ObjectBuilder {
-    text(limits::TRACKING_NUMBER)
-}
-fn reason() -> ObjectBuilder {
-    text(limits::CANCEL_REASON)
-}
-
-/// The body of `POST /orders`. A wrong JSON type is 400 `invalid_json`; a broken rule, 422 `validation_failed`.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlaceOrderRequest {
-    /// Left out, the server makes a UUIDv7.
-    pub order_id: Option<OrderId>,
-    /// Required with an admin token. With a customer token it may be left out, and must otherwise be the
-    /// token's `sub` (403 `forbidden`).
-    pub customer_id: Option<CustomerId>,
-    pub currency: Currency,
-    /// 1-100 lines; Σ quantity × unitPrice is the order's total.
-    #[schema(min_items = 1, max_items = 100)]
-    pub items: Vec<PlaceOrderLine>,
-}
-
-/// One line of a `PlaceOrderRequest`.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PlaceOrderLine {
-    #[schema(schema_with = sku)]
-    pub sku: String,
-    #[schema(schema_with = item_name)]
-    pub name: String,
-    pub quantity: Quantity,
-    #[schema(schema_with = unit_price)]
-    pub unit_price: u64,
-}
-
-/// The body of `POST /orders/{id}/confirm-payment`. The same `paymentId` again is a 200 that changes nothing.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfirmPaymentRequest {
-    #[schema(schema_with = payment_id)]
-    pub payment_id: String,
-    /// Must equal the order's total (422 `amount_mismatch`).
-    pub amount: Money,
-}
-
-/// The body of `POST /orders/{id}/ship`; the order must be paid.
-#[derive(ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ShipRequest {
-    #[schema(schema_with = carrier)]
-    pub carrier: String,
-    #[schema(schema_with = tracking_number)]
-    pub tracking_number: String,
-}
-
-/// The body of `POST /orders/{id}/cancel`; a paid order is refunded in full.
-#[derive(ToSchema)]
-pub struct CancelRequest {
-    #[schema(schema_with = reason)]
-    pub reason: String,
-}
-
-// ------------------------------------------------------------------------------------------ parameters
-
-/// The headers every command takes.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct CommandHeaders {
-    /// `"<version>"` (a strong ETag) or `*`: the command runs only if the order is at that version (or
-    /// exists); otherwise 412 `version_conflict` with the current `ETag`. On `POST /orders` it always fails.
-    #[param(rename = "If-Match", value_type = String, required = false, example = "\"1\"")]
-    pub if_match: Option<String>,
-    /// 1-128 printable ASCII characters. A retry with the same key and body gets the first answer again (with
-    /// `Idempotent-Replayed: true`) and appends nothing; the same key with another body is 422
-    /// `idempotency_key_reused`. Scoped per token subject, method and path; kept at least 24 h.
-    #[param(
-        rename = "Idempotency-Key", value_type = String, required = false,
-        pattern = "^[\\x20-\\x7E]{1,128}$", min_length = 1, max_length = 128
-    )]
-    pub idempotency_key: Option<String>,
-}
-
-/// Which model answers `GET /orders/{id}`.
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// The read model (the default).
-    Eventual,
-    /// The write model: read-your-own-write.
-    Strong,
-}
-
-/// The query of `GET /orders/{id}`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query, rename_all = "camelCase")]
-pub struct OrderParams {
-    #[param(inline)]
-    pub consistency: Option<Consistency>,
-    /// Wait (up to 2 s) for the read model to reach this version, then fall back to the write model;
-    /// `X-Consistency` says which answered.
-    pub min_version: Option<u64>,
-}
-
-/// Sort orders of `GET /orders`.
-#[derive(ToSchema)]
-pub enum SearchSort {
-    #[serde(rename = "placedAt:desc")]
-    PlacedAtDesc,
-    #[serde(rename = "placedAt:asc")]
-    PlacedAtAsc,
-    #[serde(rename = "total:desc")]
-    TotalDesc,
-    #[serde(rename = "total:asc")]
-    TotalAsc,
-}
-
-/// The query of `GET /orders`. A customer token searches only its own orders.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query, rename_all = "camelCase")]
-pub struct SearchParams {
-    pub customer_id: Option<CustomerId>,
-    #[param(inline)]
-    pub status: Option<OrderStatus>,
-    /// Full text over item names and skus: every word must match (as a prefix).
-    #[param(max_length = 200)]
-    pub q: Option<String>,
-    /// An RFC 3339 instant or a `YYYY-MM-DD` date (its start).
-    pub placed_from: Option<String>,
-    /// An RFC 3339 instant or a `YYYY-MM-DD` date (its end).
-    pub placed_to: Option<String>,
-    /// Default `placedAt:desc`.
-    #[param(inline)]
-    pub sort: Option<SearchSort>,
-    #[param(minimum = 1, maximum = 100, default = 20)]
-    pub limit: Option<u32>,
-    /// The `nextCursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// The query of `GET /revenue/daily`: at most 366 days, both ends included.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RevenueParams {
-    /// The first day (a date in the business time zone).
-    pub from: NaiveDate,
-    /// The last day, not before `from`.
-    pub to: NaiveDate,
-    /// Only this currency; all currencies when left out.
-    pub currency: Option<Currency>,
-}
-
-// --------------------------------------------------------------------------------------------- problems
-
-/// An RFC 9457 problem document, sent as `application/problem+json` with every 4xx and 5xx status.
-#[derive(ToSchema)]
-pub struct Problem {
-    /// `urn:orderflow:problem:<code>`.
-    #[serde(rename = "type")]
-    #[schema(format = "uri", example = "urn:orderflow:problem:order_not_found")]
-    pub kind: String,
-    /// A short, fixed summary of the problem type.
-    pub title: String,
-    /// The HTTP status code.
-    #[schema(minimum = 400, maximum = 599)]
-    pub status: u16,
-    /// What went wrong with this request; never an internal cause.
-    pub detail: String,
-    pub code: ProblemCode,
-    /// Only with `validation_failed`: every rule the request broke, so that it can be fixed in one go.
-    pub errors: Option<Vec<FieldError>>,
-}
-
-/// The machine-readable problem code: one per kind of error.
-pub struct ProblemCode;
-
-impl PartialSchema for ProblemCode {
-    fn schema() -> RefOr<Schema> {
-        let mut codes: Vec<&str> = Vec::new();
-        for code in every_error().iter().map(ApiError::code) {
-            if !codes.contains(&code) {
-                codes.push(code);
-            }
-        }
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some("The machine-readable problem code: one per kind of error."))
-            .enum_values(Some(codes))
-            .into()
-    }
-}
-impl ToSchema for ProblemCode {}
-
-/// One of every error the API answers with (`ProblemCode` lists their codes; the unit tests check that each is
-/// documented on some route, and that this list is complete).
-fn every_error() -> Vec<ApiError> {
-    use ApiError as E;
-    use OrderError as R;
-    vec![
-        E::InvalidJson("malformed JSON: expected value at line 1 column 1".to_owned()),
-        E::Validation(vec![FieldError::new("items[0].quantity", "must be an integer from 1 to 10000")]),
-        E::PayloadTooLarge(super::body::MAX_BODY_BYTES),
-        E::UnsupportedMediaType,
-        E::RouteNotFound,
-        E::MethodNotAllowed,
-        E::OrderNotFound,
-        E::Unauthorized,
-        E::Forbidden,
-        E::VersionConflict { current: 2 },
-        E::Rule(R::NotFound),
-        E::Rule(R::AlreadyExists),
-        E::Rule(R::AmountMismatch),
-        E::Rule(R::PaymentAlreadyConfirmed),
-        E::Rule(R::Cancelled),
-        E::Rule(R::NotPaid),
-        E::Rule(R::AlreadyShipped),
-        E::Rule(R::AlreadyCancelled),
-        E::WriteConflict,
-        E::IdempotencyKeyReused,
-        E::Unavailable,
-        E::ParkedNotFound,
-        E::ParkedNotFirst("parked event B waits behind A, an earlier event of the same order".to_owned()),
-        E::ReplayFailed("the view rejected the event".to_owned()),
-        E::ProjectionNotFound,
-        E::RebuildInProgress("a rebuild of search is already running".to_owned()),
-        E::RateLimited(std::time::Duration::from_secs(1)),
-        E::UriTooLong(8192),
-        E::RequestTimeout,
-    ]
-}
-
-/// The name and meaning of a header that an error response carries.
-fn header_doc(name: &header::HeaderName) -> (&'static str, &'static str) {
-    match *name {
-        header::ETAG => ("ETag", "The order's current version, as a strong ETag: `\"<version>\"`."),
-        header::RETRY_AFTER => ("Retry-After", "Seconds to wait before retrying; the request had no effect."),
-        header::WWW_AUTHENTICATE => ("WWW-Authenticate", "`Bearer`: the scheme this API authenticates with."),
-        _ => ("", ""),
-    }
-}
-
-/// The response for errors that share one status: their codes and details, a `Problem` schema, one example
-/// per error and the headers they carry, all taken from what [`ApiError`] really answers.
-fn problem_response(errors: &[ApiError]) -> (String, Response) {
-    let status = errors.first().map_or(500, |e| e.status_code().as_u16());
-    debug_assert!(errors.iter().all(|e| e.status_code().as_u16() == status), "one status per response");
-    let description = errors.iter().map(|e| format!("`{}`: {}", e.code(), e)).collect::<Vec<_>>().join("; ");
-    let examples = errors.iter().map(|e| {
-        let body = serde_json::from_str(&e.to_stored().body).ok();
-        (e.code(), ExampleBuilder::new().value(body).build())
-    });
-    let schema = RefOr::Ref(Ref::from_schema_name(Problem::name()));
-    let content = ContentBuilder::new().schema(Some(schema)).examples_from_iter(examples);
-    let mut response = ResponseBuilder::new().description(description).content(PROBLEM_JSON, content.build());
-    let mut seen = Vec::new();
-    for error in errors {
-        for (name, value) in error.error_response().headers() {
-            let (canonical, meaning) = header_doc(name);
-            if canonical.is_empty() || seen.contains(&canonical) {
-                continue;
-            }
-            seen.push(canonical);
-            let schema = ObjectBuilder::new().schema_type(Type::String).examples(value.to_str().ok());
-            response =
-                response.header(canonical, HeaderBuilder::new().schema(schema).description(Some(meaning)).build());
-        }
-    }
-    (status.to_string(), response.build())
-}
-
-/// Problem responses for `#[utoipa::path(responses(...))]`: each type is one status and the errors that
-/// share it on the routes that name it.
-macro_rules! problems {
-    ($($(#[$doc:meta])* $name:ident => [$($error:expr),+ $(,)?];)+) => {
-        $(
-            $(#[$doc])*
-            pub struct $name;
-
-            impl IntoResponses for $name {
-                fn responses() -> BTreeMap<String, RefOr<Response>> {
-                    let (status, response) = problem_response(&[$($error),+]);
-                    BTreeMap::from([(status, response.into())])
-                }
-            }
-        )+
-    };
-}
-
-problems! {
-    /// 400 `invalid_json`.
-    InvalidJson => [ApiError::InvalidJson("malformed JSON: expected value at line 1 column 1".to_owned())];
-    /// 401 `unauthorized`.
-    Unauthorized => [ApiError::Unauthorized];
-    /// 403 `forbidden`.
-    Forbidden => [ApiError::Forbidden];
-    /// 404 `order_not_found`.
-    OrderNotFound => [ApiError::OrderNotFound];
-    /// 412 `version_conflict`.
-    VersionConflict => [ApiError::VersionConflict { current: 2 }];
-    /// 413 `payload_too_large`.
-    PayloadTooLarge => [ApiError::PayloadTooLarge(super::body::MAX_BODY_BYTES)];
-    /// 415 `unsupported_media_type`.
-    UnsupportedMediaType => [ApiError::UnsupportedMediaType];
-    /// 422 `validation_failed`, for a query string.
-    ValidationFailed => [ApiError::Validation(vec![FieldError::new("limit", "must be an integer from 1 to 100")])];
-    /// 503 `unavailable`.
-    Unavailable => [ApiError::Unavailable];
-    /// 422 of `POST /orders`, `ship` and `cancel`.
-    CommandUnprocessable => [
-        ApiError::Validation(vec![FieldError::new("reason", "must be 1-500 characters")]),
-        ApiError::IdempotencyKeyReused,
-    ];
-    /// 422 of `confirm-payment`.
-    PaymentUnprocessable => [
-        ApiError::Validation(vec![FieldError::new(
-            "amount",
-            "must be an integer from 0 to 10000000000000000 (minor units)",
-        )]),
-        ApiError::Rule(OrderError::AmountMismatch),
-        ApiError::IdempotencyKeyReused,
-    ];
-    /// 409 of `POST /orders`.
-    PlaceConflict => [ApiError::Rule(OrderError::AlreadyExists), ApiError::WriteConflict];
-    /// 409 of `confirm-payment`.
-    PaymentConflict => [
-        ApiError::Rule(OrderError::PaymentAlreadyConfirmed),
-        ApiError::Rule(OrderError::Cancelled),
-        ApiError::WriteConflict,
-    ];
-    /// 409 of `ship`.
-    ShipConflict => [
-        ApiError::Rule(OrderError::NotPaid),
-        ApiError::Rule(OrderError::Cancelled),
-        ApiError::Rule(OrderError::AlreadyShipped),
-        ApiError::WriteConflict,
-    ];
-    /// 409 of `cancel`.
-    CancelConflict => [
-        ApiError::Rule(OrderError::AlreadyShipped),
-        ApiError::Rule(OrderError::AlreadyCancelled),
-        ApiError::WriteConflict,
-    ];
-    /// 404 `not_found` of `/admin/parked/{id}`.
-    ParkedNotFound => [ApiError::ParkedNotFound];
-    /// 409 of `/admin/parked/{id}` (replay and discard).
-    ParkedConflict => [
-        ApiError::ParkedNotFirst("parked event B waits behind A, an earlier event of the same order".to_owned()),
-        ApiError::ReplayFailed("the view rejected the event".to_owned()),
-    ];
-    /// 404 `not_found` of `/admin/projections/{name}/rebuild`.
-    ProjectionNotFound => [ApiError::ProjectionNotFound];
-    /// 409 of `/admin/projections/{name}/rebuild`.
-    RebuildInProgress => [ApiError::RebuildInProgress("a rebuild of search is already running".to_owned())];
 }
 
 // --------------------------------------------------------------------------------------------- modifiers
@@ -655,6 +180,12 @@ impl Modify for RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::ResponseError;
+
+    use crate::domain::values::limits;
+    use crate::domain::{OrderError, OrderId};
+    use crate::http::error::PROBLEM_JSON;
+    use crate::http::schemas::every_error;
     use crate::views::SortOrder;
 
     fn json() -> serde_json::Value {
@@ -765,6 +296,21 @@ mod tests {
         assert_eq!(schemas["PlaceOrderRequest"]["properties"]["items"]["maxItems"], limits::MAX_ITEMS);
         assert_eq!(schemas["PlaceOrderLine"]["properties"]["sku"]["maxLength"], 64);
         assert_eq!(schemas["CancelRequest"]["properties"]["reason"]["maxLength"], 500);
+        // The shipping address (OrderPlaced schema version 2): optional in the command, shown in the order.
+        let address = &schemas["PlaceOrderRequest"]["properties"]["shippingAddress"];
+        assert!(address.to_string().contains("#/components/schemas/ShippingAddress"), "{address}");
+        assert!(!schemas["PlaceOrderRequest"]["required"].as_array().unwrap().contains(&"shippingAddress".into()));
+        assert_eq!(schemas["ShippingAddress"]["properties"]["country"]["pattern"], "^[A-Z]{2}$");
+        let address = &schemas["ShippingAddress"]["properties"];
+        for (field, max) in [
+            ("name", limits::ADDRESS_NAME),
+            ("line1", limits::ADDRESS_LINE),
+            ("postalCode", limits::POSTAL_CODE),
+            ("city", limits::CITY),
+        ] {
+            assert_eq!(address[field]["maxLength"], max, "{field}");
+        }
+        assert!(schemas["Order"]["properties"]["shippingAddress"].is_object());
         // The id pattern and length agree with the parser.
         let id = "a".repeat(64);
         assert!(OrderId::parse("id", &id).is_ok() && OrderId::parse("id", &format!("{id}a")).is_err());

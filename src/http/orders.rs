@@ -8,23 +8,22 @@ use std::time::Instant;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::AppState;
-use super::body::{JsonObject, parse_json, read_limited, request_hash, require_json};
+use super::body::{Integer, parse_json, read_limited, request_hash, require_json, typed};
 use super::error::{ApiError, render};
-use super::openapi;
-use crate::actors::order::now;
-use crate::actors::{CommandError, Execute, IdempotencyDraft, Precondition};
+use super::schemas;
+use crate::actors::{Answers, CommandError, Execute, IdempotencyDraft, Precondition};
 use crate::auth::Principal;
 use crate::domain::values::{limits, order_total};
 use crate::domain::{
-    Command, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus, Quantity,
-    Text, ValidationErrors,
+    Command, Country, Currency, CustomerId, FieldError, LineItem, Money, Order, OrderEvent, OrderId, OrderStatus,
+    Quantity, ShippingAddress, Text, ValidationErrors,
 };
-use crate::store::{AppendError, AppendRequest, StoredEvent};
+use crate::store::{StoredEvent, StoredResponse};
 use crate::telemetry::{self, CommandOutcome};
 use crate::views::{Cursor, SearchQuery, SortOrder};
 
@@ -36,64 +35,67 @@ type Data = web::Data<AppState>;
     post, path = "/orders", tag = "orders", operation_id = "placeOrder",
     summary = "Place an order",
     description = "Places an order for a customer; the answer is its state at version 1.",
-    params(openapi::CommandHeaders),
-    request_body(content = openapi::PlaceOrderRequest, content_type = "application/json"),
+    params(schemas::CommandHeaders),
+    request_body(content = PlaceOrderRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The order, placed", body = Order, headers(
             ("Location" = String, description = "`/orders/{orderId}`"),
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::Forbidden,
-        openapi::PlaceConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::CommandUnprocessable,
-        openapi::Unavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::Forbidden,
+        schemas::PlaceConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::CommandUnprocessable,
+        schemas::Unavailable,
     ),
 )]
 pub async fn place(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
-    command(req, payload, state, "place", |json, principal, _| parse_place(json, principal)).await
+    command(req, payload, state, "place", |json, principal, _| {
+        // Authorization before validation: a customer may place orders only for itself.
+        let customer_field = json.get("customerId").filter(|v| !v.is_null());
+        if !principal.is_admin() && customer_field.is_some_and(|v| v.as_str() != Some(principal.subject.as_str())) {
+            return Err(ApiError::Forbidden);
+        }
+        let mut body: PlaceOrderRequest = typed(json)?;
+        if !principal.is_admin() {
+            // A customer's orders are its own: the field may be left out.
+            body.customer_id.get_or_insert_with(|| principal.subject.clone());
+        }
+        Ok(body.try_into()?)
+    })
+    .await
 }
 
 #[utoipa::path(
     post, path = "/orders/{id}/confirm-payment", tag = "orders", operation_id = "confirmPayment",
     summary = "Confirm an order's payment",
     description = "The amount must equal the total. The same `paymentId` again (also on a shipped order) is a 200 that changes nothing.",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
-    request_body(content = openapi::ConfirmPaymentRequest, content_type = "application/json"),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::CommandHeaders),
+    request_body(content = ConfirmPaymentRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The order, paid", body = Order, headers(
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::OrderNotFound,
-        openapi::PaymentConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::PaymentUnprocessable,
-        openapi::Unavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::OrderNotFound,
+        schemas::PaymentConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::PaymentUnprocessable,
+        schemas::Unavailable,
     ),
 )]
 pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
     command(req, payload, state, "confirm-payment", |json, _, id| {
-        let body = JsonObject::new(json)?;
-        let mut errors = ValidationErrors::default();
-        let payment_id = required_text(&body, &mut errors, "paymentId", limits::PAYMENT_ID)?;
-        let amount = match body.opt_int("amount")? {
-            Some(n) => errors.collect(Money::parse("amount", n, MAX_AMOUNT)),
-            None => missing(&mut errors, "amount"),
-        };
-        let (Some(payment_id), Some(amount), true) = (payment_id, amount, errors.is_empty()) else {
-            return Err(ApiError::Validation(errors.0));
-        };
-        Ok((id, Command::ConfirmPayment { payment_id, amount, now: now() }))
+        Ok((id, typed::<ConfirmPaymentRequest>(json)?.try_into()?))
     })
     .await
 }
@@ -102,75 +104,261 @@ pub async fn confirm_payment(req: HttpRequest, payload: web::Payload, state: Dat
     post, path = "/orders/{id}/ship", tag = "orders", operation_id = "shipOrder",
     summary = "Ship a paid order",
     description = "The order must be paid and neither cancelled nor shipped.",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
-    request_body(content = openapi::ShipRequest, content_type = "application/json"),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::CommandHeaders),
+    request_body(content = ShipRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The order, shipped", body = Order, headers(
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::OrderNotFound,
-        openapi::ShipConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::CommandUnprocessable,
-        openapi::Unavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::OrderNotFound,
+        schemas::ShipConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::CommandUnprocessable,
+        schemas::Unavailable,
     ),
 )]
 pub async fn ship(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
-    command(req, payload, state, "ship", |json, _, id| {
-        let body = JsonObject::new(json)?;
-        let mut errors = ValidationErrors::default();
-        let carrier = required_text(&body, &mut errors, "carrier", limits::CARRIER)?;
-        let tracking_number = required_text(&body, &mut errors, "trackingNumber", limits::TRACKING_NUMBER)?;
-        let (Some(carrier), Some(tracking_number), true) = (carrier, tracking_number, errors.is_empty()) else {
-            return Err(ApiError::Validation(errors.0));
-        };
-        Ok((id, Command::Ship { carrier, tracking_number, now: now() }))
-    })
-    .await
+    command(req, payload, state, "ship", |json, _, id| Ok((id, typed::<ShipRequest>(json)?.try_into()?))).await
 }
 
 #[utoipa::path(
     post, path = "/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder",
     summary = "Cancel an order",
     description = "A placed or paid order can be cancelled; a paid one is refunded in full (`refund`).",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::CommandHeaders),
-    request_body(content = openapi::CancelRequest, content_type = "application/json"),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::CommandHeaders),
+    request_body(content = CancelRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The order, cancelled", body = Order, headers(
             ("ETag" = String, description = "The order's version after the command, a strong ETag: `\"<version>\"`"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
         )),
-        openapi::InvalidJson,
-        openapi::Unauthorized,
-        openapi::OrderNotFound,
-        openapi::CancelConflict,
-        openapi::VersionConflict,
-        openapi::PayloadTooLarge,
-        openapi::UnsupportedMediaType,
-        openapi::CommandUnprocessable,
-        openapi::Unavailable,
+        schemas::InvalidJson,
+        schemas::Unauthorized,
+        schemas::OrderNotFound,
+        schemas::CancelConflict,
+        schemas::VersionConflict,
+        schemas::PayloadTooLarge,
+        schemas::UnsupportedMediaType,
+        schemas::CommandUnprocessable,
+        schemas::Unavailable,
     ),
 )]
 pub async fn cancel(req: HttpRequest, payload: web::Payload, state: Data) -> HttpResponse {
-    command(req, payload, state, "cancel", |json, _, id| {
-        let body = JsonObject::new(json)?;
-        let mut errors = ValidationErrors::default();
-        let reason = required_text(&body, &mut errors, "reason", limits::CANCEL_REASON)?;
-        let (Some(reason), true) = (reason, errors.is_empty()) else {
-            return Err(ApiError::Validation(errors.0));
-        };
-        Ok((id, Command::Cancel { reason, now: now() }))
-    })
-    .await
+    command(req, payload, state, "cancel", |json, _, id| Ok((id, typed::<CancelRequest>(json)?.try_into()?))).await
 }
 
-/// Largest amount a payment can carry: the largest possible order total (100 lines × 10⁴ × 10¹⁰).
-const MAX_AMOUNT: i128 = 10_000_000_000_000_000;
+// ---------------------------------------------------------------------------------------- request bodies
+//
+// Each command's body is defined once, here: a DTO that serde reads (a JSON type it does not take is a 400
+// naming the field) and utoipa describes in `/openapi.json`, converted with `TryFrom` into the domain command,
+// which checks every rule and reports every one broken (422). Fields are `Option`s so that a missing one is a
+// rule broken ("is required"), not a malformed body; the schema says which are required.
+
+/// The body of `POST /orders`. A wrong JSON type is 400 `invalid_json`; a broken rule, 422 `validation_failed`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderRequest {
+    /// Left out, the server makes a UUIDv7.
+    #[schema(value_type = Option<OrderId>)]
+    pub order_id: Option<String>,
+    /// Required with an admin token. With a customer token it may be left out, and must otherwise be the
+    /// token's `sub` (403 `forbidden`).
+    #[schema(value_type = Option<CustomerId>)]
+    pub customer_id: Option<String>,
+    #[schema(value_type = Currency, required = true)]
+    pub currency: Option<String>,
+    /// 1-100 lines; Σ quantity × unitPrice is the order's total.
+    #[schema(value_type = Vec<PlaceOrderLine>, min_items = 1, max_items = 100, required = true)]
+    pub items: Option<Vec<PlaceOrderLine>>,
+    /// Where to ship the order; may be left out.
+    #[schema(value_type = Option<ShippingAddress>)]
+    pub shipping_address: Option<ShippingAddressRequest>,
+}
+
+/// A `ShippingAddress` as a request carries it (its schema is `ShippingAddress`'s).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShippingAddressRequest {
+    pub name: Option<String>,
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+}
+
+impl ShippingAddressRequest {
+    fn into_address(self, errors: &mut ValidationErrors) -> Option<ShippingAddress> {
+        let field = |name: &str| format!("shippingAddress.{name}");
+        let name = errors.require(&field("name"), self.name, text(limits::ADDRESS_NAME));
+        let line1 = errors.require(&field("line1"), self.line1, text(limits::ADDRESS_LINE));
+        let line2 = self.line2.map(|line| errors.collect(Text::parse(&field("line2"), &line, limits::ADDRESS_LINE)));
+        let postal_code = errors.require(&field("postalCode"), self.postal_code, text(limits::POSTAL_CODE));
+        let city = errors.require(&field("city"), self.city, text(limits::CITY));
+        let country = errors.require(&field("country"), self.country, |f, v| Country::parse(f, &v));
+        Some(ShippingAddress {
+            name: name?,
+            line1: line1?,
+            line2: match line2 {
+                Some(line) => Some(line?),
+                None => None,
+            },
+            postal_code: postal_code?,
+            city: city?,
+            country: country?,
+        })
+    }
+}
+
+/// One line of a `PlaceOrderRequest`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderLine {
+    #[schema(schema_with = schemas::sku, required = true)]
+    pub sku: Option<String>,
+    #[schema(schema_with = schemas::item_name, required = true)]
+    pub name: Option<String>,
+    #[schema(value_type = Quantity, required = true)]
+    pub quantity: Option<Integer>,
+    #[schema(schema_with = schemas::unit_price, required = true)]
+    pub unit_price: Option<Integer>,
+}
+
+/// The body of `POST /orders/{id}/confirm-payment`. The same `paymentId` again is a 200 that changes nothing.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmPaymentRequest {
+    #[schema(schema_with = schemas::payment_id, required = true)]
+    pub payment_id: Option<String>,
+    /// Must equal the order's total (422 `amount_mismatch`).
+    #[schema(value_type = Money, required = true)]
+    pub amount: Option<Integer>,
+}
+
+/// The body of `POST /orders/{id}/ship`; the order must be paid.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipRequest {
+    #[schema(schema_with = schemas::carrier, required = true)]
+    pub carrier: Option<String>,
+    #[schema(schema_with = schemas::tracking_number, required = true)]
+    pub tracking_number: Option<String>,
+}
+
+/// The body of `POST /orders/{id}/cancel`; a paid order is refunded in full.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CancelRequest {
+    #[schema(schema_with = schemas::reason, required = true)]
+    pub reason: Option<String>,
+}
+
+fn text(max: usize) -> impl FnOnce(&str, String) -> Result<Text, FieldError> {
+    move |field, value| Text::parse(field, &value, max)
+}
+
+/// The order's id (a fresh one when left out) and its place command.
+impl TryFrom<PlaceOrderRequest> for (OrderId, Command) {
+    type Error = ValidationErrors;
+
+    fn try_from(body: PlaceOrderRequest) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let order_id = match body.order_id {
+            Some(id) => errors.collect(OrderId::parse("orderId", &id)),
+            None => Some(OrderId::generate()),
+        };
+        let customer_id = errors.require("customerId", body.customer_id, |f, v| CustomerId::parse(f, &v));
+        let currency = errors.require("currency", body.currency, |f, v| Currency::parse(f, &v));
+        let items = match body.items {
+            Some(lines) if lines.is_empty() || lines.len() > limits::MAX_ITEMS => {
+                errors.push(FieldError::new("items", format!("must have 1-{} lines", limits::MAX_ITEMS)));
+                None
+            }
+            lines => errors.require("items", lines, |_, lines| Ok(lines)).map(|lines| {
+                let lines = lines.into_iter().enumerate();
+                lines.filter_map(|(i, line)| line.into_item(&format!("items[{i}]."), &mut errors)).collect::<Vec<_>>()
+            }),
+        };
+        let total = items.as_deref().and_then(|items| {
+            let total = order_total(items);
+            if total.is_none() {
+                errors.push(FieldError::new("items", "the order total is too large"));
+            }
+            total
+        });
+        // Left out, there is none; given, it is checked like the rest.
+        let shipping_address = match body.shipping_address {
+            Some(address) => address.into_address(&mut errors).map(Some),
+            None => Some(None),
+        };
+        let command = (|| {
+            Some(Command::Place {
+                customer_id: customer_id?,
+                currency: currency?,
+                items: items?,
+                total: total?,
+                shipping_address: shipping_address?,
+            })
+        })();
+        errors.finish(order_id.zip(command))
+    }
+}
+
+impl PlaceOrderLine {
+    fn into_item(self, at: &str, errors: &mut ValidationErrors) -> Option<LineItem> {
+        let field = |name: &str| format!("{at}{name}");
+        let sku = errors.require(&field("sku"), self.sku, text(limits::SKU));
+        let name = errors.require(&field("name"), self.name, text(limits::ITEM_NAME));
+        let quantity = errors.require(&field("quantity"), self.quantity, |f, n| Quantity::parse(f, n.0));
+        let unit_price =
+            errors.require(&field("unitPrice"), self.unit_price, |f, n| Money::parse(f, n.0, limits::MAX_UNIT_PRICE));
+        Some(LineItem { sku: sku?, name: name?, quantity: quantity?, unit_price: unit_price? })
+    }
+}
+
+impl TryFrom<ConfirmPaymentRequest> for Command {
+    type Error = ValidationErrors;
+
+    fn try_from(body: ConfirmPaymentRequest) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let payment_id = errors.require("paymentId", body.payment_id, text(limits::PAYMENT_ID));
+        let amount = errors.require("amount", body.amount, |f, n| Money::parse(f, n.0, limits::MAX_AMOUNT));
+        errors.finish(payment_id.zip(amount).map(|(payment_id, amount)| Command::ConfirmPayment { payment_id, amount }))
+    }
+}
+
+impl TryFrom<ShipRequest> for Command {
+    type Error = ValidationErrors;
+
+    fn try_from(body: ShipRequest) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let carrier = errors.require("carrier", body.carrier, text(limits::CARRIER));
+        let tracking_number = errors.require("trackingNumber", body.tracking_number, text(limits::TRACKING_NUMBER));
+        let command =
+            carrier.zip(tracking_number).map(|(carrier, tracking_number)| Command::Ship { carrier, tracking_number });
+        errors.finish(command)
+    }
+}
+
+impl TryFrom<CancelRequest> for Command {
+    type Error = ValidationErrors;
+
+    fn try_from(body: CancelRequest) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let reason = errors.require("reason", body.reason, text(limits::CANCEL_REASON));
+        errors.finish(reason.map(|reason| Command::Cancel { reason }))
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        ApiError::Validation(errors.0)
+    }
+}
 
 /// The pipeline every command goes through, timed and counted as one command.
 async fn command(
@@ -230,17 +418,19 @@ async fn run_command(
     {
         return Ok(response);
     }
+    let is_place = matches!(command, Command::Place { .. });
     let visible_to = match principal.is_admin() {
         true => None,
         false => match CustomerId::parse("sub", &principal.subject) {
             Ok(customer) => Some(customer),
             // A subject that is not a valid customer id owns no order.
-            Err(_) if !matches!(command, Command::Place { .. }) => return Err(ApiError::OrderNotFound),
+            Err(_) if !is_place => return Err(ApiError::OrderNotFound),
             Err(e) => return Err(ApiError::Validation(vec![e])),
         },
     };
     let trace = super::request_trace(req);
-    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone(), trace };
+    let answers = Answers { success: if is_place { placed } else { changed }, refusal: refused };
+    let msg = Execute { command, precondition, visible_to, idempotency: idempotency.clone(), trace, answers };
     match state.registry.execute(&order_id, msg).await {
         Ok(executed) => {
             // An admin acting on a customer's order is an admin action: audited (with auth on; with auth off
@@ -270,15 +460,34 @@ async fn run_command(
                 None => Err(ApiError::WriteConflict),
             }
         }
-        Err(e @ CommandError::Unavailable(_)) => Err(e.into()),
-        Err(e) => {
-            let error = ApiError::from(e);
-            match idempotency {
-                Some(draft) => remember_error(state, order_id, &draft, error).await,
-                None => Err(error),
-            }
-        }
+        Err(e) => Err(e.into()),
     }
+}
+
+/// The answer to a place: 201 with the order's `Location`.
+fn placed(order: &Order) -> StoredResponse {
+    order_response(201, order, Some(format!("/orders/{}", order.order_id)))
+}
+
+/// The answer to the other commands: 200.
+fn changed(order: &Order) -> StoredResponse {
+    order_response(200, order, None)
+}
+
+/// The order document, its version as a strong ETag.
+fn order_response(status: u16, order: &Order, location: Option<String>) -> StoredResponse {
+    StoredResponse {
+        status,
+        // Serializing our own plain struct cannot fail; an empty object would only hide a bug, not data.
+        body: serde_json::to_string(order).unwrap_or_else(|_| "{}".into()),
+        etag: Some(format!("\"{}\"", order.version)),
+        location,
+    }
+}
+
+/// The problem document of a refused command, as a retry with the same key gets it again.
+fn refused(error: &CommandError) -> StoredResponse {
+    ApiError::from(error.clone()).to_stored()
 }
 
 /// The stored answer to an earlier request with the same key: replayed if the body is the same,
@@ -288,33 +497,6 @@ async fn replay(state: &AppState, draft: &IdempotencyDraft) -> Result<Option<Htt
         Some(record) if record.request_hash == draft.request_hash => Ok(Some(render(&record.response, true))),
         Some(_) => Err(ApiError::IdempotencyKeyReused),
         None => Ok(None),
-    }
-}
-
-/// Keeps a refused command's answer under its key, so a retry gets the same answer. If a concurrent request
-/// with the same key got there first (this copy was refused *because* that one succeeded), its answer is the
-/// one to give. Best effort otherwise: a retry simply runs the (deterministic) checks again.
-async fn remember_error(
-    state: &AppState,
-    order_id: OrderId,
-    draft: &IdempotencyDraft,
-    error: ApiError,
-) -> Result<HttpResponse, ApiError> {
-    let request = AppendRequest {
-        order_id,
-        expected_version: 0,
-        events: vec![],
-        snapshot: None,
-        idempotency: Some(draft.record(error.to_stored())),
-        traceparent: None,
-    };
-    match state.store.append(request).await {
-        Ok(_) => Err(error),
-        Err(AppendError::IdempotencyKeyTaken) => replay(state, draft).await?.ok_or(error),
-        Err(e) => {
-            tracing::debug!(error = %e, "could not keep a refused command's idempotent response");
-            Err(error)
-        }
     }
 }
 
@@ -339,86 +521,6 @@ fn idempotency_key(req: &HttpRequest, principal: &Principal) -> Result<Option<St
         return Err(ApiError::field("Idempotency-Key", "must be 1-128 printable ASCII characters"));
     }
     Ok(Some(format!("{}\u{1f}{}\u{1f}{}\u{1f}{key}", principal.subject, req.method(), req.path())))
-}
-
-fn missing<T>(errors: &mut ValidationErrors, field: &str) -> Option<T> {
-    errors.push(FieldError::new(field, "is required"));
-    None
-}
-
-fn required_text(
-    body: &JsonObject<'_>,
-    errors: &mut ValidationErrors,
-    field: &str,
-    max: usize,
-) -> Result<Option<Text>, ApiError> {
-    Ok(match body.opt_str(field)? {
-        Some(s) => errors.collect(Text::parse(&body.path(field), s, max)),
-        None => missing(errors, &body.path(field)),
-    })
-}
-
-fn parse_place(json: &Value, principal: &Principal) -> Result<(OrderId, Command), ApiError> {
-    // Authorization before validation: a customer may place orders only for itself.
-    let customer_field = json.get("customerId").filter(|v| !v.is_null());
-    if !principal.is_admin() && customer_field.is_some_and(|v| v.as_str() != Some(principal.subject.as_str())) {
-        return Err(ApiError::Forbidden);
-    }
-    let body = JsonObject::new(json)?;
-    let mut errors = ValidationErrors::default();
-    let order_id = match body.opt_str("orderId")? {
-        Some(s) => errors.collect(OrderId::parse("orderId", s)),
-        None => Some(OrderId::generate()),
-    };
-    let customer_id = match body.opt_str("customerId")? {
-        Some(s) => errors.collect(CustomerId::parse("customerId", s)),
-        // A customer's orders are its own: the field may be left out.
-        None if !principal.is_admin() => errors.collect(CustomerId::parse("customerId", &principal.subject)),
-        None => missing(&mut errors, "customerId"),
-    };
-    let currency = match body.opt_str("currency")? {
-        Some(s) => errors.collect(Currency::parse("currency", s)),
-        None => missing(&mut errors, "currency"),
-    };
-    let items = match body.opt_objects("items")? {
-        None => missing(&mut errors, "items"),
-        Some(lines) if lines.is_empty() || lines.len() > limits::MAX_ITEMS => {
-            errors.push(FieldError::new("items", format!("must have 1-{} lines", limits::MAX_ITEMS)));
-            None
-        }
-        Some(lines) => {
-            let mut items = Vec::with_capacity(lines.len());
-            for line in &lines {
-                let sku = required_text(line, &mut errors, "sku", limits::SKU)?;
-                let name = required_text(line, &mut errors, "name", limits::ITEM_NAME)?;
-                let quantity = match line.opt_int("quantity")? {
-                    Some(n) => errors.collect(Quantity::parse(&line.path("quantity"), n)),
-                    None => missing(&mut errors, &line.path("quantity")),
-                };
-                let unit_price = match line.opt_int("unitPrice")? {
-                    Some(n) => errors.collect(Money::parse(&line.path("unitPrice"), n, limits::MAX_UNIT_PRICE)),
-                    None => missing(&mut errors, &line.path("unitPrice")),
-                };
-                if let (Some(sku), Some(name), Some(quantity), Some(unit_price)) = (sku, name, quantity, unit_price) {
-                    items.push(LineItem { sku, name, quantity, unit_price });
-                }
-            }
-            Some(items)
-        }
-    };
-    let total = items.as_deref().and_then(|items| {
-        let total = order_total(items);
-        if total.is_none() {
-            errors.push(FieldError::new("items", "the order total is too large"));
-        }
-        total
-    });
-    match (order_id, customer_id, currency, items, total) {
-        (Some(order_id), Some(customer_id), Some(currency), Some(items), Some(total)) if errors.is_empty() => {
-            Ok((order_id, Command::Place { customer_id, currency, items, total, now: now() }))
-        }
-        _ => Err(ApiError::Validation(errors.0)),
-    }
 }
 
 // ----------------------------------------------------------------------------------------------- queries
@@ -462,13 +564,13 @@ fn stored_document(doc: &crate::views::Document) -> HttpResponse {
     get, path = "/orders/{id}", tag = "orders", operation_id = "getOrder",
     summary = "An order's document",
     description = "From the read model (eventually consistent) unless `consistency=strong` or `minVersion` asks for more.",
-    params(("id" = OrderId, Path, description = "The order's id"), openapi::OrderParams),
+    params(("id" = OrderId, Path, description = "The order's id"), schemas::OrderParams),
     responses(
         (status = 200, description = "The order", body = Order, headers(
             ("ETag" = String, description = "The order's version, a strong ETag: `\"<version>\"`"),
             ("X-Consistency" = String, description = "`eventual` (the read model answered) or `strong` (the write model did)"),
         )),
-        openapi::Unauthorized, openapi::OrderNotFound, openapi::ValidationFailed, openapi::Unavailable,
+        schemas::Unauthorized, schemas::OrderNotFound, schemas::ValidationFailed, schemas::Unavailable,
     ),
 )]
 pub async fn get(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
@@ -531,11 +633,14 @@ struct History<'a> {
 #[utoipa::path(
     get, path = "/orders/{id}/history", tag = "orders", operation_id = "getOrderHistory",
     summary = "An order's events",
-    description = "Every event of the order, oldest first, from the write model.",
+    description = "Every event of the order, oldest first, from the write model. Each event's `data` has today's \
+        shape of its type, whatever schema version it was written with (stored events are never rewritten; older \
+        versions are upcast on reading, so an `OrderPlaced` from before schema version 2 shows `shippingAddress: null`). \
+        The versions and the compatibility policy are in docs/api.md §3 and `/asyncapi.json`.",
     params(("id" = OrderId, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order's events", body = History),
-        openapi::Unauthorized, openapi::OrderNotFound, openapi::Unavailable,
+        schemas::Unauthorized, schemas::OrderNotFound, schemas::Unavailable,
     ),
 )]
 pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {
@@ -569,10 +674,10 @@ pub async fn history(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiE
     get, path = "/orders", tag = "orders", operation_id = "searchOrders",
     summary = "Search orders",
     description = "From the read model (eventually consistent). A customer token finds only its own orders.",
-    params(openapi::SearchParams),
+    params(schemas::SearchParams),
     responses(
         (status = 200, description = "One page of orders", body = crate::views::SearchPage),
-        openapi::Unauthorized, openapi::ValidationFailed, openapi::Unavailable,
+        schemas::Unauthorized, schemas::ValidationFailed, schemas::Unavailable,
     ),
 )]
 pub async fn search(req: HttpRequest, state: Data) -> Result<HttpResponse, ApiError> {

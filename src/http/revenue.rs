@@ -24,13 +24,13 @@ struct Days {
     summary = "Daily revenue",
     description = "A payment counts on the date of its `paidAt` in the business time zone (config `revenue.timezone`, \
                    default UTC), a refund on the date of its `cancelledAt`. Admin only.",
-    params(super::openapi::RevenueParams),
+    params(super::schemas::RevenueParams),
     responses(
         (status = 200, description = "The days with activity in the range", body = Days),
-        super::openapi::Unauthorized,
-        super::openapi::Forbidden,
-        super::openapi::ValidationFailed,
-        super::openapi::Unavailable,
+        super::schemas::Unauthorized,
+        super::schemas::Forbidden,
+        super::schemas::ValidationFailed,
+        super::schemas::Unavailable,
     ),
 )]
 pub async fn daily(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

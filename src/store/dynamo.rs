@@ -20,7 +20,7 @@
 //! | `version` | N | 1, 2, … within the order |
 //! | `eventId` | S | a UUIDv7, hyphenated |
 //! | `type` | S | the bare event type: `OrderPlaced`, `PaymentConfirmed`, `OrderShipped`, `OrderCancelled` |
-//! | `schemaVersion` | N | [`EVENT_SCHEMA_VERSION`] when written |
+//! | `schemaVersion` | N | the event type's schema version when written (see [`codec`]; read back upcast) |
 //! | `recordedAt` | N | when the store wrote it, epoch milliseconds |
 //! | `payload` | S | `serde_json` of [`OrderEvent`]: `{"type":"OrderPlaced","data":{…}}` |
 //!
@@ -58,13 +58,13 @@ use uuid::Uuid;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError,
-    Imported, LoadedStream, RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, same_event,
+    AppendError, AppendRequest, EventImport, EventStore, IdempotencyRecord, ImportError, Imported, LoadedStream,
+    RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, codec, same_event,
 };
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
 use crate::config::StoreSettings;
-use crate::domain::{Order, OrderEvent, OrderId};
+use crate::domain::{Order, OrderId};
 
 /// A DynamoDB transaction holds at most 100 items: the events, the idempotency record and the snapshot of one
 /// append together. A command makes one event today, so this only guards against misuse.
@@ -78,8 +78,9 @@ const TRANSIENT_RETRIES: u32 = 3;
 /// attribute values). `position` is 0: DynamoDB has no global log.
 pub fn event_from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredEvent, String> {
     let order_id = attr::s(item, "orderId")?;
-    let event: OrderEvent =
-        serde_json::from_str(attr::s(item, "payload")?).map_err(|e| format!("attribute payload: {e}"))?;
+    let written_with: u32 = attr::n(item, "schemaVersion")?;
+    let event =
+        codec::decode(attr::s(item, "payload")?, written_with).map_err(|e| format!("attribute payload: {e}"))?;
     let type_name = attr::s(item, "type")?;
     if type_name != event.type_name() {
         return Err(format!("attribute type is {type_name} but the payload is a {}", event.type_name()));
@@ -90,7 +91,7 @@ pub fn event_from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredE
         order_id: OrderId::parse("orderId", order_id).map_err(|e| format!("attribute orderId: {}", e.message))?,
         version: attr::n(item, "version")?,
         position: 0,
-        schema_version: attr::n(item, "schemaVersion")?,
+        schema_version: codec::schema_version(&event),
         recorded_at: DateTime::from_timestamp_millis(recorded_at)
             .ok_or_else(|| format!("attribute recordedAt is out of range: {recorded_at}"))?,
         traceparent: attr::opt_s(item, "traceparent")?,
@@ -99,7 +100,7 @@ pub fn event_from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredE
 }
 
 fn event_item(event: &StoredEvent) -> Result<Item, String> {
-    let payload = serde_json::to_string(&event.event).map_err(|e| e.to_string())?;
+    let payload = codec::encode(&event.event).map_err(|e| e.to_string())?;
     let mut item = HashMap::from([
         ("orderId".to_owned(), string(event.order_id.as_str())),
         ("version".to_owned(), num(event.version)),
@@ -631,7 +632,7 @@ impl EventStore for DynamoEventStore {
                 order_id: request.order_id.clone(),
                 version: request.expected_version + 1 + i as u64,
                 position: 0,
-                schema_version: EVENT_SCHEMA_VERSION,
+                schema_version: codec::schema_version(event),
                 recorded_at: now,
                 traceparent: request.traceparent.clone(),
                 event: event.clone(),
@@ -822,7 +823,7 @@ impl RebuildSource for DynamoEventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Money, Text};
+    use crate::domain::{Money, OrderEvent, Text};
 
     fn stored() -> StoredEvent {
         StoredEvent {
@@ -830,7 +831,7 @@ mod tests {
             order_id: OrderId::parse("orderId", "o-1").unwrap(),
             version: 3,
             position: 0,
-            schema_version: EVENT_SCHEMA_VERSION,
+            schema_version: 1,
             recorded_at: now_ms(),
             // Stored with the event and read back with it (the bridge hands it on as a Kafka header).
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
@@ -849,6 +850,22 @@ mod tests {
         assert_eq!(item.get("type"), Some(&string("PaymentConfirmed")));
         assert_eq!(item.get("version"), Some(&num(3)));
         assert_eq!(event_from_item(&item), Ok(event));
+    }
+
+    #[test]
+    fn an_item_written_with_schema_version_1_reads_in_todays_shape() {
+        // An `OrderPlaced` item as orderflow wrote it before schema version 2 (no `shippingAddress`).
+        let payload = r#"{"type":"OrderPlaced","data":{"customerId":"c-1","currency":"EUR","items":[],"total":0,"placedAt":"2026-12-06T05:13:06.271Z"}}"#;
+        let mut item = event_item(&stored()).unwrap();
+        item.insert("type".into(), string("OrderPlaced"));
+        item.insert("payload".into(), string(payload));
+        item.insert("schemaVersion".into(), num(1));
+        let event = event_from_item(&item).unwrap();
+        assert_eq!(event.schema_version, 2);
+        assert!(matches!(event.event, OrderEvent::OrderPlaced { shipping_address: None, .. }));
+        // A version from a newer orderflow is refused, not misread.
+        item.insert("schemaVersion".into(), num(3));
+        assert!(event_from_item(&item).unwrap_err().contains("schema version 3"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! version it expects the stream to be at, and the store refuses it (`AppendError::Conflict`) when another
 //! writer got there first. An `Ok` from `append` means the events are durable.
 
+pub mod codec;
 pub mod dynamo;
 pub mod sqlite;
 
@@ -12,12 +13,11 @@ use uuid::Uuid;
 
 use crate::domain::{Order, OrderEvent, OrderId};
 
-/// Events are written with this schema version, kept with each event so that old shapes can be upcast later.
-pub const EVENT_SCHEMA_VERSION: u32 = 1;
-
-/// One event as stored, with its place in the order's stream and (embedded profile) in the global log.
+/// One event as stored, with its place in the order's stream and (embedded profile) in the global log. Read
+/// back (from JSON too) through the codec, so `event` always has today's shape and `schema_version` is the
+/// version of that shape (see [`codec`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "codec::RawStoredEvent")]
 pub struct StoredEvent {
     pub event_id: Uuid,
     pub order_id: OrderId,

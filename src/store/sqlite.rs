@@ -22,11 +22,11 @@ use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EVENT_SCHEMA_VERSION, EventImport, EventStore, IdempotencyRecord, ImportError,
-    Imported, LoadedStream, RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, same_event,
+    AppendError, AppendRequest, EventImport, EventStore, IdempotencyRecord, ImportError, Imported, LoadedStream,
+    RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, codec, same_event,
 };
 use crate::config::{StoreSettings, Synchronous};
-use crate::domain::{Order, OrderEvent, OrderId};
+use crate::domain::{Order, OrderId};
 use crate::sql::{self, DbError, ReadPool};
 
 const SCHEMA: &str = "
@@ -344,7 +344,7 @@ fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportEr
         if event.version != at + done.written + 1 {
             return Err(ImportError::Gap { order_id: order_id.clone(), first: event.version });
         }
-        let payload = serde_json::to_string(&event.event).map_err(|e| StoreUnavailable(e.to_string()))?;
+        let payload = codec::encode(&event.event).map_err(|e| StoreUnavailable(e.to_string()))?;
         tx.prepare_cached(
             "INSERT INTO events (order_id, version, event_id, type, schema_version, recorded_at, payload, trace)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -355,7 +355,7 @@ fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportEr
                 event.version,
                 event.event_id.to_string(),
                 event.event.type_name(),
-                event.schema_version,
+                codec::schema_version(&event.event),
                 event.recorded_at.timestamp_millis(),
                 payload,
                 event.traceparent.as_deref()
@@ -404,15 +404,17 @@ fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>
     let schema_version: u32 = row.get(4)?;
     let traceparent: Option<String> = row.get(7)?;
     Ok((|| {
+        // Read in today's shape, whatever version it was written with.
+        let event = codec::decode(&payload, schema_version).map_err(|e| e.to_string())?;
         Ok(StoredEvent {
             event_id: Uuid::parse_str(&event_id).map_err(|e| e.to_string())?,
             order_id: OrderId::parse("orderId", &order_id).map_err(|e| e.message)?,
             version,
             position,
-            schema_version,
+            schema_version: codec::schema_version(&event),
             recorded_at: DateTime::from_timestamp_millis(recorded_at).ok_or("bad recorded_at")?,
             traceparent,
-            event: serde_json::from_str::<OrderEvent>(&payload).map_err(|e| e.to_string())?,
+            event,
         })
     })())
 }
@@ -561,13 +563,14 @@ fn write_append(
     for (i, event) in request.events.iter().enumerate() {
         let version = request.expected_version + 1 + i as u64;
         let event_id = Uuid::now_v7();
-        let payload = serde_json::to_string(event).map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let payload = codec::encode(event).map_err(|e| AppendError::Unavailable(e.to_string()))?;
+        let schema_version = codec::schema_version(event);
         let result = insert.execute(params![
             request.order_id.as_str(),
             version,
             event_id.to_string(),
             event.type_name(),
-            EVENT_SCHEMA_VERSION,
+            schema_version,
             now.timestamp_millis(),
             payload,
             request.traceparent.as_deref()
@@ -582,7 +585,7 @@ fn write_append(
             order_id: request.order_id.clone(),
             version,
             position: tx.last_insert_rowid() as u64,
-            schema_version: EVENT_SCHEMA_VERSION,
+            schema_version,
             recorded_at: now,
             traceparent: request.traceparent.clone(),
             event: event.clone(),
@@ -599,4 +602,37 @@ fn write_append(
         .map_err(db_err)?;
     }
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::domain::OrderEvent;
+    use crate::store::RebuildSource;
+
+    /// The events of the fixture written before `OrderPlaced` schema version 2 come back in today's shape, at
+    /// today's version, through every read of the store.
+    #[actix_web::test]
+    async fn events_written_with_schema_version_1_are_read_upcast() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-embedded/events.db");
+        std::fs::copy(fixture, dir.path().join("events.db")).unwrap();
+        let settings = StoreSettings {
+            snapshot_every: 0,
+            max_batch: 64,
+            queue_capacity: 64,
+            idempotency_ttl_hours: 24,
+            synchronous: Synchronous::Normal,
+        };
+        let store = SqliteEventStore::open(dir.path(), &settings, 1).unwrap();
+        let id = OrderId::parse("orderId", "v1-shipped").unwrap();
+        let history = store.history(&id).await.unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history.iter().map(|e| e.schema_version).collect::<Vec<_>>(), [2, 1, 1]);
+        assert!(matches!(history[0].event, OrderEvent::OrderPlaced { shipping_address: None, .. }));
+        let chunk = store.read(None, 100).await.unwrap();
+        assert_eq!(chunk.events.len(), 11);
+        assert!(chunk.events.iter().all(|e| e.schema_version == codec::schema_version(&e.event)));
+    }
 }

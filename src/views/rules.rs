@@ -232,6 +232,7 @@ mod tests {
             }],
             total: Money::parse("total", 1000, i128::MAX).expect("total"),
             placed_at: at("2026-12-01T10:00:00Z"),
+            shipping_address: None,
         }
     }
 

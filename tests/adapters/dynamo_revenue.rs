@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use orderflow::domain::{Currency, OrderEvent, OrderId};
-use orderflow::store::{EVENT_SCHEMA_VERSION, StoredEvent};
+use orderflow::store::{StoredEvent, codec};
 use orderflow::views::revenue_dynamo::DynamoRevenueView;
 use orderflow::views::revenue_sqlite::SqliteRevenueView;
 use orderflow::views::{ApplyReport, Projection, RevenueDay, RevenueView, ViewError};
@@ -87,7 +87,7 @@ fn ev(id: &OrderId, version: u64, event: OrderEvent) -> StoredEvent {
         order_id: id.clone(),
         version,
         position: 0,
-        schema_version: EVENT_SCHEMA_VERSION,
+        schema_version: codec::schema_version(&event),
         recorded_at: Utc::now(),
         traceparent: None,
         event,

@@ -132,7 +132,8 @@ async fn append_load_and_history_round_trip(store: Arc<dyn EventStore>) {
     let t = at(2025, 3, 1, 10, 0, 0);
     let mut appended = store.append(append(&id, 0, vec![placed("EUR", 1250, t)])).await.expect("append v1");
     assert_eq!(appended.len(), 1);
-    assert_eq!((appended[0].version, appended[0].schema_version), (1, 1));
+    // `OrderPlaced` is written at schema version 2 (docs/api.md §3).
+    assert_eq!((appended[0].version, appended[0].schema_version), (1, 2));
     appended.extend(store.append(append(&id, 1, vec![paid(1250, t)])).await.expect("append v2"));
     appended
         .extend(store.append(append(&id, 2, vec![shipped(t), cancelled(0, t)])).await.expect("append v3, v4 at once"));
@@ -341,7 +342,8 @@ async fn dynamo_event_items_have_the_documented_attributes() {
     names.sort_unstable();
     assert_eq!(names, ["eventId", "orderId", "payload", "recordedAt", "schemaVersion", "type", "version"]);
     assert_eq!(item["type"], AttributeValue::S("OrderPlaced".into()));
-    assert_eq!(item["schemaVersion"], AttributeValue::N("1".into()));
+    // `OrderPlaced` is written at schema version 2 (docs/api.md §3).
+    assert_eq!(item["schemaVersion"], AttributeValue::N("2".into()));
     assert_eq!(item["eventId"], AttributeValue::S(stored[0].event_id.to_string()));
     assert_eq!(item["recordedAt"], AttributeValue::N(stored[0].recorded_at.timestamp_millis().to_string()));
     let payload: serde_json::Value = match &item["payload"] {
@@ -350,6 +352,7 @@ async fn dynamo_event_items_have_the_documented_attributes() {
     };
     assert_eq!(payload["type"], "OrderPlaced");
     assert_eq!(payload["data"]["currency"], "EUR");
+    assert_eq!(payload["data"]["shippingAddress"], serde_json::Value::Null);
     assert_eq!(event_from_item(&item), Ok(stored[0].clone()));
 
     // Tables: the events stream carries new images; idempotency keys expire by TTL on expiresAt.

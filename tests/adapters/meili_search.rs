@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use meilisearch_sdk::client::Client;
 use orderflow::config::MeiliSettings;
 use orderflow::domain::{CustomerId, Order, OrderEvent, OrderId, OrderStatus};
-use orderflow::store::{EVENT_SCHEMA_VERSION, StoredEvent};
+use orderflow::store::{StoredEvent, codec};
 use orderflow::views::search_meili::MeiliSearchView;
 use orderflow::views::search_sqlite::SqliteSearchView;
 use orderflow::views::{ApplyReport, Cursor, Projection, SearchPage, SearchQuery, SearchView, SortOrder, ViewError};
@@ -110,15 +110,16 @@ fn at(minutes: i64) -> DateTime<Utc> {
 }
 
 fn event(order: &OrderId, version: u64, event: Value) -> StoredEvent {
+    let event = serde_json::from_value::<OrderEvent>(event).expect("a valid event");
     StoredEvent {
         event_id: Uuid::now_v7(),
         order_id: order.clone(),
         version,
         position: 0,
-        schema_version: EVENT_SCHEMA_VERSION,
+        schema_version: codec::schema_version(&event),
         recorded_at: Utc::now(),
         traceparent: None,
-        event: serde_json::from_value::<OrderEvent>(event).expect("a valid event"),
+        event,
     }
 }
 

@@ -122,15 +122,16 @@ pub fn event_for(version: u64) -> OrderEvent {
 }
 
 pub fn stored(order: &OrderId, version: u64) -> StoredEvent {
+    let event = event_for(version);
     StoredEvent {
         event_id: Uuid::now_v7(),
         order_id: order.clone(),
         version,
         position: 0,
-        schema_version: 1,
+        schema_version: orderflow::store::codec::schema_version(&event),
         recorded_at: Utc::now(),
         traceparent: Some(trace_for(version)),
-        event: event_for(version),
+        event,
     }
 }
 
@@ -186,6 +187,7 @@ pub fn placed_with_items(currency: &str, total: u64, placed_at: DateTime<Utc>, n
         items,
         total: Money::from_minor(total),
         placed_at,
+        shipping_address: None,
     }
 }
 

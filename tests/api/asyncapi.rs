@@ -89,6 +89,13 @@ async fn the_asyncapi_parser_accepts_the_document_and_real_events_match_it() {
     events.extend(cloud_events(&app, &cancelled).await);
     let produced: BTreeSet<String> = events.iter().map(|e| e["type"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(produced, domain_types(), "the test produces every event type");
+    // A record as orderflow published it before OrderPlaced schema version 2 (no `dataschema`, no address): the
+    // document still describes it, as consumers may find it on the topic or stream.
+    events.push(json!({"specversion": "1.0", "id": "01a249c5-2403-744d-807f-ed31b0a7e55d", "source": "orderflow",
+        "type": "orders.OrderPlaced", "subject": "v1-order", "time": "2026-12-06T05:13:06.307Z",
+        "datacontenttype": "application/json", "sequence": "1", "schemaversion": 1,
+        "data": {"customerId": "bob", "currency": "EUR", "total": 2500, "placedAt": "2026-12-06T05:13:06.307Z",
+            "items": [{"sku": "MUG-01", "name": "Blue ceramic mug", "quantity": 2, "unitPrice": 1250}]}}));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (document_file, events_file) = (dir.path().join("asyncapi.json"), dir.path().join("events.json"));

@@ -132,6 +132,27 @@ async fn export_then_import_then_export_gives_the_same_log() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(text(&refused.stderr).contains("line 1: order life-1 starts at version 2"), "{}", text(&refused.stderr));
 
+    // A line written before OrderPlaced gained `shippingAddress` (schema version 1) is imported and read in
+    // today's shape, beside today's lines.
+    let v1 = json!({"specversion": "1.0", "id": uuid::Uuid::now_v7().to_string(), "source": "orderflow",
+        "type": "orders.OrderPlaced", "subject": "life-v1", "time": "2026-11-30T10:00:00Z",
+        "datacontenttype": "application/json", "sequence": "1", "schemaversion": 1,
+        "data": {"customerId": "c-9", "currency": "EUR", "total": 900, "placedAt": "2026-11-30T10:00:00Z",
+            "items": [{"sku": "MUG-1", "name": "Blue ceramic mug", "quantity": 1, "unitPrice": 900}]}});
+    let mixed = format!("{v1}\n{}", text(&first.stdout));
+    let old = tempfile::tempdir().expect("temp dir");
+    let imported = orderflow(old.path(), &[], &["import"], Some(mixed.as_bytes()));
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let exported = orderflow(old.path(), &[], &["export"], None);
+    let upcast: Value = serde_json::from_str(text(&exported.stdout).lines().next().expect("a line")).expect("json");
+    assert_eq!(upcast["subject"], "life-v1");
+    assert_eq!(upcast["data"]["shippingAddress"], Value::Null, "{upcast}");
+    assert_eq!(upcast["schemaversion"], lines[0]["schemaversion"], "{upcast}");
+    assert_eq!(
+        text(&exported.stdout).lines().skip(1).collect::<Vec<_>>(),
+        text(&first.stdout).lines().collect::<Vec<_>>()
+    );
+
     // Usage errors are 2: an unknown flag; exporting a data folder that has no event log (embedded).
     assert_eq!(orderflow(app.dir.path(), &[], &["import", "--bogus"], None).status.code(), Some(2));
     let nowhere = tempfile::tempdir().expect("temp dir");
@@ -160,28 +181,30 @@ fn history(i: usize, base: DateTime<Utc>) -> Vec<orderflow::domain::OrderEvent> 
         unit_price: Money::from_minor(100 + (i % 7) as u64 * 250),
     }];
     let total = orderflow::domain::values::order_total(&items).expect("total");
-    let mut commands = vec![OrderCommand::Place {
-        customer_id: CustomerId::parse("c", &format!("c-{}", i % 50)).expect("customer"),
-        currency: Currency::parse("c", if i.is_multiple_of(2) { "EUR" } else { "USD" }).expect("currency"),
-        items,
-        total,
-        now: at(0),
-    }];
-    let pay = OrderCommand::ConfirmPayment { payment_id: text(&format!("pay-{i}")), amount: total, now: at(30) };
-    let cancel = OrderCommand::Cancel { reason: text("changed my mind"), now: at(60 * 20) };
+    let mut commands = vec![(
+        OrderCommand::Place {
+            customer_id: CustomerId::parse("c", &format!("c-{}", i % 50)).expect("customer"),
+            currency: Currency::parse("c", if i.is_multiple_of(2) { "EUR" } else { "USD" }).expect("currency"),
+            items,
+            total,
+            shipping_address: None,
+        },
+        at(0),
+    )];
+    let pay = (OrderCommand::ConfirmPayment { payment_id: text(&format!("pay-{i}")), amount: total }, at(30));
+    let cancel = (OrderCommand::Cancel { reason: text("changed my mind") }, at(60 * 20));
     match i % 8 {
         0..4 => {}
         4 => commands.push(pay),
-        5 => commands
-            .extend([pay, OrderCommand::Ship { carrier: text("DHL"), tracking_number: text("T1"), now: at(90) }]),
+        5 => commands.extend([pay, (OrderCommand::Ship { carrier: text("DHL"), tracking_number: text("T1") }, at(90))]),
         6 => commands.push(cancel),
         _ => commands.extend([pay, cancel]),
     }
     let id = OrderId::parse("o", &format!("m-{i:05}")).expect("id");
     let mut state: Option<Order> = None;
     let mut events = Vec::new();
-    for command in commands {
-        for event in decide(state.as_ref(), &command).expect("a valid command") {
+    for (command, now) in commands {
+        for event in decide(state.as_ref(), &command, now).expect("a valid command") {
             state = Order::evolve(state, &id, &event);
             events.push(event);
         }

@@ -11,6 +11,7 @@ mod consistency;
 mod console;
 mod deploy;
 mod errors;
+mod evolution;
 mod failures;
 mod hardening;
 mod helpers;
