@@ -10,11 +10,11 @@
 //! **Import** writes into an empty store of either profile (refusing one that holds events unless
 //! `--append`). Lines are read in batches of [`PAGE`]; a batch is written only once every line of it has been
 //! parsed and checked (a CloudEvent of ours, each order's versions consecutive from 1, or with `--append` from
-//! wherever the file takes the order up), and then each order's events of the batch in one conditional write
-//! (see [`crate::store::EventImport`]). So a malformed line stops the import with its line number and nothing
-//! of its batch written: every order holds a prefix of its history in the file (the batches before), never a
-//! part of a batch. `--append` runs it again after a fix, skipping the events already there. Idempotency
-//! records are not events and not exported.
+//! wherever the file takes the order up), and then written conditionally, each order's events in version order
+//! (see [`crate::store::EventImport`]: SQLite one transaction per batch; DynamoDB event by event). So a
+//! malformed line stops the import with its line number and nothing of its batch written: every order holds a
+//! prefix of its history in the file. `--append` runs it again after a fix, skipping the events already there.
+//! Idempotency records are not events and not exported.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
