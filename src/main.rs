@@ -1,5 +1,6 @@
 //! The `orderflow` command line: `serve` (the default) runs the service; `token` prints a JWT; `rebuild` and
-//! `parked` operate a running service through its admin API; `backup` copies its data folder. (The load generator behind BENCHMARKS.md is a
+//! `parked` operate a running service through its admin API; `backup` copies its data folder; `migrate`,
+//! `export` and `import` move the event log (`orderflow::lifecycle`). (The load generator behind BENCHMARKS.md is a
 //! program of its own, `orderflow-bench`, in `bench/`.) Exit codes: 0 done, 1 failed (the reason on stderr),
 //! 2 bad usage or configuration.
 
@@ -71,6 +72,43 @@ enum Commands {
         #[arg(long, global = true)]
         url: Option<String>,
     },
+    #[command(flatten)]
+    Lifecycle(Lifecycle),
+}
+
+#[derive(Subcommand)]
+enum Lifecycle {
+    /// Copy an embedded data folder's events (and live idempotency records) into the distributed profile given
+    /// by --config, then verify both sides (counts and a digest per order). Safe to run again: what is there is
+    /// skipped. Exit 1 on any difference.
+    Migrate {
+        /// The embedded data folder to copy from.
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        from: PathBuf,
+        /// Publish the history to the event feed (Kafka / Kinesis) like new events; by default it is not
+        /// published, and the views are built with `orderflow rebuild`.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Write the event log of the configured profile as NDJSON CloudEvents (the feed's envelope), one event a
+    /// line, to FILE or stdout. Idempotency records are not events and not exported.
+    Export {
+        /// Where to write (`-` or nothing: stdout).
+        file: Option<PathBuf>,
+    },
+    /// Read NDJSON CloudEvents (as `export` writes them) from FILE or stdin into the configured profile's event
+    /// store, which must be empty unless --append.
+    Import {
+        /// What to read (`-` or nothing: stdin).
+        file: Option<PathBuf>,
+        /// Add to a store that already holds events (events already there are skipped).
+        #[arg(long)]
+        append: bool,
+        /// Distributed profile: publish the imported events to the event feed; by default they are not, and the
+        /// views are built with `orderflow rebuild`.
+        #[arg(long)]
+        publish: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +143,7 @@ fn main() -> ExitCode {
             admin(&settings, url.as_deref(), |c| Box::pin(async move { c.rebuild(&name).await }))
         }
         Commands::Backup { dir } => backup(&settings, &dir),
+        Commands::Lifecycle(command) => lifecycle(&settings, command),
         Commands::Parked { action, url } => admin(&settings, url.as_deref(), |c| {
             Box::pin(async move {
                 match action {
@@ -150,6 +189,42 @@ fn admin(
 ) -> anyhow::Result<()> {
     let client = AdminClient::new(settings, url)?;
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(command(&client))
+}
+
+/// Runs `migrate`, `export` or `import` on a small runtime of its own.
+fn lifecycle(settings: &Settings, command: Lifecycle) -> anyhow::Result<()> {
+    use orderflow::lifecycle::{export, migrate};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match command {
+            Lifecycle::Migrate { from, publish } => migrate::run(settings, &migrate::Options { from, publish }).await,
+            Lifecycle::Export { file } => {
+                let written = match file.filter(|f| f.as_os_str() != "-") {
+                    Some(path) => {
+                        let file = std::fs::File::create(&path)
+                            .map_err(|e| UsageError(format!("cannot create {}: {e}", path.display())))?;
+                        export::export(settings, &mut std::io::BufWriter::new(file)).await?
+                    }
+                    None => export::export(settings, &mut std::io::BufWriter::new(std::io::stdout().lock())).await?,
+                };
+                eprintln!("orderflow: exported {written} events");
+                Ok(())
+            }
+            Lifecycle::Import { file, append, publish } => {
+                let options = export::ImportOptions { append, publish };
+                let done = match file.filter(|f| f.as_os_str() != "-") {
+                    Some(path) => {
+                        let file = std::fs::File::open(&path)
+                            .map_err(|e| UsageError(format!("cannot open {}: {e}", path.display())))?;
+                        export::import(settings, &mut std::io::BufReader::new(file), &options).await?
+                    }
+                    None => export::import(settings, &mut std::io::stdin().lock(), &options).await?,
+                };
+                eprintln!("orderflow: imported {} events ({} already there)", done.written, done.skipped);
+                Ok(())
+            }
+        }
+    })
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

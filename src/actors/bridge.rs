@@ -26,6 +26,10 @@
 //!   the instance that holds its lease; another takes it over, from the checkpoint, once the holder stopped
 //!   renewing for a lease period. Around a takeover a page may be published twice, never lost.
 //!
+//! - **Imported history is not published again.** An event item with `publish` = false (written by
+//!   `orderflow migrate` or `orderflow import` without `--publish`, see `crate::lifecycle`) is skipped; the
+//!   shard's checkpoint moves past it like past any other record.
+//!
 //! Items that do not decode as events are logged at error level and not published.
 
 use std::collections::BTreeMap;
@@ -435,6 +439,14 @@ impl Io {
                     "record {sequence} has no NEW_IMAGE: the events table's stream must include new images"
                 ));
             };
+            // History that `orderflow migrate` / `import` wrote without `--publish` (`crate::lifecycle`):
+            // consumers saw it where it came from, so it is not published a second time.
+            if matches!(
+                image.get(crate::store::dynamo::PUBLISH_ATTRIBUTE),
+                Some(aws_sdk_dynamodbstreams::types::AttributeValue::Bool(false))
+            ) {
+                continue;
+            }
             let event = match decode_image(image) {
                 Ok(event) => event,
                 Err(error) => {

@@ -67,13 +67,14 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
 use uuid::Uuid;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppendError, AppendRequest, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk, RebuildSource,
-    StoreUnavailable, StoredEvent, StoredResponse, codec,
+    AppendError, AppendRequest, EventImport, EventStore, IdempotencyRecord, ImportError, Imported, LoadedStream,
+    RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, codec, same_event,
 };
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
@@ -129,6 +130,14 @@ fn event_item(event: &StoredEvent) -> Result<Item, String> {
     }
     Ok(item)
 }
+
+/// The attribute that keeps the Streams bridge from publishing an event item: `publish` = BOOL false, set by
+/// an import or migration that was not asked to publish (`crate::lifecycle`). Items without it (every item a
+/// command writes) are published.
+pub const PUBLISH_ATTRIBUTE: &str = "publish";
+
+/// Orders an import writes at once.
+const IMPORT_CONCURRENCY: usize = 32;
 
 pub struct DynamoEventStore {
     client: aws_sdk_dynamodb::Client,
@@ -407,6 +416,197 @@ fn refused_before_sending(error: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+impl DynamoEventStore {
+    /// Writes one live idempotency record as it was (its `createdAt`, and its expiry counted from it) unless
+    /// the key is taken; `false` when it was.
+    pub async fn import_idempotency(
+        &self,
+        record: &IdempotencyRecord,
+        created_at_ms: i64,
+    ) -> Result<bool, StoreUnavailable> {
+        let created = DateTime::from_timestamp_millis(created_at_ms)
+            .ok_or_else(|| StoreUnavailable(format!("idempotency record {}: bad createdAt", record.scope)))?;
+        let request = AppendRequest {
+            order_id: OrderId::generate(),
+            expected_version: 0,
+            events: Vec::new(),
+            snapshot: None,
+            idempotency: Some(record.clone()),
+            traceparent: None,
+        };
+        let mut writes = self.writes(&request, &[], created).map_err(StoreUnavailable)?;
+        for write in &mut writes {
+            // Only where the key is free: a live record there is the target's own, an older one is left alone too.
+            write.condition = Some(Condition {
+                expression: "attribute_not_exists(#s)",
+                names: HashMap::from([("#s".to_owned(), "scope".to_owned())]),
+                values: HashMap::new(),
+            });
+        }
+        let Some(write) = writes.first() else { return Ok(false) };
+        match self.put_one(write, &Delivery::default()).await {
+            Outcome::Done => Ok(true),
+            Outcome::Failed(AppendError::IdempotencyKeyTaken) => Ok(false),
+            Outcome::Failed(e) => Err(StoreUnavailable(e.to_string())),
+            Outcome::Transient(reason) => Err(StoreUnavailable(reason)),
+        }
+    }
+
+    /// One order's events that are not there yet, in version order, one conditional `PutItem` each.
+    async fn import_run(&self, run: &[StoredEvent], publish: bool) -> Result<Imported, ImportError> {
+        let mut done = Imported::default();
+        for event in run {
+            let mut item = event_item(event).map_err(StoreUnavailable)?;
+            if !publish {
+                item.insert(PUBLISH_ATTRIBUTE.to_owned(), AttributeValue::Bool(false));
+            }
+            let write = Write {
+                kind: Kind::Event,
+                table: self.tables.events.clone(),
+                item,
+                condition: Some(Condition {
+                    expression: "attribute_not_exists(orderId)",
+                    names: HashMap::new(),
+                    values: HashMap::new(),
+                }),
+            };
+            let mut attempt = 0;
+            loop {
+                match self.put_one(&write, &Delivery::default()).await {
+                    Outcome::Done => done.written += 1,
+                    Outcome::Failed(AppendError::Conflict) => {
+                        // Another writer got there since the check: what is there decides.
+                        let there = self.query_events(&event.order_id, event.version - 1).await?;
+                        match there.first().filter(|e| e.version == event.version) {
+                            Some(existing) if same_event(existing, event) => done.skipped += 1,
+                            Some(existing) => return Err(super::sqlite::different(event, existing)),
+                            None => {
+                                return Err(StoreUnavailable(format!(
+                                    "order {} version {}: the conditional put failed, yet nothing is there",
+                                    event.order_id, event.version
+                                ))
+                                .into());
+                            }
+                        }
+                    }
+                    Outcome::Failed(e) => return Err(StoreUnavailable(e.to_string()).into()),
+                    Outcome::Transient(reason) if attempt >= TRANSIENT_RETRIES => {
+                        return Err(StoreUnavailable(format!("import of {}: {reason}", event.order_id)).into());
+                    }
+                    Outcome::Transient(_) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * (1 << attempt))).await;
+                        continue;
+                    }
+                }
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl EventImport for DynamoEventStore {
+    /// First reads which of the events are there already, and the version before each run (`BatchGetItem`,
+    /// 100 keys a call): those there are compared and skipped, so a run that starts again after a crash costs
+    /// reads, not failed writes. The rest of each run is written in version order, one conditional `PutItem` an
+    /// event (cheaper than a transaction, and an order cut short by a crash is a prefix of its history, which
+    /// the next run completes), up to [`IMPORT_CONCURRENCY`] orders at once. The condition still decides should
+    /// another writer get there in between.
+    async fn import(&self, runs: &[Vec<StoredEvent>], publish: bool) -> Result<Imported, ImportError> {
+        // Every event's key, and the version before each run (which must be there).
+        let before = runs.iter().filter_map(|run| run.first()).filter(|e| e.version > 1);
+        let keys: Vec<(&OrderId, u64)> = runs
+            .iter()
+            .flatten()
+            .map(|e| (&e.order_id, e.version))
+            .chain(before.map(|e| (&e.order_id, e.version - 1)))
+            .collect();
+        let reads: Vec<_> = keys.chunks(100).map(|chunk| self.existing(chunk)).collect();
+        let mut there: HashMap<(String, u64), StoredEvent> = HashMap::new();
+        let mut found = futures_util::stream::iter(reads).buffer_unordered(IMPORT_CONCURRENCY);
+        while let Some(events) = found.next().await {
+            there.extend(events?.into_iter().map(|e| ((e.order_id.as_str().to_owned(), e.version), e)));
+        }
+        let mut done = Imported::default();
+        let mut pending_runs = Vec::with_capacity(runs.len());
+        for run in runs {
+            if let Some(first) = run.first().filter(|e| e.version > 1)
+                && !there.contains_key(&(first.order_id.as_str().to_owned(), first.version - 1))
+            {
+                return Err(ImportError::Gap { order_id: first.order_id.clone(), first: first.version });
+            }
+            let mut pending = Vec::new();
+            for event in run {
+                match there.get(&(event.order_id.as_str().to_owned(), event.version)) {
+                    Some(existing) if same_event(existing, event) => done.skipped += 1,
+                    Some(existing) => return Err(super::sqlite::different(event, existing)),
+                    None => pending.push(event.clone()),
+                }
+            }
+            if !pending.is_empty() {
+                pending_runs.push(pending);
+            }
+        }
+        // The futures made up front (lazy until polled): a closure inside the stream would not be `Send` here.
+        let writes: Vec<_> = pending_runs.iter().map(|run| self.import_run(run, publish)).collect();
+        let mut results = futures_util::stream::iter(writes).buffer_unordered(IMPORT_CONCURRENCY);
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(imported) => done += imported,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(done), Err)
+    }
+}
+
+impl DynamoEventStore {
+    /// The events among these keys (at most 100) that are in the table, read consistently; keys DynamoDB
+    /// leaves unprocessed (throttling, the 16 MB limit) are asked again.
+    async fn existing(&self, keys: &[(&OrderId, u64)]) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let table = &self.tables.events;
+        let mut request = keys
+            .iter()
+            .map(|(id, version)| {
+                HashMap::from([("orderId".to_owned(), string(id.as_str())), ("version".to_owned(), num(*version))])
+            })
+            .collect::<Vec<_>>();
+        let mut events = Vec::new();
+        let mut attempt = 0u32;
+        while !request.is_empty() {
+            let wanted = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut request)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreUnavailable(format!("building a read of {table}: {e}")))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(table, wanted)
+                .send()
+                .await
+                .map_err(|e| StoreUnavailable(format!("batch get {table}: {}", error_text(&e))))?;
+            for item in output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default() {
+                events.push(
+                    event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?,
+                );
+            }
+            if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                request = left.keys;
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * (1 << attempt.min(6)))).await;
+            }
+        }
+        Ok(events)
+    }
 }
 
 /// What an item of an append is.

@@ -162,3 +162,53 @@ pub trait RebuildSource: EventStore {
         Ok(Vec::new())
     }
 }
+
+/// What writing events as they are (import, migration) did: events written, and events found already there,
+/// identical, and skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub written: u64,
+    pub skipped: u64,
+}
+
+impl std::ops::AddAssign for Imported {
+    fn add_assign(&mut self, other: Self) {
+        self.written += other.written;
+        self.skipped += other.skipped;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// The store holds another event at this (orderId, version): the histories disagree.
+    #[error("order {order_id} version {version}: the store already holds a different event there ({detail})")]
+    Different { order_id: OrderId, version: u64, detail: String },
+    /// The events do not follow what the store holds of the order.
+    #[error("order {order_id}: the events start at version {first} but the store holds no version {}", first - 1)]
+    Gap { order_id: OrderId, first: u64 },
+    #[error(transparent)]
+    Unavailable(#[from] StoreUnavailable),
+}
+
+/// True when two stored events are the same event (its place in a log aside): how an import recognises what a
+/// previous run already wrote.
+pub fn same_event(a: &StoredEvent, b: &StoredEvent) -> bool {
+    StoredEvent { position: 0, ..a.clone() } == StoredEvent { position: 0, ..b.clone() }
+}
+
+/// Writing events *as they are* — their ids, versions and timestamps kept — for `orderflow import` and
+/// `orderflow migrate` (`crate::lifecycle`). Commands never use it: they go through [`EventStore::append`].
+#[async_trait]
+pub trait EventImport: Send + Sync + 'static {
+    /// Writes runs of events, each run one order's consecutive versions in version order, every event a
+    /// conditional write of its (orderId, version). SQLite writes the whole call in one transaction; DynamoDB
+    /// writes each order's events in version order, one conditional put each, so a crash leaves every order
+    /// with a prefix of its run. A run's first version must follow what the store holds of the order
+    /// ([`ImportError::Gap`]). Events already there and identical are skipped, which makes an import that is
+    /// run again (after a crash) finish what the first one started; a different event at the same version is
+    /// [`ImportError::Different`].
+    ///
+    /// `publish = false` marks the items so that the Streams bridge does not publish them (DynamoDB; see
+    /// `crate::lifecycle`); the embedded store has no outside feed and ignores it.
+    async fn import(&self, runs: &[Vec<StoredEvent>], publish: bool) -> Result<Imported, ImportError>;
+}

@@ -15,7 +15,7 @@
 //! statements fail is rolled back to its savepoint; but a batch whose COMMIT fails, or a writer that dies
 //! with appends in hand, leaves them unknown.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
@@ -27,10 +27,10 @@ use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    AppendError, AppendRequest, EventStore, IdempotencyRecord, LoadedStream, RebuildChunk, StoreUnavailable,
-    StoredEvent, StoredResponse, codec,
+    AppendError, AppendRequest, EventImport, EventStore, IdempotencyRecord, ImportError, Imported, LoadedStream,
+    RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, codec, same_event,
 };
-use crate::config::StoreSettings;
+use crate::config::{StoreSettings, Synchronous};
 use crate::domain::{Order, OrderId};
 use crate::sql::{self, DbError, ReadPool};
 
@@ -86,6 +86,9 @@ pub struct SqliteEventStore {
     head: watch::Receiver<u64>,
     live: broadcast::Sender<Committed>,
     idempotency_ttl: chrono::Duration,
+    /// For [`EventImport`], which writes on a connection of its own (see there).
+    path: PathBuf,
+    synchronous: Synchronous,
 }
 
 impl SqliteEventStore {
@@ -118,7 +121,7 @@ impl SqliteEventStore {
             .name("event-store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| DbError::Worker(e.to_string()))?;
-        Ok(Arc::new(Self { queue, readers, head, live, idempotency_ttl: ttl }))
+        Ok(Arc::new(Self { queue, readers, head, live, idempotency_ttl: ttl, path, synchronous: settings.synchronous }))
     }
 
     /// The group commits from now on, in commit order (see [`Committed`]).
@@ -136,6 +139,48 @@ impl SqliteEventStore {
                     params![after, limit as i64],
                 )
             })
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Up to `limit` live (unexpired) idempotency records with a scope after `after`, in scope order, each with
+    /// when it was written (epoch ms): what `orderflow migrate` carries over.
+    pub async fn live_idempotency(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(IdempotencyRecord, i64)>, StoreUnavailable> {
+        let after = after.to_owned();
+        let live_after = (Utc::now() - self.idempotency_ttl).timestamp_millis();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT scope, request_hash, status, body, etag, location, created_at FROM idempotency
+                     WHERE scope > ?1 AND created_at >= ?2 ORDER BY scope LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![after, live_after, limit as i64], |r| {
+                    let record = IdempotencyRecord {
+                        scope: r.get(0)?,
+                        request_hash: r.get(1)?,
+                        response: StoredResponse {
+                            status: r.get(2)?,
+                            body: r.get(3)?,
+                            etag: r.get(4)?,
+                            location: r.get(5)?,
+                        },
+                    };
+                    Ok((record, r.get(6)?))
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The number of events in the log.
+    pub async fn count(&self) -> Result<u64, StoreUnavailable> {
+        self.readers
+            .read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?))
             .await
             .map_err(unavailable)
     }
@@ -250,6 +295,98 @@ impl super::RebuildSource for SqliteEventStore {
 
     async fn head(&self) -> u64 {
         *self.head.borrow()
+    }
+}
+
+/// Imports write on a connection of their own, in one transaction per call, beside the writer thread (SQLite
+/// serializes the two): `orderflow import` runs in a process of its own, where nothing else appends. That
+/// process's in-memory head and feed do not see the imported events; a service started afterwards reads them
+/// from the log like any others.
+#[async_trait]
+impl EventImport for SqliteEventStore {
+    async fn import(&self, runs: &[Vec<StoredEvent>], _publish: bool) -> Result<Imported, ImportError> {
+        let (path, synchronous, runs) = (self.path.clone(), self.synchronous, runs.to_vec());
+        let task = tokio::task::spawn_blocking(move || {
+            let mut conn = sql::open(&path, synchronous).map_err(|e| StoreUnavailable(e.to_string()))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| StoreUnavailable(e.to_string()))?;
+            let mut done = Imported::default();
+            for run in &runs {
+                done += import_run(&tx, run)?;
+            }
+            tx.commit().map_err(|e| StoreUnavailable(e.to_string()))?;
+            Ok(done)
+        });
+        task.await.map_err(|e| StoreUnavailable(format!("import task: {e}")))?
+    }
+}
+
+/// One order's run inside the import's transaction: skips what is there and identical, appends the rest.
+fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportError> {
+    let db = |e: rusqlite::Error| ImportError::Unavailable(StoreUnavailable(e.to_string()));
+    let Some(first) = run.first() else { return Ok(Imported::default()) };
+    let order_id = &first.order_id;
+    let at: u64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE order_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([order_id.as_str()], |r| r.get(0)))
+        .map_err(db)?;
+    let mut done = Imported::default();
+    for event in run {
+        if event.version <= at {
+            let there = query_events(
+                tx,
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ?1 AND version = ?2"),
+                params![order_id.as_str(), event.version],
+            )
+            .map_err(unavailable)?;
+            match there.first() {
+                Some(existing) if same_event(existing, event) => done.skipped += 1,
+                Some(existing) => return Err(different(event, existing)),
+                None => return Err(ImportError::Gap { order_id: order_id.clone(), first: event.version }),
+            }
+            continue;
+        }
+        if event.version != at + done.written + 1 {
+            return Err(ImportError::Gap { order_id: order_id.clone(), first: event.version });
+        }
+        let payload = codec::encode(&event.event).map_err(|e| StoreUnavailable(e.to_string()))?;
+        tx.prepare_cached(
+            "INSERT INTO events (order_id, version, event_id, type, schema_version, recorded_at, payload, trace)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                order_id.as_str(),
+                event.version,
+                event.event_id.to_string(),
+                event.event.type_name(),
+                codec::schema_version(&event.event),
+                event.recorded_at.timestamp_millis(),
+                payload,
+                event.traceparent.as_deref()
+            ])
+        })
+        .map_err(db)?;
+        done.written += 1;
+    }
+    Ok(done)
+}
+
+/// The error for an import that finds another event at its event's version.
+pub(super) fn different(event: &StoredEvent, existing: &StoredEvent) -> ImportError {
+    ImportError::Different {
+        order_id: event.order_id.clone(),
+        version: event.version,
+        detail: format!(
+            "there: {} {} {}; imported: {} {} {}",
+            existing.event_id,
+            existing.event.type_name(),
+            existing.recorded_at.to_rfc3339(),
+            event.event_id,
+            event.event.type_name(),
+            event.recorded_at.to_rfc3339()
+        ),
     }
 }
 

@@ -16,6 +16,7 @@ mod evolution;
 mod failures;
 mod hardening;
 mod helpers;
+mod lifecycle;
 mod metrics;
 mod openapi;
 mod outage;
