@@ -83,7 +83,7 @@ async fn a_rebuild_and_rebalances_under_load_on_two_instances_leave_no_stale_doc
         let started =
             client.post(format!("{}/admin/projections/search/rebuild", a.address)).bearer_auth(&token).send().await;
         assert_eq!(started.map(|r| r.status().as_u16()).ok(), Some(202), "the rebuild starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while rebuilding(&client, &a.address, &token).await {
             assert!(Instant::now() < deadline, "the rebuild never finished");
             tokio::time::sleep(Duration::from_millis(100)).await;
