@@ -3,9 +3,10 @@
 //! consumer would have received, and anything that reads the feed reads an export.
 //!
 //! **Export** streams the store in its own order — the embedded log by position, DynamoDB by its scan — with
-//! each order's events in version order; `export → import → export` on the same profile gives the same bytes.
-//! The envelope's `time` is the event's own time; the store's recording time is not part of it, so an imported
-//! event is recorded at its `time`.
+//! each order's events in version order, each as it was written: its schema version and data as stored (a legacy
+//! event stays a legacy event; `--current-shape` gives every event in today's shape instead, as the feed does).
+//! The envelope's `time` is the event's own time, and the extension attribute `recordedat` carries the store's
+//! recording time where it differs, so `export → import → export` gives the same bytes, on either profile.
 //!
 //! **Import** writes into an empty store of either profile (refusing one that holds events unless
 //! `--append`). Lines are read in batches of [`PAGE`]; a batch is written only once every line of it has been
@@ -25,18 +26,24 @@ use super::{PAGE, Progress, Store, runs};
 use crate::config::Settings;
 use crate::domain::OrderId;
 use crate::feed::cloudevents::CloudEvent;
-use crate::store::{Imported, StoredEvent};
+use crate::store::{Imported, RawEvent};
 
 /// Writes every event as one NDJSON line; returns how many.
-pub async fn export(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<u64> {
+pub async fn export(settings: &Settings, out: &mut dyn Write, current_shape: bool) -> anyhow::Result<u64> {
     let store = Store::open(settings, false).await?;
     let mut progress = Progress::new("export", store.events.head().await);
     let mut cursor: Option<String> = None;
     let mut written = 0u64;
     loop {
-        let chunk = store.events.read(cursor.as_deref(), PAGE).await?;
+        let chunk = store.import.read_raw(cursor.as_deref(), PAGE).await?;
         for event in &chunk.events {
-            out.write_all(&CloudEvent::encode(event)).and_then(|()| out.write_all(b"\n")).context("writing")?;
+            let record = if current_shape {
+                CloudEvent::from_stored(&event.decode().with_context(|| unreadable(event))?)
+            } else {
+                CloudEvent::from_raw(event).with_context(|| unreadable(event))?
+            };
+            serde_json::to_writer(&mut *out, &record).context("writing")?;
+            out.write_all(b"\n").context("writing")?;
         }
         written += chunk.events.len() as u64;
         progress.add(chunk.events.len() as u64);
@@ -48,6 +55,10 @@ pub async fn export(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<
     out.flush().context("writing")?;
     progress.finish();
     Ok(written)
+}
+
+fn unreadable(event: &RawEvent) -> String {
+    format!("order {} version {}: the stored event is unreadable", event.order_id, event.version)
 }
 
 pub struct ImportOptions {
@@ -66,7 +77,7 @@ pub async fn import(settings: &Settings, input: &mut dyn BufRead, options: &Impo
     let mut progress = Progress::new("import", 0);
     let mut done = Imported::default();
     let mut last: HashMap<OrderId, u64> = HashMap::new();
-    let mut batch: Vec<StoredEvent> = Vec::with_capacity(PAGE);
+    let mut batch: Vec<RawEvent> = Vec::with_capacity(PAGE);
     let mut batch_from = 1;
     let mut line = String::new();
     let mut number = 0usize;
@@ -86,7 +97,8 @@ pub async fn import(settings: &Settings, input: &mut dyn BufRead, options: &Impo
                 if batch_from > 1 { format!(" (lines 1..{batch_from} were)") } else { String::new() }
             )
         };
-        let event = CloudEvent::decode(line.trim_end().as_bytes()).map_err(|e| stop(e.to_string()))?;
+        let record: CloudEvent = serde_json::from_str(line.trim_end()).map_err(|e| stop(e.to_string()))?;
+        let event = record.into_raw().map_err(|e| stop(e.to_string()))?;
         let expected = last.get(&event.order_id).map(|v| v + 1);
         match expected {
             Some(next) if event.version != next => {
@@ -122,7 +134,7 @@ pub async fn import(settings: &Settings, input: &mut dyn BufRead, options: &Impo
 
 async fn write(
     store: &Store,
-    batch: &mut Vec<StoredEvent>,
+    batch: &mut Vec<RawEvent>,
     publish: bool,
     from: usize,
     to: usize,
