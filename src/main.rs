@@ -91,10 +91,14 @@ enum Lifecycle {
         publish: bool,
     },
     /// Write the event log of the configured profile as NDJSON CloudEvents (the feed's envelope), one event a
-    /// line, to FILE or stdout. Idempotency records are not events and not exported.
+    /// line, to FILE or stdout, each event as it was written (its schema version and data). Idempotency records
+    /// are not events and not exported.
     Export {
         /// Where to write (`-` or nothing: stdout).
         file: Option<PathBuf>,
+        /// Every event in today's shape (the upcasters applied), as the feed publishes it, instead of as written.
+        #[arg(long)]
+        current_shape: bool,
     },
     /// Read NDJSON CloudEvents (as `export` writes them) from FILE or stdin into the configured profile's event
     /// store, which must be empty unless --append.
@@ -198,14 +202,17 @@ fn lifecycle(settings: &Settings, command: Lifecycle) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match command {
             Lifecycle::Migrate { from, publish } => migrate::run(settings, &migrate::Options { from, publish }).await,
-            Lifecycle::Export { file } => {
+            Lifecycle::Export { file, current_shape } => {
                 let written = match file.filter(|f| f.as_os_str() != "-") {
                     Some(path) => {
                         let file = std::fs::File::create(&path)
                             .map_err(|e| UsageError(format!("cannot create {}: {e}", path.display())))?;
-                        export::export(settings, &mut std::io::BufWriter::new(file)).await?
+                        export::export(settings, &mut std::io::BufWriter::new(file), current_shape).await?
                     }
-                    None => export::export(settings, &mut std::io::BufWriter::new(std::io::stdout().lock())).await?,
+                    None => {
+                        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                        export::export(settings, &mut out, current_shape).await?
+                    }
                 };
                 eprintln!("orderflow: exported {written} events");
                 Ok(())

@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::OrderId;
-use crate::store::{StoredEvent, codec};
+use crate::store::{RawEvent, StoredEvent, codec};
 
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const SOURCE: &str = "orderflow";
@@ -41,6 +41,10 @@ pub struct CloudEvent {
     /// command that appended the event (also the Kafka header `traceparent`; Kinesis records have no headers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// When the write model recorded the event, where that is not `time` (an extension attribute): it makes an
+    /// export lossless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recordedat: Option<DateTime<Utc>>,
     pub data: Value,
 }
 
@@ -58,59 +62,112 @@ pub fn dataschema(type_name: &str, schema_version: u32) -> String {
 pub struct DecodeError(pub String);
 
 impl CloudEvent {
+    /// The event in today's shape: what the feed publishes.
     pub fn from_stored(event: &StoredEvent) -> Self {
-        // A stored event is always read in today's shape (`store::codec`), so its data is at the current version.
         let version = codec::schema_version(&event.event);
-        let (kind, data) = match serde_json::to_value(&event.event) {
-            Ok(Value::Object(mut tagged)) => (
-                tagged.remove("type").and_then(|t| t.as_str().map(str::to_owned)).unwrap_or_default(),
-                tagged.remove("data").unwrap_or(Value::Null),
-            ),
-            _ => (event.event.type_name().to_owned(), Value::Null),
+        let data = match serde_json::to_value(&event.event) {
+            Ok(Value::Object(mut tagged)) => tagged.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
         };
-        Self {
-            specversion: "1.0".into(),
-            id: event.event_id.to_string(),
-            source: SOURCE.into(),
-            kind: format!("{TYPE_PREFIX}{kind}"),
-            subject: event.order_id.to_string(),
+        let envelope = Envelope {
+            event_id: event.event_id,
+            order_id: &event.order_id,
+            version: event.version,
+            type_name: event.event.type_name(),
+            schema_version: version,
             time: event.occurred_at(),
-            datacontenttype: "application/json".into(),
-            sequence: event.version.to_string(),
-            dataschema: Some(dataschema(event.event.type_name(), version)),
-            schemaversion: version,
-            traceparent: event.traceparent.clone(),
-            data,
-        }
+            recorded_at: event.recorded_at,
+            traceparent: event.traceparent.as_deref(),
+        };
+        envelope.with(data)
     }
 
-    /// The JSON bytes of the record value.
+    /// The event exactly as stored (its schema version and data as written): what a lossless export writes.
+    pub fn from_raw(event: &RawEvent) -> Result<Self, DecodeError> {
+        let mut tagged: serde_json::Map<String, Value> =
+            serde_json::from_str(&event.payload).map_err(|e| DecodeError(format!("stored payload: {e}")))?;
+        // `time` is the domain's time of the event, as the feed has it: the decoded event knows which field.
+        let time = event.decode().map_err(|e| DecodeError(e.to_string()))?.occurred_at();
+        let envelope = Envelope {
+            event_id: event.event_id,
+            order_id: &event.order_id,
+            version: event.version,
+            type_name: &event.type_name,
+            schema_version: event.schema_version,
+            time,
+            recorded_at: event.recorded_at,
+            traceparent: event.traceparent.as_deref(),
+        };
+        Ok(envelope.with(tagged.remove("data").unwrap_or(Value::Null)))
+    }
+
     pub fn encode(event: &StoredEvent) -> Vec<u8> {
         serde_json::to_vec(&Self::from_stored(event)).unwrap_or_default()
     }
 
-    /// Reads a record value back into the stored event it came from (feed position 0).
+    /// A record of the feed (or a line of an export), in today's shape.
     pub fn decode(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
         let ce: CloudEvent = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
         ce.into_stored()
     }
 
     pub fn into_stored(self) -> Result<StoredEvent, DecodeError> {
+        self.into_raw()?.decode().map_err(|e| DecodeError(e.to_string()))
+    }
+
+    /// The event as the record carries it (its schema version and data as they are), checked to be readable.
+    pub fn into_raw(self) -> Result<RawEvent, DecodeError> {
         if self.specversion != "1.0" || self.source != SOURCE {
             return Err(DecodeError(format!("specversion {} source {}", self.specversion, self.source)));
         }
         let name = self.kind.strip_prefix(TYPE_PREFIX).ok_or_else(|| DecodeError(format!("type {}", self.kind)))?;
-        let event = codec::decode_data(name, self.schemaversion, self.data).map_err(|e| DecodeError(e.to_string()))?;
-        Ok(StoredEvent {
+        let tagged = serde_json::json!({"type": name, "data": self.data});
+        let raw = RawEvent {
             event_id: Uuid::parse_str(&self.id).map_err(|e| DecodeError(e.to_string()))?,
             order_id: OrderId::parse("subject", &self.subject).map_err(|e| DecodeError(e.message))?,
             version: self.sequence.parse().map_err(|_| DecodeError(format!("sequence {}", self.sequence)))?,
             position: 0,
-            schema_version: codec::schema_version(&event),
-            recorded_at: self.time,
+            type_name: name.to_owned(),
+            schema_version: self.schemaversion,
+            recorded_at: self.recordedat.unwrap_or(self.time),
             traceparent: self.traceparent.as_deref().and_then(crate::trace::TraceParent::parse).map(|t| t.to_string()),
-            event,
-        })
+            payload: tagged.to_string(),
+        };
+        // Unreadable data (a wrong shape, a version this orderflow does not know) is refused here, not later.
+        raw.decode().map_err(|e| DecodeError(e.to_string()))?;
+        Ok(raw)
+    }
+}
+
+/// Every attribute of a record but its data.
+struct Envelope<'a> {
+    event_id: Uuid,
+    order_id: &'a OrderId,
+    version: u64,
+    type_name: &'a str,
+    schema_version: u32,
+    time: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+    traceparent: Option<&'a str>,
+}
+
+impl Envelope<'_> {
+    fn with(self, data: Value) -> CloudEvent {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: self.event_id.to_string(),
+            source: SOURCE.into(),
+            kind: format!("{TYPE_PREFIX}{}", self.type_name),
+            subject: self.order_id.to_string(),
+            time: self.time,
+            datacontenttype: "application/json".into(),
+            sequence: self.version.to_string(),
+            dataschema: Some(dataschema(self.type_name, self.schema_version)),
+            schemaversion: self.schema_version,
+            traceparent: self.traceparent.map(str::to_owned),
+            recordedat: (self.recorded_at != self.time).then_some(self.recorded_at),
+            data,
+        }
     }
 }
 

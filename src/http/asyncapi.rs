@@ -106,13 +106,15 @@ mod tests {
             dataschema: Some("urn:orderflow:schema:OrderShipped:1".into()),
             schemaversion: 1,
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            recordedat: Some(chrono::Utc::now()),
             data: Value::Null,
         };
         let attributes = names(&serde_json::to_value(&event).expect("serializes"));
         let envelope = &doc()["components"]["schemas"]["CloudEvent"];
         assert_eq!(names(&envelope["properties"]), attributes);
-        // `dataschema` is always written, but records published before it existed have none.
-        let optional = BTreeSet::from(["traceparent".to_owned(), "dataschema".to_owned()]);
+        // `dataschema` is always written, but records published before it existed have none; `recordedat` only
+        // where it is not `time`.
+        let optional = BTreeSet::from(["traceparent".to_owned(), "dataschema".to_owned(), "recordedat".to_owned()]);
         assert_eq!(strings(&envelope["required"]), &attributes - &optional);
     }
 }

@@ -3,9 +3,10 @@
 //! consumer would have received, and anything that reads the feed reads an export.
 //!
 //! **Export** streams the store in its own order — the embedded log by position, DynamoDB by its scan — with
-//! each order's events in version order; `export → import → export` on the same profile gives the same bytes.
-//! The envelope's `time` is the event's own time; the store's recording time is not part of it, so an imported
-//! event is recorded at its `time`.
+//! each order's events in version order, each as it was written: its schema version and data as stored (a legacy
+//! event stays a legacy event; `--current-shape` gives every event in today's shape instead, as the feed does).
+//! The envelope's `time` is the event's own time, and the extension attribute `recordedat` carries the store's
+//! recording time where it differs, so `export → import → export` gives the same bytes, on either profile.
 //!
 //! **Import** writes into an empty store of either profile (refusing one that holds events unless
 //! `--append`). Lines are read in batches of [`PAGE`]; a batch is written only once every line of it has been
@@ -25,18 +26,24 @@ use super::{PAGE, Progress, Store, runs};
 use crate::config::Settings;
 use crate::domain::OrderId;
 use crate::feed::cloudevents::CloudEvent;
-use crate::store::{Imported, StoredEvent};
+use crate::store::{Imported, RawEvent};
 
 /// Writes every event as one NDJSON line; returns how many.
-pub async fn export(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<u64> {
+pub async fn export(settings: &Settings, out: &mut dyn Write, current_shape: bool) -> anyhow::Result<u64> {
     let store = Store::open(settings, false).await?;
     let mut progress = Progress::new("export", store.events.head().await);
     let mut cursor: Option<String> = None;
     let mut written = 0u64;
     loop {
-        let chunk = store.events.read(cursor.as_deref(), PAGE).await?;
+        let chunk = store.import.read_raw(cursor.as_deref(), PAGE).await?;
         for event in &chunk.events {
-            out.write_all(&CloudEvent::encode(event)).and_then(|()| out.write_all(b"\n")).context("writing")?;
+            let record = if current_shape {
+                CloudEvent::from_stored(&event.decode().with_context(|| unreadable(event))?)
+            } else {
+                CloudEvent::from_raw(event).with_context(|| unreadable(event))?
+            };
+            serde_json::to_writer(&mut *out, &record).context("writing")?;
+            out.write_all(b"\n").context("writing")?;
         }
         written += chunk.events.len() as u64;
         progress.add(chunk.events.len() as u64);
@@ -50,6 +57,10 @@ pub async fn export(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<
     Ok(written)
 }
 
+fn unreadable(event: &RawEvent) -> String {
+    format!("order {} version {}: the stored event is unreadable", event.order_id, event.version)
+}
+
 pub struct ImportOptions {
     /// Import into a store that already holds events.
     pub append: bool,
@@ -57,56 +68,24 @@ pub struct ImportOptions {
     pub publish: bool,
 }
 
-/// Reads NDJSON CloudEvents and writes them; returns what was written and skipped.
+/// Reads NDJSON CloudEvents and writes them; returns what was written and skipped. Every line is checked before
+/// anything is written (the input is spooled to a temporary file meanwhile, so it may be a pipe of any length):
+/// a malformed line stops the import with its number and the store as it was.
 pub async fn import(settings: &Settings, input: &mut dyn BufRead, options: &ImportOptions) -> anyhow::Result<Imported> {
     let store = Store::open(settings, true).await?;
     if !options.append && !store.is_empty().await? {
         bail!("{} already holds events: import writes into an empty store (or add them with --append)", store.name);
     }
-    let mut progress = Progress::new("import", 0);
+    let (spool, lines) = check(input, options.append)?;
+    let mut progress = Progress::new("import", lines);
     let mut done = Imported::default();
-    let mut last: HashMap<OrderId, u64> = HashMap::new();
-    let mut batch: Vec<StoredEvent> = Vec::with_capacity(PAGE);
-    let mut batch_from = 1;
-    let mut line = String::new();
-    let mut number = 0usize;
-    loop {
-        line.clear();
-        let read = input.read_line(&mut line).with_context(|| format!("reading line {}", number + 1))?;
-        if read == 0 {
-            break;
-        }
+    let mut batch: Vec<RawEvent> = Vec::with_capacity(PAGE);
+    let (mut batch_from, mut number) = (1, 0);
+    for line in std::io::BufReader::new(spool).lines() {
+        let line = line.context("reading the checked lines back")?;
         number += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let stop = |why: String| {
-            anyhow::anyhow!(
-                "line {number}: {why}; nothing of lines {batch_from}..={number} was written{}",
-                if batch_from > 1 { format!(" (lines 1..{batch_from} were)") } else { String::new() }
-            )
-        };
-        let event = CloudEvent::decode(line.trim_end().as_bytes()).map_err(|e| stop(e.to_string()))?;
-        let expected = last.get(&event.order_id).map(|v| v + 1);
-        match expected {
-            Some(next) if event.version != next => {
-                return Err(stop(format!(
-                    "order {} version {} follows version {}",
-                    event.order_id,
-                    event.version,
-                    next - 1
-                )));
-            }
-            None if event.version != 1 && !options.append => {
-                return Err(stop(format!(
-                    "order {} starts at version {} (an import into an empty store starts every order at 1)",
-                    event.order_id, event.version
-                )));
-            }
-            _ => {}
-        }
-        last.insert(event.order_id.clone(), event.version);
-        batch.push(event);
+        let record: CloudEvent = serde_json::from_str(&line).context("a checked line")?;
+        batch.push(record.into_raw().context("a checked line")?);
         if batch.len() >= PAGE {
             done += write(&store, &mut batch, options.publish, batch_from, number).await?;
             progress.add(PAGE as u64);
@@ -120,9 +99,57 @@ pub async fn import(settings: &Settings, input: &mut dyn BufRead, options: &Impo
     Ok(done)
 }
 
+/// Checks every line — a CloudEvent of ours, readable, each order's versions following one another from 1 (or,
+/// with `append`, from wherever the file takes the order up) — and spools the non-empty ones to a temporary file,
+/// rewound; returns it with their count.
+fn check(input: &mut dyn BufRead, append: bool) -> anyhow::Result<(std::fs::File, u64)> {
+    use std::io::Seek as _;
+    let mut spool = std::io::BufWriter::new(tempfile::tempfile().context("a temporary file for the import")?);
+    let mut last: HashMap<OrderId, u64> = HashMap::new();
+    let (mut line, mut number, mut lines) = (String::new(), 0usize, 0u64);
+    loop {
+        line.clear();
+        let read = input.read_line(&mut line).with_context(|| format!("reading line {}", number + 1))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let text = line.trim_end();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let stop = |why: String| anyhow::anyhow!("line {number}: {why}; nothing was imported");
+        let record: CloudEvent = serde_json::from_str(text).map_err(|e| stop(e.to_string()))?;
+        let event = record.into_raw().map_err(|e| stop(e.to_string()))?;
+        match last.get(&event.order_id).map(|v| v + 1) {
+            Some(next) if event.version != next => {
+                return Err(stop(format!(
+                    "order {} version {} follows version {}",
+                    event.order_id,
+                    event.version,
+                    next - 1
+                )));
+            }
+            None if event.version != 1 && !append => {
+                return Err(stop(format!(
+                    "order {} starts at version {} (an import into an empty store starts every order at 1)",
+                    event.order_id, event.version
+                )));
+            }
+            _ => {}
+        }
+        last.insert(event.order_id, event.version);
+        writeln!(spool, "{text}").context("spooling the import")?;
+        lines += 1;
+    }
+    let mut spool = spool.into_inner().map_err(|e| e.into_error()).context("spooling the import")?;
+    spool.rewind().context("spooling the import")?;
+    Ok((spool, lines))
+}
+
 async fn write(
     store: &Store,
-    batch: &mut Vec<StoredEvent>,
+    batch: &mut Vec<RawEvent>,
     publish: bool,
     from: usize,
     to: usize,

@@ -42,7 +42,7 @@ pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<()> {
     let mut done = Imported::default();
     let mut cursor: Option<String> = None;
     loop {
-        let chunk = source.events.read(cursor.as_deref(), PAGE).await?;
+        let chunk = source.import.read_raw(cursor.as_deref(), PAGE).await?;
         let count = chunk.events.len() as u64;
         done += target.import.import(&runs(chunk.events), options.publish).await?;
         progress.add(count);
@@ -69,9 +69,9 @@ pub async fn run(settings: &Settings, options: &Options) -> anyhow::Result<()> {
     );
 
     let mut progress = Progress::new("verify source", total);
-    let left = digest_all(&*source.events, &mut progress).await?;
+    let left = digest_all(&*source.import, &mut progress).await?;
     let mut progress = Progress::new("verify target", total);
-    let right = digest_all(&*target.events, &mut progress).await?;
+    let right = digest_all(&*target.import, &mut progress).await?;
     let (mut equal, mut missing, mut different) = (0u64, Vec::new(), Vec::new());
     for (order, (_, digest)) in &left {
         match right.get(order) {

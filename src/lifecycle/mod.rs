@@ -7,17 +7,18 @@
 //!
 //! # Reading and writing
 //!
-//! Events are read through the stores' normal read path ([`RebuildSource`], the one view rebuilds use), so what
-//! the store does to stored events on reading (upcasting an old schema) happens here too. Each page is grouped
-//! into runs, one per order in version order, and a page is written before the next is read: an order's events
-//! reach the target in version order even when its history spans pages.
+//! History moves as it was written (docs/design.md guarantee 2): events are read and written as
+//! [`RawEvent`]s — each one's payload in the schema version it was written with, its id, version, timestamps
+//! and trace — so a legacy event arrives on the other side as the same legacy event, byte for byte. Upcasting is
+//! for readers that use events (actor load, history, the feed, rebuilds), and for `export --current-shape`.
+//! Each page is grouped into runs, one per order in version order, and a page is written before the next is
+//! read: an order's events reach the target in version order even when its history spans pages.
 //!
 //! # Verification
 //!
 //! A per-order digest ([`OrderDigest`]): SHA-256 over the order's events in version order, each as its version,
-//! eventId, schema version, recording time (ms), traceparent and the JSON of the event (type and data). It is
-//! computed on both sides from the same read path, so two stores agree exactly when every order has the same
-//! events with the same ids and timestamps.
+//! eventId, type, schema version, recording time (ms), traceparent and the stored payload. It is computed on both
+//! sides from the same raw read, so two stores agree exactly when every order has the same events as written.
 //!
 //! # Not publishing history twice
 //!
@@ -56,7 +57,7 @@ use crate::config::{Profile, Settings};
 use crate::domain::OrderId;
 use crate::store::dynamo::DynamoEventStore;
 use crate::store::sqlite::SqliteEventStore;
-use crate::store::{EventImport, RebuildSource, StoredEvent};
+use crate::store::{EventImport, RawEvent, RebuildSource};
 
 /// Events read from a store per page.
 const PAGE: usize = 1000;
@@ -114,15 +115,15 @@ impl Store {
 
     /// True when the store holds no event.
     pub async fn is_empty(&self) -> anyhow::Result<bool> {
-        Ok(self.events.read(None, 1).await?.events.is_empty())
+        Ok(self.import.read_raw(None, 1).await?.events.is_empty())
     }
 }
 
 /// One order's events, in version order, as runs for [`EventImport::import`]: a page's events grouped by order,
 /// each order's in the order they came (version order), orders in the order they first appear.
-pub fn runs(events: Vec<StoredEvent>) -> Vec<Vec<StoredEvent>> {
+pub fn runs(events: Vec<RawEvent>) -> Vec<Vec<RawEvent>> {
     let mut index: HashMap<OrderId, usize> = HashMap::new();
-    let mut runs: Vec<Vec<StoredEvent>> = Vec::new();
+    let mut runs: Vec<Vec<RawEvent>> = Vec::new();
     for event in events {
         match index.get(&event.order_id) {
             Some(&i) => runs[i].push(event),
@@ -146,15 +147,16 @@ pub struct OrderDigest {
 }
 
 impl OrderDigest {
-    pub fn add(&mut self, event: &StoredEvent) {
-        let data = serde_json::to_string(&event.event).unwrap_or_default();
+    pub fn add(&mut self, event: &RawEvent) {
         let line = format!(
-            "{}\n{}\n{}\n{}\n{}\n{data}\n",
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
             event.version,
             event.event_id,
+            event.type_name,
             event.schema_version,
             event.recorded_at.timestamp_millis(),
-            event.traceparent.as_deref().unwrap_or("")
+            event.traceparent.as_deref().unwrap_or(""),
+            event.payload
         );
         self.hasher.update(line.as_bytes());
         self.out_of_order |= event.version != self.last_version + 1;
@@ -171,13 +173,13 @@ impl OrderDigest {
 
 /// Every order's digest and event count, reading the whole store page by page.
 pub async fn digest_all(
-    source: &dyn RebuildSource,
+    source: &dyn EventImport,
     progress: &mut Progress,
 ) -> anyhow::Result<BTreeMap<String, (u64, String)>> {
     let mut digests: HashMap<OrderId, OrderDigest> = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
-        let chunk = source.read(cursor.as_deref(), PAGE).await?;
+        let chunk = source.read_raw(cursor.as_deref(), PAGE).await?;
         progress.add(chunk.events.len() as u64);
         for event in &chunk.events {
             digests.entry(event.order_id.clone()).or_default().add(event);
@@ -258,9 +260,10 @@ mod tests {
 
     use super::*;
     use crate::domain::{Money, OrderEvent, Text};
+    use crate::store::StoredEvent;
 
-    fn event(order: &str, version: u64) -> StoredEvent {
-        StoredEvent {
+    fn event(order: &str, version: u64) -> RawEvent {
+        let stored = StoredEvent {
             event_id: Uuid::now_v7(),
             order_id: OrderId::parse("o", order).unwrap(),
             version,
@@ -273,7 +276,8 @@ mod tests {
                 amount: Money::from_minor(100),
                 paid_at: DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
             },
-        }
+        };
+        RawEvent::encode(&stored).unwrap()
     }
 
     #[test]
@@ -289,7 +293,7 @@ mod tests {
     #[test]
     fn the_digest_changes_with_any_part_of_an_event_and_marks_gaps() {
         let history = [event("a", 1), event("a", 2)];
-        let digest = |events: &[StoredEvent]| {
+        let digest = |events: &[RawEvent]| {
             let mut d = OrderDigest::default();
             events.iter().for_each(|e| d.add(e));
             d.finish()
@@ -302,7 +306,10 @@ mod tests {
         other_time[1].recorded_at = DateTime::from_timestamp_millis(1_700_000_000_001).unwrap();
         let mut other_trace = history.clone();
         other_trace[0].traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
-        for changed in [other_id, other_time, other_trace] {
+        // The same data in another schema version is another event as written.
+        let mut other_shape = history.clone();
+        other_shape[0].schema_version = 2;
+        for changed in [other_id, other_time, other_trace, other_shape] {
             assert_ne!(digest(&changed), same);
         }
         // The log position is not part of it (it differs between stores).

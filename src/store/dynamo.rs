@@ -74,7 +74,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppendError, AppendRequest, EventImport, EventStore, IdempotencyRecord, ImportError, Imported, LoadedStream,
-    RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, codec, same_event,
+    RawChunk, RawEvent, RebuildChunk, RebuildSource, StoreUnavailable, StoredEvent, StoredResponse, codec,
 };
 use crate::aws::attr::{self, Item, num, string};
 use crate::aws::{Tables, dynamo_client_with_timeouts, ensure_tables, error_text};
@@ -92,43 +92,46 @@ const TRANSIENT_RETRIES: u32 = 3;
 /// Decodes one event item (from the events table, or a stream record's NEW_IMAGE converted to DynamoDB
 /// attribute values). `position` is 0: DynamoDB has no global log.
 pub fn event_from_item(item: &HashMap<String, AttributeValue>) -> Result<StoredEvent, String> {
-    let order_id = attr::s(item, "orderId")?;
-    let written_with: u32 = attr::n(item, "schemaVersion")?;
-    let event =
-        codec::decode(attr::s(item, "payload")?, written_with).map_err(|e| format!("attribute payload: {e}"))?;
-    let type_name = attr::s(item, "type")?;
-    if type_name != event.type_name() {
-        return Err(format!("attribute type is {type_name} but the payload is a {}", event.type_name()));
-    }
+    raw_from_item(item)?.decode().map_err(|e| format!("attribute payload: {e}"))
+}
+
+/// One event item as written (see [`RawEvent`]).
+pub fn raw_from_item(item: &HashMap<String, AttributeValue>) -> Result<RawEvent, String> {
     let recorded_at: i64 = attr::n(item, "recordedAt")?;
-    Ok(StoredEvent {
+    Ok(RawEvent {
         event_id: Uuid::parse_str(attr::s(item, "eventId")?).map_err(|e| format!("attribute eventId: {e}"))?,
-        order_id: OrderId::parse("orderId", order_id).map_err(|e| format!("attribute orderId: {}", e.message))?,
+        order_id: OrderId::parse("orderId", attr::s(item, "orderId")?)
+            .map_err(|e| format!("attribute orderId: {}", e.message))?,
         version: attr::n(item, "version")?,
         position: 0,
-        schema_version: codec::schema_version(&event),
+        type_name: attr::s(item, "type")?.to_owned(),
+        schema_version: attr::n(item, "schemaVersion")?,
         recorded_at: DateTime::from_timestamp_millis(recorded_at)
             .ok_or_else(|| format!("attribute recordedAt is out of range: {recorded_at}"))?,
         traceparent: attr::opt_s(item, "traceparent")?,
-        event,
+        payload: attr::s(item, "payload")?.to_owned(),
     })
 }
 
 fn event_item(event: &StoredEvent) -> Result<Item, String> {
-    let payload = codec::encode(&event.event).map_err(|e| e.to_string())?;
+    Ok(raw_item(&RawEvent::encode(event).map_err(|e| e.to_string())?))
+}
+
+/// The item of an event as written.
+fn raw_item(event: &RawEvent) -> Item {
     let mut item = HashMap::from([
         ("orderId".to_owned(), string(event.order_id.as_str())),
         ("version".to_owned(), num(event.version)),
         ("eventId".to_owned(), string(event.event_id.to_string())),
-        ("type".to_owned(), string(event.event.type_name())),
+        ("type".to_owned(), string(&event.type_name)),
         ("schemaVersion".to_owned(), num(event.schema_version)),
         ("recordedAt".to_owned(), num(event.recorded_at.timestamp_millis())),
-        ("payload".to_owned(), string(payload)),
+        ("payload".to_owned(), string(&event.payload)),
     ]);
     if let Some(traceparent) = &event.traceparent {
         item.insert("traceparent".to_owned(), string(traceparent));
     }
-    Ok(item)
+    item
 }
 
 /// The attribute that keeps the Streams bridge from publishing an event item: `publish` = BOOL false, set by
@@ -172,6 +175,12 @@ impl DynamoEventStore {
 
     /// Events of one order with a version above `after` (all of them for 0), in version order, every page.
     async fn query_events(&self, order_id: &OrderId, after: u64) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+        let raw = self.query_raw(order_id, after).await?;
+        raw.iter().map(|e| e.decode().map_err(|e| corrupt(order_id, &e.to_string()))).collect()
+    }
+
+    /// [`Self::query_events`] as written.
+    async fn query_raw(&self, order_id: &OrderId, after: u64) -> Result<Vec<RawEvent>, StoreUnavailable> {
         let mut events = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -188,7 +197,7 @@ impl DynamoEventStore {
                 .await
                 .map_err(|e| StoreUnavailable(format!("query {}: {}", self.tables.events, error_text(&e))))?;
             for item in page.items.unwrap_or_default() {
-                events.push(event_from_item(&item).map_err(|e| corrupt(order_id, &e))?);
+                events.push(raw_from_item(&item).map_err(|e| corrupt(order_id, &e))?);
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -455,10 +464,10 @@ impl DynamoEventStore {
     }
 
     /// One order's events that are not there yet, in version order, one conditional `PutItem` each.
-    async fn import_run(&self, run: &[StoredEvent], publish: bool) -> Result<Imported, ImportError> {
+    async fn import_run(&self, run: &[RawEvent], publish: bool) -> Result<Imported, ImportError> {
         let mut done = Imported::default();
         for event in run {
-            let mut item = event_item(event).map_err(StoreUnavailable)?;
+            let mut item = raw_item(event);
             if !publish {
                 item.insert(PUBLISH_ATTRIBUTE.to_owned(), AttributeValue::Bool(false));
             }
@@ -478,9 +487,9 @@ impl DynamoEventStore {
                     Outcome::Done => done.written += 1,
                     Outcome::Failed(AppendError::Conflict) => {
                         // Another writer got there since the check: what is there decides.
-                        let there = self.query_events(&event.order_id, event.version - 1).await?;
+                        let there = self.query_raw(&event.order_id, event.version - 1).await?;
                         match there.first().filter(|e| e.version == event.version) {
-                            Some(existing) if same_event(existing, event) => done.skipped += 1,
+                            Some(existing) if existing.same_as(event) => done.skipped += 1,
                             Some(existing) => return Err(super::sqlite::different(event, existing)),
                             None => {
                                 return Err(StoreUnavailable(format!(
@@ -510,13 +519,17 @@ impl DynamoEventStore {
 
 #[async_trait]
 impl EventImport for DynamoEventStore {
+    async fn read_raw(&self, cursor: Option<&str>, limit: usize) -> Result<RawChunk, StoreUnavailable> {
+        self.scan_raw(cursor, limit).await
+    }
+
     /// First reads which of the events are there already, and the version before each run (`BatchGetItem`,
     /// 100 keys a call): those there are compared and skipped, so a run that starts again after a crash costs
     /// reads, not failed writes. The rest of each run is written in version order, one conditional `PutItem` an
     /// event (cheaper than a transaction, and an order cut short by a crash is a prefix of its history, which
     /// the next run completes), up to [`IMPORT_CONCURRENCY`] orders at once. The condition still decides should
     /// another writer get there in between.
-    async fn import(&self, runs: &[Vec<StoredEvent>], publish: bool) -> Result<Imported, ImportError> {
+    async fn import(&self, runs: &[Vec<RawEvent>], publish: bool) -> Result<Imported, ImportError> {
         // Every event's key, and the version before each run (which must be there).
         let before = runs.iter().filter_map(|run| run.first()).filter(|e| e.version > 1);
         let keys: Vec<(&OrderId, u64)> = runs
@@ -526,7 +539,7 @@ impl EventImport for DynamoEventStore {
             .chain(before.map(|e| (&e.order_id, e.version - 1)))
             .collect();
         let reads: Vec<_> = keys.chunks(100).map(|chunk| self.existing(chunk)).collect();
-        let mut there: HashMap<(String, u64), StoredEvent> = HashMap::new();
+        let mut there: HashMap<(String, u64), RawEvent> = HashMap::new();
         let mut found = futures_util::stream::iter(reads).buffer_unordered(IMPORT_CONCURRENCY);
         while let Some(events) = found.next().await {
             there.extend(events?.into_iter().map(|e| ((e.order_id.as_str().to_owned(), e.version), e)));
@@ -542,7 +555,7 @@ impl EventImport for DynamoEventStore {
             let mut pending = Vec::new();
             for event in run {
                 match there.get(&(event.order_id.as_str().to_owned(), event.version)) {
-                    Some(existing) if same_event(existing, event) => done.skipped += 1,
+                    Some(existing) if existing.same_as(event) => done.skipped += 1,
                     Some(existing) => return Err(super::sqlite::different(event, existing)),
                     None => pending.push(event.clone()),
                 }
@@ -570,7 +583,7 @@ impl EventImport for DynamoEventStore {
 impl DynamoEventStore {
     /// The events among these keys (at most 100) that are in the table, read consistently; keys DynamoDB
     /// leaves unprocessed (throttling, the 16 MB limit) are asked again.
-    async fn existing(&self, keys: &[(&OrderId, u64)]) -> Result<Vec<StoredEvent>, StoreUnavailable> {
+    async fn existing(&self, keys: &[(&OrderId, u64)]) -> Result<Vec<RawEvent>, StoreUnavailable> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let table = &self.tables.events;
         let mut request = keys
@@ -595,9 +608,8 @@ impl DynamoEventStore {
                 .await
                 .map_err(|e| StoreUnavailable(format!("batch get {table}: {}", error_text(&e))))?;
             for item in output.responses.and_then(|mut r| r.remove(table)).unwrap_or_default() {
-                events.push(
-                    event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?,
-                );
+                events
+                    .push(raw_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?);
             }
             if let Some(left) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
                 request = left.keys;
@@ -854,14 +866,14 @@ impl ScanCursor {
     }
 
     /// True for an event the previous chunk already delivered.
-    fn delivered(&self, event: &StoredEvent) -> bool {
+    fn delivered(&self, event: &RawEvent) -> bool {
         event.order_id.as_str() == self.order_id && event.version <= self.delivered
     }
 }
 
-#[async_trait]
-impl RebuildSource for DynamoEventStore {
-    async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable> {
+impl DynamoEventStore {
+    /// The whole events table as written, in chunks (see [`RebuildSource::read`]).
+    async fn scan_raw(&self, cursor: Option<&str>, limit: usize) -> Result<RawChunk, StoreUnavailable> {
         let table = &self.tables.events;
         let cursor = cursor.map(ScanCursor::decode).transpose()?;
         let page = self
@@ -876,8 +888,7 @@ impl RebuildSource for DynamoEventStore {
             .map_err(|e| StoreUnavailable(format!("scan {table}: {}", error_text(&e))))?;
         let mut events = Vec::new();
         for item in page.items.unwrap_or_default() {
-            let event =
-                event_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?;
+            let event = raw_from_item(&item).map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}")))?;
             if !cursor.as_ref().is_some_and(|c| c.delivered(&event)) {
                 events.push(event);
             }
@@ -885,7 +896,7 @@ impl RebuildSource for DynamoEventStore {
         // Version order within each order whatever order the page came in; across orders nothing is promised.
         events.sort_by(|a, b| (a.order_id.as_str(), a.version).cmp(&(b.order_id.as_str(), b.version)));
         let Some(key) = page.last_evaluated_key.filter(|k| !k.is_empty()) else {
-            return Ok(RebuildChunk { events, next: None, checkpoint: None });
+            return Ok(RawChunk { events, next: None });
         };
         // The page may have stopped in the middle of an order: deliver the rest of it now, so that a view never
         // sees a later version of it before an earlier one, whichever way the next page starts.
@@ -902,12 +913,25 @@ impl RebuildSource for DynamoEventStore {
             .max()
             .or_else(|| cursor.as_ref().filter(|c| c.order_id == order_id.as_str()).map(|c| c.delivered))
             .unwrap_or(0);
-        let rest = self.query_events(&order_id, have).await?;
+        let rest = self.query_raw(&order_id, have).await?;
         let delivered = rest.last().map_or(have, |e| e.version);
         events.extend(rest);
         let next = ScanCursor { order_id: order_id.as_str().to_owned(), version, delivered };
         let next = serde_json::to_string(&next).map_err(|e| StoreUnavailable(format!("rebuild cursor: {e}")))?;
-        Ok(RebuildChunk { events, next: Some(next), checkpoint: None })
+        Ok(RawChunk { events, next: Some(next) })
+    }
+}
+
+#[async_trait]
+impl RebuildSource for DynamoEventStore {
+    async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable> {
+        let RawChunk { events, next } = self.scan_raw(cursor, limit).await?;
+        let table = &self.tables.events;
+        let events = events
+            .iter()
+            .map(|e| e.decode().map_err(|e| StoreUnavailable(format!("corrupt item in {table}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(RebuildChunk { events, next, checkpoint: None })
     }
 
     /// A filtered scan of the whole events table (only the ids come back): as costly as a rebuild's read, and

@@ -190,14 +190,83 @@ pub enum ImportError {
     Unavailable(#[from] StoreUnavailable),
 }
 
-/// True when two stored events are the same event (its place in a log aside): how an import recognises what a
-/// previous run already wrote.
-pub fn same_event(a: &StoredEvent, b: &StoredEvent) -> bool {
-    StoredEvent { position: 0, ..a.clone() } == StoredEvent { position: 0, ..b.clone() }
+/// A stored event exactly as it was written: its payload in the shape of the schema version it was written
+/// with, not upcast. Moving history (`orderflow migrate`, `import`, a lossless `export`) copies these, so a legacy
+/// event arrives as the same legacy event, byte for byte (docs/design.md guarantee 2); only readers that use an
+/// event ([`RawEvent::decode`]: actor load, history, the feed, rebuilds) see it in today's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub event_id: Uuid,
+    pub order_id: OrderId,
+    pub version: u64,
+    /// Position in the global log (embedded profile); 0 where the store has none.
+    pub position: u64,
+    /// The event type (`OrderPlaced`, …).
+    pub type_name: String,
+    /// The schema version of the type that `payload` was written in.
+    pub schema_version: u32,
+    pub recorded_at: DateTime<Utc>,
+    pub traceparent: Option<String>,
+    /// `{"type": "<EventName>", "data": {…}}` as written.
+    pub payload: String,
 }
 
-/// Writing events *as they are* — their ids, versions and timestamps kept — for `orderflow import` and
-/// `orderflow migrate` (`crate::lifecycle`). Commands never use it: they go through [`EventStore::append`].
+impl RawEvent {
+    /// The event in today's shape (the codec's upcasters applied).
+    pub fn decode(&self) -> Result<StoredEvent, codec::CodecError> {
+        let event = codec::decode(&self.payload, self.schema_version)?;
+        if event.type_name() != self.type_name {
+            return Err(codec::CodecError(format!(
+                "stored with type {} but the payload is a {}",
+                self.type_name,
+                event.type_name()
+            )));
+        }
+        Ok(StoredEvent {
+            event_id: self.event_id,
+            order_id: self.order_id.clone(),
+            version: self.version,
+            position: self.position,
+            schema_version: codec::schema_version(&event),
+            recorded_at: self.recorded_at,
+            traceparent: self.traceparent.clone(),
+            event,
+        })
+    }
+
+    /// How an event of today's shape is written.
+    pub fn encode(event: &StoredEvent) -> Result<Self, codec::CodecError> {
+        Ok(Self {
+            event_id: event.event_id,
+            order_id: event.order_id.clone(),
+            version: event.version,
+            position: event.position,
+            type_name: event.event.type_name().to_owned(),
+            schema_version: codec::schema_version(&event.event),
+            recorded_at: event.recorded_at,
+            traceparent: event.traceparent.clone(),
+            payload: codec::encode(&event.event)?,
+        })
+    }
+
+    /// True when two stored events are the same event (their place in a log aside): how an import recognises
+    /// what a previous run already wrote.
+    pub fn same_as(&self, other: &RawEvent) -> bool {
+        Self { position: 0, ..self.clone() } == Self { position: 0, ..other.clone() }
+    }
+}
+
+/// One step of reading the whole write model as written (see [`EventImport::read_raw`]).
+#[derive(Debug, Clone, Default)]
+pub struct RawChunk {
+    /// Each order's events in version order, every order's complete prefix before any later event of it.
+    pub events: Vec<RawEvent>,
+    /// Where the next read starts (opaque to the caller); `None` once the whole write model has been read.
+    pub next: Option<String>,
+}
+
+/// Reading and writing events *as they are* ([`RawEvent`]: their shape, ids, versions and timestamps kept) —
+/// for `orderflow import`, `export` and `migrate` (`crate::lifecycle`). Commands never use it: they go through [`EventStore::append`].
 #[async_trait]
 pub trait EventImport: Send + Sync + 'static {
     /// Writes runs of events, each run one order's consecutive versions in version order, every event a
@@ -210,5 +279,9 @@ pub trait EventImport: Send + Sync + 'static {
     ///
     /// `publish = false` marks the items so that the Streams bridge does not publish them (DynamoDB; see
     /// `crate::lifecycle`); the embedded store has no outside feed and ignores it.
-    async fn import(&self, runs: &[Vec<StoredEvent>], publish: bool) -> Result<Imported, ImportError>;
+    async fn import(&self, runs: &[Vec<RawEvent>], publish: bool) -> Result<Imported, ImportError>;
+
+    /// Reads the whole write model as written, in chunks from an opaque cursor, as [`RebuildSource::read`]
+    /// does in today's shape (same order, same cursors).
+    async fn read_raw(&self, cursor: Option<&str>, limit: usize) -> Result<RawChunk, StoreUnavailable>;
 }

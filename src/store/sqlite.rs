@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::{
     AppendError, AppendRequest, EventImport, EventStore, IdempotencyRecord, ImportError, Imported, LoadedStream,
-    RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, codec, same_event,
+    RawChunk, RawEvent, RebuildChunk, StoreUnavailable, StoredEvent, StoredResponse, codec,
 };
 use crate::config::{StoreSettings, Synchronous};
 use crate::domain::{Order, OrderId};
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at);
 ";
 
-const EVENT_COLUMNS: &str = "event_id, order_id, version, position, schema_version, recorded_at, payload, trace";
+const EVENT_COLUMNS: &str = "event_id, order_id, version, position, schema_version, recorded_at, payload, trace, type";
 
 type Reply = oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>;
 
@@ -134,6 +134,20 @@ impl SqliteEventStore {
         self.readers
             .read(move |conn| {
                 query_events(
+                    conn,
+                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
+                    params![after, limit as i64],
+                )
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    /// [`Self::read_all`] as written (see [`RawEvent`]).
+    pub async fn read_all_raw(&self, after: u64, limit: usize) -> Result<Vec<RawEvent>, StoreUnavailable> {
+        self.readers
+            .read(move |conn| {
+                query_raw(
                     conn,
                     &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
                     params![after, limit as i64],
@@ -284,11 +298,7 @@ impl super::RebuildSource for SqliteEventStore {
     /// The cursor is the global log position of the last event delivered, so the checkpoint a rebuilt view
     /// stores is exactly where its log tail goes on from.
     async fn read(&self, cursor: Option<&str>, limit: usize) -> Result<RebuildChunk, StoreUnavailable> {
-        let after = match cursor {
-            None => 0,
-            Some(text) => text.parse().map_err(|_| StoreUnavailable(format!("not a rebuild cursor: {text:?}")))?,
-        };
-        let events = self.read_all(after, limit).await?;
+        let events = self.read_all(log_cursor(cursor)?, limit).await?;
         let checkpoint = events.last().map(|e| e.position);
         Ok(RebuildChunk { next: checkpoint.map(|p| p.to_string()), checkpoint, events })
     }
@@ -304,7 +314,7 @@ impl super::RebuildSource for SqliteEventStore {
 /// from the log like any others.
 #[async_trait]
 impl EventImport for SqliteEventStore {
-    async fn import(&self, runs: &[Vec<StoredEvent>], _publish: bool) -> Result<Imported, ImportError> {
+    async fn import(&self, runs: &[Vec<RawEvent>], _publish: bool) -> Result<Imported, ImportError> {
         let (path, synchronous, runs) = (self.path.clone(), self.synchronous, runs.to_vec());
         let task = tokio::task::spawn_blocking(move || {
             let mut conn = sql::open(&path, synchronous).map_err(|e| StoreUnavailable(e.to_string()))?;
@@ -320,10 +330,24 @@ impl EventImport for SqliteEventStore {
         });
         task.await.map_err(|e| StoreUnavailable(format!("import task: {e}")))?
     }
+
+    /// The cursor is a global log position, as for [`super::RebuildSource::read`].
+    async fn read_raw(&self, cursor: Option<&str>, limit: usize) -> Result<RawChunk, StoreUnavailable> {
+        let events = self.read_all_raw(log_cursor(cursor)?, limit).await?;
+        Ok(RawChunk { next: events.last().map(|e| e.position.to_string()), events })
+    }
+}
+
+/// A rebuild's or an export's cursor: the log position of the last event delivered.
+fn log_cursor(cursor: Option<&str>) -> Result<u64, StoreUnavailable> {
+    match cursor {
+        None => Ok(0),
+        Some(text) => text.parse().map_err(|_| StoreUnavailable(format!("not a log cursor: {text:?}"))),
+    }
 }
 
 /// One order's run inside the import's transaction: skips what is there and identical, appends the rest.
-fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportError> {
+fn import_run(tx: &Connection, run: &[RawEvent]) -> Result<Imported, ImportError> {
     let db = |e: rusqlite::Error| ImportError::Unavailable(StoreUnavailable(e.to_string()));
     let Some(first) = run.first() else { return Ok(Imported::default()) };
     let order_id = &first.order_id;
@@ -334,14 +358,14 @@ fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportEr
     let mut done = Imported::default();
     for event in run {
         if event.version <= at {
-            let there = query_events(
+            let there = query_raw(
                 tx,
                 &format!("SELECT {EVENT_COLUMNS} FROM events WHERE order_id = ?1 AND version = ?2"),
                 params![order_id.as_str(), event.version],
             )
             .map_err(unavailable)?;
             match there.first() {
-                Some(existing) if same_event(existing, event) => done.skipped += 1,
+                Some(existing) if existing.same_as(event) => done.skipped += 1,
                 Some(existing) => return Err(different(event, existing)),
                 None => return Err(ImportError::Gap { order_id: order_id.clone(), first: event.version }),
             }
@@ -350,7 +374,6 @@ fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportEr
         if event.version != at + done.written + 1 {
             return Err(ImportError::Gap { order_id: order_id.clone(), first: event.version });
         }
-        let payload = codec::encode(&event.event).map_err(|e| StoreUnavailable(e.to_string()))?;
         tx.prepare_cached(
             "INSERT INTO events (order_id, version, event_id, type, schema_version, recorded_at, payload, trace)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -360,10 +383,10 @@ fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportEr
                 order_id.as_str(),
                 event.version,
                 event.event_id.to_string(),
-                event.event.type_name(),
-                codec::schema_version(&event.event),
+                event.type_name,
+                event.schema_version,
                 event.recorded_at.timestamp_millis(),
-                payload,
+                event.payload,
                 event.traceparent.as_deref()
             ])
         })
@@ -374,17 +397,17 @@ fn import_run(tx: &Connection, run: &[StoredEvent]) -> Result<Imported, ImportEr
 }
 
 /// The error for an import that finds another event at its event's version.
-pub(super) fn different(event: &StoredEvent, existing: &StoredEvent) -> ImportError {
+pub(super) fn different(event: &RawEvent, existing: &RawEvent) -> ImportError {
     ImportError::Different {
         order_id: event.order_id.clone(),
         version: event.version,
         detail: format!(
             "there: {} {} {}; imported: {} {} {}",
             existing.event_id,
-            existing.event.type_name(),
+            existing.type_name,
             existing.recorded_at.to_rfc3339(),
             event.event_id,
-            event.event.type_name(),
+            event.type_name,
             event.recorded_at.to_rfc3339()
         ),
     }
@@ -400,29 +423,42 @@ fn query_events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> 
     rows.map(|row| row.map_err(DbError::from)?.map_err(DbError::Corrupt)).collect()
 }
 
+fn query_raw(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RawEvent>, DbError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, read_raw_row)?;
+    rows.map(|row| row.map_err(DbError::from)?.map_err(DbError::Corrupt)).collect()
+}
+
+/// A row of [`EVENT_COLUMNS`] in today's shape, whatever version it was written with.
 fn read_event_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, String>> {
+    Ok(read_raw_row(row)?.and_then(|raw| raw.decode().map_err(|e| e.to_string())))
+}
+
+/// A row of [`EVENT_COLUMNS`] as written.
+fn read_raw_row(row: &Row<'_>) -> rusqlite::Result<Result<RawEvent, String>> {
     let event_id: String = row.get(0)?;
     let order_id: String = row.get(1)?;
     let recorded_at: i64 = row.get(5)?;
-    let payload: String = row.get(6)?;
-    let version: u64 = row.get(2)?;
-    let position: u64 = row.get(3)?;
-    let schema_version: u32 = row.get(4)?;
-    let traceparent: Option<String> = row.get(7)?;
-    Ok((|| {
-        // Read in today's shape, whatever version it was written with.
-        let event = codec::decode(&payload, schema_version).map_err(|e| e.to_string())?;
-        Ok(StoredEvent {
-            event_id: Uuid::parse_str(&event_id).map_err(|e| e.to_string())?,
-            order_id: OrderId::parse("orderId", &order_id).map_err(|e| e.message)?,
-            version,
-            position,
-            schema_version: codec::schema_version(&event),
-            recorded_at: DateTime::from_timestamp_millis(recorded_at).ok_or("bad recorded_at")?,
-            traceparent,
-            event,
-        })
-    })())
+    Ok(Ok(RawEvent {
+        event_id: match Uuid::parse_str(&event_id) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e.to_string())),
+        },
+        order_id: match OrderId::parse("orderId", &order_id) {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e.message)),
+        },
+        version: row.get(2)?,
+        position: row.get(3)?,
+        schema_version: row.get(4)?,
+        recorded_at: match DateTime::from_timestamp_millis(recorded_at) {
+            Some(at) => at,
+            None => return Ok(Err(format!("bad recorded_at {recorded_at}"))),
+        },
+        payload: row.get(6)?,
+        traceparent: row.get(7)?,
+        type_name: row.get(8)?,
+    }))
 }
 
 /// The single writer: owns the write connection, batches appends into one transaction each.

@@ -132,11 +132,12 @@ async fn export_then_import_then_export_gives_the_same_log() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(text(&refused.stderr).contains("line 1: order life-1 starts at version 2"), "{}", text(&refused.stderr));
 
-    // A line written before OrderPlaced gained `shippingAddress` (schema version 1) is imported and read in
-    // today's shape, beside today's lines.
+    // A line written before OrderPlaced gained `shippingAddress` (schema version 1) is imported as it is: the
+    // service reads it in today's shape, and an export gives it back as written (`--current-shape`: upcast).
     let v1 = json!({"specversion": "1.0", "id": uuid::Uuid::now_v7().to_string(), "source": "orderflow",
         "type": "orders.OrderPlaced", "subject": "life-v1", "time": "2026-11-30T10:00:00Z",
         "datacontenttype": "application/json", "sequence": "1", "schemaversion": 1,
+        "dataschema": "urn:orderflow:schema:OrderPlaced:1",
         "data": {"customerId": "c-9", "currency": "EUR", "total": 900, "placedAt": "2026-11-30T10:00:00Z",
             "items": [{"sku": "MUG-1", "name": "Blue ceramic mug", "quantity": 1, "unitPrice": 900}]}});
     let exported_first = text(&first.stdout);
@@ -144,17 +145,27 @@ async fn export_then_import_then_export_gives_the_same_log() {
     let old = tempfile::tempdir().expect("temp dir");
     let imported = orderflow(old.path(), &[], &["import"], Some(mixed.as_bytes()));
     assert!(imported.status.success(), "{}", text(&imported.stderr));
-    let exported = orderflow(old.path(), &[], &["export"], None);
     // (On DynamoDB the export is in scan order: the v1 order's line is found by its subject.)
-    let exported = text(&exported.stdout);
-    let (upcast, mut rest): (Vec<&str>, Vec<&str>) = exported.lines().partition(|l| l.contains("\"life-v1\""));
-    let upcast: Value = serde_json::from_str(upcast.first().expect("the v1 order's line")).expect("json");
-    assert_eq!(upcast["data"]["shippingAddress"], Value::Null, "{upcast}");
-    assert_eq!(upcast["schemaversion"], lines[0]["schemaversion"], "{upcast}");
-    let mut today: Vec<&str> = exported_first.lines().collect();
-    rest.sort_unstable();
+    let export = |flags: &[&str]| {
+        let mut args = vec!["export"];
+        args.extend(flags);
+        let out = orderflow(old.path(), &[], &args, None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = text(&out.stdout);
+        let (legacy, mut rest): (Vec<String>, Vec<String>) =
+            out.lines().map(str::to_owned).partition(|l| l.contains("\"life-v1\""));
+        rest.sort_unstable();
+        (serde_json::from_str::<Value>(legacy.first().expect("the v1 order's line")).expect("json"), rest)
+    };
+    let (as_written, rest) = export(&[]);
+    assert_eq!(as_written, v1, "a legacy event is exported as it was written");
+    let mut today: Vec<String> = exported_first.lines().map(str::to_owned).collect();
     today.sort_unstable();
     assert_eq!(rest, today);
+    let (upcast, _) = export(&["--current-shape"]);
+    assert_eq!(upcast["data"]["shippingAddress"], Value::Null, "{upcast}");
+    assert_eq!(upcast["schemaversion"], lines[0]["schemaversion"], "{upcast}");
+    assert_eq!(upcast["dataschema"], "urn:orderflow:schema:OrderPlaced:2", "{upcast}");
 
     // Usage errors are 2: an unknown flag; exporting a data folder that has no event log (embedded).
     assert_eq!(orderflow(app.dir.path(), &[], &["import", "--bogus"], None).status.code(), Some(2));
