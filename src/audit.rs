@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Duration as Days, Utc};
+use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use rusqlite::params;
 use serde::Serialize;
 
@@ -209,46 +209,61 @@ impl AuditLog for DynamoAuditLog {
         Ok(())
     }
 
+    /// The days are read newest first, [`DAYS_AT_ONCE`] of them at a time (a quiet log would otherwise cost
+    /// one round trip per day of the look-back, one after the other), each up to `limit` entries; reading stops
+    /// once `limit` entries are in.
     async fn recent(&self, limit: usize, before: Option<&str>) -> Result<Vec<AuditEntry>, AuditError> {
+        use futures_util::StreamExt as _;
         let today = Utc::now().date_naive();
-        let mut day = before.and_then(day_of).map_or(today, |d| d.min(today));
+        let newest = before.and_then(day_of).map_or(today, |d| d.min(today));
         let oldest = today - Days::days(LOOKBACK_DAYS);
+        let days = (0..).map_while(|back| newest.checked_sub_signed(Days::days(back)).filter(|d| *d >= oldest));
+        let mut reads = futures_util::stream::iter(days.map(|day| self.day(day, limit, before))).buffered(DAYS_AT_ONCE);
         let mut entries = Vec::new();
-        while entries.len() < limit && day >= oldest {
-            let mut start = None;
-            loop {
-                let mut query = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .consistent_read(true)
-                    .scan_index_forward(false)
-                    .expression_attribute_values(":day", attr::string(day.to_string()))
-                    .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
-                    .set_exclusive_start_key(start);
-                query = match before {
-                    Some(id) => query
-                        .key_condition_expression("#day = :day AND id < :before")
-                        .expression_attribute_values(":before", attr::string(id)),
-                    None => query.key_condition_expression("#day = :day"),
-                };
-                let page = query
-                    .expression_attribute_names("#day", "day")
-                    .send()
-                    .await
-                    .map_err(|e| AuditError(error_text(&e)))?;
-                for item in page.items() {
-                    entries.push(from_item(item).map_err(AuditError)?);
-                }
-                start = page.last_evaluated_key().cloned();
-                if start.is_none() || entries.len() >= limit {
-                    break;
-                }
-            }
-            day -= Days::days(1);
+        while entries.len() < limit
+            && let Some(day) = reads.next().await
+        {
+            entries.extend(day?);
         }
         entries.truncate(limit);
         Ok(entries)
+    }
+}
+
+/// Days of the audit log read at once (see `DynamoAuditLog::recent`).
+const DAYS_AT_ONCE: usize = 16;
+
+impl DynamoAuditLog {
+    /// Up to `limit` entries of one day, newest first, older than `before`.
+    async fn day(&self, day: NaiveDate, limit: usize, before: Option<&str>) -> Result<Vec<AuditEntry>, AuditError> {
+        let mut entries = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .scan_index_forward(false)
+                .expression_attribute_values(":day", attr::string(day.to_string()))
+                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start);
+            query = match before {
+                Some(id) => query
+                    .key_condition_expression("#day = :day AND id < :before")
+                    .expression_attribute_values(":before", attr::string(id)),
+                None => query.key_condition_expression("#day = :day"),
+            };
+            let page =
+                query.expression_attribute_names("#day", "day").send().await.map_err(|e| AuditError(error_text(&e)))?;
+            for item in page.items() {
+                entries.push(from_item(item).map_err(AuditError)?);
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || entries.len() >= limit {
+                return Ok(entries);
+            }
+        }
     }
 }
 
