@@ -74,9 +74,13 @@ pub fn request_hash(value: &Value) -> String {
 /// where a number belongs) is a 400 naming the field; the rules on the values are the DTO's conversion into a
 /// command (422).
 pub fn typed<T: DeserializeOwned>(json: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(json).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::InvalidJson(format!("`{path}`: {}", e.into_inner()))
+    // The path tracker costs on every field, so it runs only to name the field of a body already refused.
+    T::deserialize(json).map_err(|_| match serde_path_to_error::deserialize::<_, T>(json) {
+        Err(e) => {
+            let path = e.path().to_string();
+            ApiError::InvalidJson(format!("`{path}`: {}", e.into_inner()))
+        }
+        Ok(_) => ApiError::InvalidJson("the body does not match the request's type".to_owned()),
     })
 }
 
