@@ -131,27 +131,24 @@ impl SqliteEventStore {
 
     /// Events of all orders after a global position, in log order: the embedded feed.
     pub async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreUnavailable> {
-        self.readers
-            .read(move |conn| {
-                query_events(
-                    conn,
-                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
-                    params![after, limit as i64],
-                )
-            })
-            .await
-            .map_err(unavailable)
+        self.read_after(after, limit, query_events).await
     }
 
     /// [`Self::read_all`] as written (see [`RawEvent`]).
     pub async fn read_all_raw(&self, after: u64, limit: usize) -> Result<Vec<RawEvent>, StoreUnavailable> {
+        self.read_after(after, limit, query_raw).await
+    }
+
+    async fn read_after<T: Send + 'static>(
+        &self,
+        after: u64,
+        limit: usize,
+        rows: fn(&Connection, &str, (u64, i64)) -> Result<Vec<T>, DbError>,
+    ) -> Result<Vec<T>, StoreUnavailable> {
         self.readers
             .read(move |conn| {
-                query_raw(
-                    conn,
-                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"),
-                    params![after, limit as i64],
-                )
+                let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+                rows(conn, &sql, (after, limit as i64))
             })
             .await
             .map_err(unavailable)
