@@ -143,7 +143,7 @@ impl SqliteEventStore {
         &self,
         after: u64,
         limit: usize,
-        rows: fn(&Connection, &str, (u64, i64)) -> Result<Vec<T>, DbError>,
+        rows: RowsAfter<T>,
     ) -> Result<Vec<T>, StoreUnavailable> {
         self.readers
             .read(move |conn| {
@@ -419,6 +419,9 @@ fn query_events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> 
     let rows = stmt.query_map(params, read_event_row)?;
     rows.map(|row| row.map_err(DbError::from)?.map_err(DbError::Corrupt)).collect()
 }
+
+/// How [`SqliteEventStore::read_after`] reads the rows after a position: decoded or as written.
+type RowsAfter<T> = fn(&Connection, &str, (u64, i64)) -> Result<Vec<T>, DbError>;
 
 fn query_raw(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RawEvent>, DbError> {
     let mut stmt = conn.prepare_cached(sql)?;
