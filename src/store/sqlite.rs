@@ -166,21 +166,11 @@ impl SqliteEventStore {
         self.readers
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT scope, request_hash, status, body, etag, location, created_at FROM idempotency
+                    "SELECT request_hash, status, body, etag, location, scope, created_at FROM idempotency
                      WHERE scope > ?1 AND created_at >= ?2 ORDER BY scope LIMIT ?3",
                 )?;
                 let rows = stmt.query_map(params![after, live_after, limit as i64], |r| {
-                    let record = IdempotencyRecord {
-                        scope: r.get(0)?,
-                        request_hash: r.get(1)?,
-                        response: StoredResponse {
-                            status: r.get(2)?,
-                            body: r.get(3)?,
-                            etag: r.get(4)?,
-                            location: r.get(5)?,
-                        },
-                    };
-                    Ok((record, r.get(6)?))
+                    Ok((idempotency_row(r, r.get(5)?)?, r.get(6)?))
                 })?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
@@ -267,18 +257,7 @@ impl EventStore for SqliteEventStore {
                         "SELECT request_hash, status, body, etag, location FROM idempotency
                          WHERE scope = ?1 AND created_at >= ?2",
                     )?
-                    .query_row(params![scope, live_after], |r| {
-                        Ok(IdempotencyRecord {
-                            scope: scope.clone(),
-                            request_hash: r.get(0)?,
-                            response: StoredResponse {
-                                status: r.get(1)?,
-                                body: r.get(2)?,
-                                etag: r.get(3)?,
-                                location: r.get(4)?,
-                            },
-                        })
-                    })
+                    .query_row(params![scope, live_after], |r| idempotency_row(r, scope.clone()))
                     .optional()?)
             })
             .await
@@ -427,6 +406,15 @@ fn query_raw(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Res
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params, read_raw_row)?;
     rows.map(|row| row.map_err(DbError::from)?.map_err(DbError::Corrupt)).collect()
+}
+
+/// An idempotency record from a row that starts `request_hash, status, body, etag, location`.
+fn idempotency_row(r: &Row<'_>, scope: String) -> rusqlite::Result<IdempotencyRecord> {
+    Ok(IdempotencyRecord {
+        scope,
+        request_hash: r.get(0)?,
+        response: StoredResponse { status: r.get(1)?, body: r.get(2)?, etag: r.get(3)?, location: r.get(4)? },
+    })
 }
 
 /// A row of [`EVENT_COLUMNS`] in today's shape, whatever version it was written with.
