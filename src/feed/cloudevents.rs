@@ -112,17 +112,25 @@ impl CloudEvent {
     }
 
     pub fn into_stored(self) -> Result<StoredEvent, DecodeError> {
-        self.into_raw()?.decode().map_err(|e| DecodeError(e.to_string()))
+        self.carried()?.decode().map_err(|e| DecodeError(e.to_string()))
     }
 
     /// The event as the record carries it (its schema version and data as they are), checked to be readable.
     pub fn into_raw(self) -> Result<RawEvent, DecodeError> {
+        let raw = self.carried()?;
+        // Unreadable data (a wrong shape, a version this orderflow does not know) is refused here, not later.
+        raw.decode().map_err(|e| DecodeError(e.to_string()))?;
+        Ok(raw)
+    }
+
+    /// The event as the record carries it, not yet decoded.
+    fn carried(self) -> Result<RawEvent, DecodeError> {
         if self.specversion != "1.0" || self.source != SOURCE {
             return Err(DecodeError(format!("specversion {} source {}", self.specversion, self.source)));
         }
         let name = self.kind.strip_prefix(TYPE_PREFIX).ok_or_else(|| DecodeError(format!("type {}", self.kind)))?;
         let tagged = serde_json::json!({"type": name, "data": self.data});
-        let raw = RawEvent {
+        Ok(RawEvent {
             event_id: Uuid::parse_str(&self.id).map_err(|e| DecodeError(e.to_string()))?,
             order_id: OrderId::parse("subject", &self.subject).map_err(|e| DecodeError(e.message))?,
             version: self.sequence.parse().map_err(|_| DecodeError(format!("sequence {}", self.sequence)))?,
@@ -132,10 +140,7 @@ impl CloudEvent {
             recorded_at: self.recordedat.unwrap_or(self.time),
             traceparent: self.traceparent.as_deref().and_then(crate::trace::TraceParent::parse).map(|t| t.to_string()),
             payload: tagged.to_string(),
-        };
-        // Unreadable data (a wrong shape, a version this orderflow does not know) is refused here, not later.
-        raw.decode().map_err(|e| DecodeError(e.to_string()))?;
-        Ok(raw)
+        })
     }
 }
 
